@@ -1,0 +1,61 @@
+"""Logging: ``prog: message`` on stderr, and timestamped lines in the job's process log."""
+
+import contextlib
+import logging
+import os
+import sys
+
+_LOGGER = "cas"
+
+
+def setup(prog: str, level: str = "INFO") -> logging.Logger:
+    """Send the ``cas`` logger to stderr as ``prog: message``."""
+    log = logging.getLogger(_LOGGER)
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    log.addHandler(handler)
+    log.propagate = False
+    set_level(level)
+    log.prog = prog  # type: ignore[attr-defined]
+    return log
+
+
+def set_level(level: str) -> None:
+    logging.getLogger(_LOGGER).setLevel(getattr(logging, str(level).upper(), logging.INFO))
+
+
+def get() -> logging.Logger:
+    return logging.getLogger(_LOGGER)
+
+
+def job_log_path(record: dict) -> str | None:
+    workdir, job = record.get("workdir"), record.get("job")
+    if not workdir or not job or not os.path.isdir(workdir):
+        return None
+    return os.path.join(workdir, f"{job}.log")
+
+
+@contextlib.contextmanager
+def job_log(record: dict):
+    """While one record is processed, also append log lines to ``<workdir>/<job>.log``."""
+    path = job_log_path(record)
+    log = logging.getLogger(_LOGGER)
+    handler = None
+    if path:
+        try:
+            handler = logging.FileHandler(path, encoding="utf-8")
+        except OSError:
+            handler = None
+    if handler is not None:
+        prog = getattr(log, "prog", "cas")
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s {prog} %(levelname)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(handler)
+    try:
+        yield path
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()

@@ -1,0 +1,190 @@
+"""The record contract every CAS filter shares (DESIGN.md section 1).
+
+A filter is a function ``process(record) -> record``.  This module owns
+everything around it so no filter re-implements it: reading JSON lines from
+stdin (or a first record built from arguments), passing error records
+through untouched, turning a failure into an ``error`` key, writing and
+flushing one line per record, logging into the job's process log, the
+quiet exit on a broken pipe and the exit status (0 ok, 1 some record
+carries an error, 2 usage).
+"""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Callable, Iterable, Iterator
+
+from . import logs
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class StepError(Exception):
+    """A failure of one record: becomes ``record["error"]``.
+
+    ``kind`` is a short word scripts can switch on (``not-found``,
+    ``corrupt``, ``truncated``, ``unsafe``, ``timeout``, ...).
+    """
+
+    def __init__(self, message: str, kind: str = "failed"):
+        super().__init__(message)
+        self.message = " ".join(str(message).split())  # always one line
+        self.kind = kind
+
+
+class UsageError(Exception):
+    """Bad flags or an unreadable config: exit 2 before any record."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: unwind (cleaning up partial files), exit 128+signum."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, _frame):
+    raise Interrupted(signum)
+
+
+def exit_status_for(exc: KeyboardInterrupt) -> int:
+    return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so main() decides."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def argument_parser(prog: str, description: str, epilog: str | None = None) -> ArgumentParser:
+    return ArgumentParser(prog=prog, description=description, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def error_record(record: dict, step: str, message: str, kind: str = "failed") -> dict:
+    """Return ``record`` with an error added (other keys kept, in order)."""
+    out = dict(record)
+    out["error"] = {"step": step, "message": " ".join(str(message).split()), "kind": kind}
+    return out
+
+
+def read_records(stream, step: str) -> Iterator[dict]:
+    """Yield records from JSON lines; a line that is not an object becomes an error record."""
+    for lineno, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            yield error_record({"input": line.rstrip("\n")[:200]}, step,
+                               f"stdin line {lineno}: not JSON ({exc.msg})", "bad-record")
+            continue
+        if not isinstance(record, dict):
+            yield error_record({"input": line.rstrip("\n")[:200]}, step,
+                               f"stdin line {lineno}: not a JSON object", "bad-record")
+            continue
+        yield record
+
+
+def write_record(record: dict, stream) -> None:
+    stream.write(json.dumps(record, ensure_ascii=False, separators=(", ", ": ")) + "\n")
+    stream.flush()
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def apply(step: str, process: Callable[[dict], dict], record: dict,
+          log: logging.Logger | None = None) -> dict:
+    """Run ``process`` on one record under the contract; never raises.
+
+    Error records pass through untouched.  The job's process log (when the
+    record names a ``workdir`` and ``job``) receives this step's log lines.
+    """
+    if "error" in record:
+        return record
+    log = log or logging.getLogger("cas")
+    with logs.job_log(record):
+        try:
+            out = process(dict(record))
+        except StepError as exc:
+            log.error("%s", exc.message)
+            return error_record(record, step, exc.message, exc.kind)
+        except OSError as exc:
+            message = _one_line(exc)
+            log.error("%s", message)
+            return error_record(record, step, message, "os-error")
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a bug: one line on stdout, the traceback only in the log
+            log.debug("internal error", exc_info=True)
+            message = f"internal error: {type(exc).__name__}: {_one_line(exc)}"
+            log.error("%s", message)
+            return error_record(record, step, message, "internal")
+    return out
+
+
+def _quiet_broken_pipe() -> int:
+    """Stdout's reader went away: exit quietly, as cat does (status 141)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    return 128 + signal.SIGPIPE
+
+
+def run(step: str, process: Callable[[dict], dict], initial: Iterable[dict] | None = None,
+        stdin=None, stdout=None) -> int:
+    """Drive a filter: records from ``initial`` (built from arguments) or stdin.
+
+    Each record is written and flushed as soon as it is done, so a pipeline
+    streams.  Returns the exit status of DESIGN.md section 1.
+    """
+    stdin = stdin if stdin is not None else sys.stdin
+    stdout = stdout if stdout is not None else sys.stdout
+    log = logging.getLogger("cas")
+    source = initial if initial is not None else read_records(stdin, step)
+    status = EXIT_OK
+    try:
+        for record in source:
+            out = apply(step, process, record, log)
+            if "error" in out:
+                status = EXIT_ERROR
+            write_record(out, stdout)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except KeyboardInterrupt as exc:
+        log.error("interrupted")
+        return exit_status_for(exc)
+    return status
+
+
+def main_wrapper(prog: str, body: Callable[[], int]) -> int:
+    """Run a command's body: usage errors exit 2 with one line, never a traceback."""
+    logs.setup(prog)
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        return body()
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except KeyboardInterrupt as exc:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return exit_status_for(exc)
