@@ -31,10 +31,11 @@ class StepError(Exception):
     ``corrupt``, ``truncated``, ``unsafe``, ``timeout``, ...).
     """
 
-    def __init__(self, message: str, kind: str = "failed"):
+    def __init__(self, message: str, kind: str = "failed", partial: dict | None = None):
         super().__init__(message)
         self.message = " ".join(str(message).split())  # always one line
         self.kind = kind
+        self.partial = partial  # the record with what the step did get done, if any
 
 
 class UsageError(Exception):
@@ -122,7 +123,8 @@ def apply(step: str, process: Callable[[dict], dict], record: dict,
             out = process(dict(record))
         except StepError as exc:
             log.error("%s", exc.message)
-            return error_record(record, step, exc.message, exc.kind)
+            return error_record(exc.partial if exc.partial is not None else record,
+                                step, exc.message, exc.kind)
         except OSError as exc:
             message = _one_line(exc)
             log.error("%s", message)
