@@ -4,21 +4,25 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: test demo realdump bench fuzz clean
+.PHONY: deps test demo realdump bench clean
+
+deps:
+	@sh tests/install-deps
 
 $(VENV)/.installed: setup.cfg pyproject.toml
+	@sh tests/install-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e . pytest aiosmtpd
 	touch $@
 
-test: $(VENV)/.installed
+test: deps $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 realdump: $(VENV)/.installed
 	$(PY) tests/realdump/build.py
 
-demo: $(VENV)/.installed
-	$(PY) tests/realdump/demo.py
+demo: deps $(VENV)/.installed
+	$(PY) tests/demo.py
 
 bench: $(VENV)/.installed
 	for b in bench/*; do [ -x "$$b" ] && $(PY) "$$b"; done

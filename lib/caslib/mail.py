@@ -1,0 +1,221 @@
+"""cas-mail: mail the first analysis of a job to the engineer who asked for it.
+
+Reads records (from cas-crash) and adds ``mail``: ``{to, sent, message_id,
+file, reason}``.  The message is an RFC 5322 text mail built with the
+standard library: ``Subject: CAS results for <job>``, a short summary
+(kernel, host, crash time, panic, task) above the original CAS body
+(``Location:``, ``Server:``, ``Output data:`` with the crash output).  A copy
+is always kept as ``mail.eml`` in the job directory; it is sent through
+``smtphost`` (STARTTLS when offered) when one is configured.  An SMTP
+failure keeps the results on disk and says ``sent: false`` with the reason;
+``cas-mail --resend JOBDIR`` sends the saved message later.
+
+Nothing read from the dump goes into a header: the recipient is validated,
+the job name was validated when the job was made, everything else is body.
+
+Keys read: ``job``, ``id``, ``workdir``, ``kernel``, ``crash``, ``email``
+(the address, when ``-e`` is not given).  Error records pass through
+untouched, as for every filter.
+"""
+
+import email.policy
+import email.utils
+import os
+import re
+import smtplib
+import socket
+import ssl
+import tempfile
+from email.message import EmailMessage
+
+from . import cli, jobdir, logs, records
+from .records import StepError
+
+STEP = "cas-mail"
+MAX_BODY_OUTPUT = 512 * 1024
+# A deliberately plain address syntax: local@domain, no comments, quotes or spaces.
+_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+def check_address(address) -> str:
+    if not isinstance(address, str) or not _ADDRESS.fullmatch(address) or ".." in address:
+        raise StepError(f"bad email address {address!r}: expected user@domain", "usage")
+    return address
+
+
+def default_sender(cfg) -> str:
+    host = socket.getfqdn() or "localhost"
+    if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+        host = "localhost"
+    user = cfg.casuser if jobdir.is_valid_name(cfg.casuser) else "cas"
+    return f"{user}@{host}"
+
+
+def _read_output(path: str | None) -> str:
+    if not path:
+        return "(no crash output)\n"
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_BODY_OUTPUT + 1)
+    except OSError as exc:
+        return f"(crash output unreadable: {exc.strerror})\n"
+    text = data[:MAX_BODY_OUTPUT].decode("utf-8", "replace")
+    if len(data) > MAX_BODY_OUTPUT:
+        text += f"\n[... cut at {MAX_BODY_OUTPUT // 1024} KiB; the whole output is {path}]\n"
+    return text
+
+
+def body(record: dict) -> str:
+    """The text of the mail: a summary for a person, then the original CAS body."""
+    kernel = record.get("kernel") or {}
+    crash = record.get("crash") or {}
+    panic = crash.get("panic") or {}
+    task = None
+    if panic.get("task") or panic.get("pid") is not None:
+        task = f"{panic.get('task') or '?'} (pid {panic.get('pid')}, cpu {panic.get('cpu')})"
+    lines = [
+        f"CAS results for job {record.get('job')} (identifier {record.get('id')})",
+        "",
+        f"Kernel:      {kernel.get('release') or 'unknown'} ({kernel.get('machine') or '?'})",
+        f"Host:        {kernel.get('hostname') or 'unknown'}",
+        f"Crash time:  {kernel.get('crash_time') or 'unknown'}",
+        f"Panic:       {panic.get('message') or 'unknown'}",
+        f"Task:        {task or 'unknown'}",
+    ]
+    if panic.get("rip"):
+        lines.append(f"RIP:         {panic['rip']}")
+    if panic.get("backtrace"):
+        lines.append("Backtrace:")
+        lines += [f"    {frame}" for frame in panic["backtrace"][:12]]
+    if crash.get("timed_out"):
+        lines.append("Note:        crash timed out; the output is partial")
+    if crash.get("degraded"):
+        lines.append("Note:        crash could only open the dump in --minimal mode")
+    lines += [
+        "",
+        f"Location: {record.get('workdir')}",
+        f"Server: {crash.get('server') or 'localhost'}",
+        "Output data:",
+        "",
+    ]
+    return "\n".join(lines) + "\n" + _read_output(crash.get("output"))
+
+
+def build_message(record: dict, to: str | None, sender: str) -> EmailMessage:
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["Subject"] = f"CAS results for {jobdir.check_name(record.get('job'), 'job name')}"
+    msg["From"] = sender
+    if to:
+        msg["To"] = to
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    domain = sender.rpartition("@")[2] or "localhost"
+    msg["Message-ID"] = email.utils.make_msgid("cas", domain=domain)
+    msg.set_content(body(record), charset="utf-8")
+    return msg
+
+
+def save(msg: EmailMessage, workdir: str) -> str:
+    """Write ``mail.eml`` atomically into the job directory."""
+    path = os.path.join(workdir, "mail.eml")
+    fd, tmp = tempfile.mkstemp(prefix=".mail.", dir=workdir)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(msg.as_bytes(policy=email.policy.SMTP))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def send(msg: EmailMessage, smtphost: str, timeout: float = 60.0) -> None:
+    """Send through ``host[:port]``; STARTTLS when the server offers it."""
+    host, _, port = smtphost.rpartition(":") if smtphost.count(":") == 1 else (smtphost, "", "")
+    host = host or smtphost
+    with smtplib.SMTP(host, int(port) if port else 25, timeout=timeout) as smtp:
+        smtp.ehlo()
+        if smtp.has_extn("starttls"):
+            smtp.starttls(context=ssl.create_default_context())
+            smtp.ehlo()
+        smtp.send_message(msg)
+
+
+def _send_or_reason(msg, smtphost) -> str | None:
+    try:
+        send(msg, smtphost)
+    except (OSError, smtplib.SMTPException, ValueError) as exc:
+        return f"{smtphost}: {' '.join(str(exc).split()) or type(exc).__name__}"
+    return None
+
+
+def process(record: dict, cfg, to: str | None = None) -> dict:
+    workdir = record.get("workdir")
+    if not workdir or not os.path.isdir(workdir):
+        raise StepError(f"record has no job directory (workdir {workdir!r})", "bad-record")
+    to = to or record.get("email")
+    if to:
+        check_address(to)
+    msg = build_message(record, to, cfg.mailFrom or default_sender(cfg))
+    path = save(msg, workdir)
+    result = {"to": to, "sent": False, "message_id": msg["Message-ID"], "file": path, "reason": None}
+    log = logs.get()
+    if not cfg.smtphost:
+        result["reason"] = "no smtphost configured: message saved only"
+        log.info("no smtphost: message saved as %s", path)
+    elif not to:
+        result["reason"] = "no recipient (-e): message saved only"
+        log.info("no recipient: message saved as %s", path)
+    else:
+        reason = _send_or_reason(msg, cfg.smtphost)
+        if reason:
+            record["mail"] = dict(result, reason=reason)
+            raise StepError(f"mail to {to} not sent: {reason}; saved as {path}, "
+                            f"send later with cas-mail --resend {workdir}", "smtp", partial=record)
+        result["sent"] = True
+        log.info("mailed %s to %s via %s", path, to, cfg.smtphost)
+    record["mail"] = result
+    return record
+
+
+def resend(workdir: str, cfg) -> dict:
+    """Send a job's saved ``mail.eml`` again; returns the record to print."""
+    record = {"workdir": os.path.abspath(workdir)}
+    path = os.path.join(record["workdir"], "mail.eml")
+    try:
+        with open(path, "rb") as fh:
+            msg = email.message_from_binary_file(fh, policy=email.policy.SMTP)
+    except OSError as exc:
+        raise StepError(f"{path}: cannot read saved message: {exc.strerror}", "not-found") from None
+    to = msg.get("To")
+    if not to:
+        raise StepError(f"{path}: saved message has no recipient", "usage")
+    if not cfg.smtphost:
+        raise StepError(f"{path}: no smtphost configured to resend through", "usage")
+    reason = _send_or_reason(msg, cfg.smtphost)
+    record["mail"] = {"to": str(to), "sent": reason is None, "message_id": msg.get("Message-ID"),
+                      "file": path, "reason": reason}
+    if reason:
+        raise StepError(f"mail to {to} not sent: {reason}", "smtp")
+    return record
+
+
+def main(argv=None) -> int:
+    def body_() -> int:
+        parser = records.argument_parser(
+            STEP, "Mail a job's first crash analysis (records on stdin).",
+            "Without smtphost the message is only written to <workdir>/mail.eml.")
+        parser.add_argument("-e", "--email", metavar="ADDRESS", help="recipient (else the record's email)")
+        parser.add_argument("--resend", metavar="JOBDIR", help="send the saved mail.eml of JOBDIR again")
+        cli.add_config_option(parser)
+        args = parser.parse_args(argv)
+        if args.email:
+            try:
+                check_address(args.email)
+            except StepError as exc:
+                raise records.UsageError(f"{STEP}: {exc.message}") from None
+        cfg = cli.load_config(args)
+        if args.resend:
+            return records.run(STEP, lambda r: resend(args.resend, cfg), [{}])
+        return records.run(STEP, lambda r: process(r, cfg, args.email))
+
+    return records.main_wrapper(STEP, body_)
