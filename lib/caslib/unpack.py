@@ -1,0 +1,343 @@
+"""cas-unpack: turn an incoming dump (file or URL, compressed, archived) into a raw core.
+
+``process(record, cfg) -> record`` reads ``id``, ``job`` (optional, default
+the identifier) and ``source`` (a path or an http/https/ftp URL), creates
+the job directory and adds, per DESIGN.md section 2:
+
+``workdir``     the new job directory ``<workDirectory>/<job>/<YYYY.MM.DD.HH.MM.SS>``
+``core``        absolute path of the raw core inside it, named as the input
+                without compression and archive suffixes (``vmcore.12345.tar.bz2``
+                gives ``vmcore.12345``; ``vmcore`` if that name would be unsafe)
+``layers``      what was peeled, outermost first, e.g. ``["bzip2", "tar"]``
+``core_bytes``  the core's apparent size
+
+Example::
+
+    $ cas-unpack -i 7 vmcore.12345.tar.bz2
+    {"id": "7", "job": "7", "workdir": "/srv/cas/work/7/2024.05.01.10.00.00",
+     "source": "vmcore.12345.tar.bz2", "core": ".../vmcore.12345",
+     "layers": ["bzip2", "tar"], "core_bytes": 2147483648}
+
+The user's file is never moved or changed: a raw local dump is hard-linked
+into the job directory when it is on the same filesystem, else copied
+sparsely.  The core is written as ``<core>.part<n>`` and renamed when
+complete; on any error, a full disk or SIGINT/SIGTERM the partial file is
+removed and the job directory keeps only its log.
+
+``cas-unpack --compress FILE`` compresses a core for transfer instead (see
+``caslib.compress``).
+"""
+
+import os
+import re
+import stat
+import sys
+
+from . import cli, compress, decompress, fetch, jobdir, layers, logs, records, sparse
+from .progress import Progress
+from .records import StepError
+
+STEP = "cas-unpack"
+# Names the job directory holds besides the core (DESIGN.md section 3).
+RESERVED = {"crash", "crash.in", "crash.out", "traceback", "sys", "log", "modules", "memory", "usr"}
+SUFFIXES = (".tar", ".tgz", ".tbz", ".tbz2", ".txz", ".tzst", ".tlz", ".gz", ".bz2", ".xz",
+            ".lzma", ".zst", ".zstd", ".zip")
+_SAFE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+:-]{0,199}")
+
+
+def core_name(source_name: str, job: str) -> str:
+    """The input's name without compression/archive suffixes, or ``vmcore`` if unsafe."""
+    name = os.path.basename(source_name or "")
+    changed = True
+    while changed:
+        changed = False
+        for suffix in SUFFIXES:
+            if name.lower().endswith(suffix) and len(name) > len(suffix):
+                name = name[: -len(suffix)]
+                changed = True
+    if not _SAFE.fullmatch(name) or name in RESERVED or name == f"{job}.log":
+        return "vmcore"
+    return name
+
+
+class Output:
+    """Partial files in the job directory: created, written sparsely, renamed or removed."""
+
+    def __init__(self, workdir: str, core: str, log, tick=None):
+        self.workdir = workdir
+        self.core = core
+        self.log = log
+        self.tick = tick
+        self.parts = []
+        self.count = 0
+
+    def new_part(self) -> tuple[str, int]:
+        self.count += 1
+        path = os.path.join(self.workdir, f"{self.core}.part{self.count}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self.parts.append(path)
+        return path, fd
+
+    def free(self) -> int:
+        st = os.statvfs(self.workdir)
+        return st.f_bavail * st.f_frsize
+
+    def warn_space(self, size_hint: int | None) -> None:
+        if size_hint is not None and size_hint > self.free():
+            self.log.warning("%s: the core may need up to %s bytes and only %s are free; going on "
+                             "(zero blocks take no space)", self.workdir, f"{size_hint:,}",
+                             f"{self.free():,}")
+
+    def write(self, stream, size_hint: int | None = None) -> tuple[str, int]:
+        """Copy ``stream`` into a new partial file; ``(path, apparent size)``."""
+        self.warn_space(size_hint)
+        path, fd = self.new_part()
+        writer = sparse.SparseWriter(fd)
+        try:
+            while True:
+                data = stream.read(sparse.COPY_CHUNK)
+                if not data:
+                    break
+                writer.write(data)
+                if self.tick:
+                    self.tick()
+            writer.close()
+        except OSError as exc:
+            self.discard(path)
+            raise self.disk_error(exc, writer.size) from None
+        finally:
+            os.close(fd)
+        return path, writer.size
+
+    def copy_file(self, src_fd: int, size: int, progress) -> tuple[str, int]:
+        """Sparse copy of a raw local file, after checking it fits."""
+        need = sparse.allocated_data(src_fd, size)
+        free = self.free()
+        if need > free:
+            raise StepError(f"{self.workdir}: not enough space for the core: needs {need:,} "
+                            f"bytes, {free:,} free", "disk-full")
+        path, fd = self.new_part()
+        writer = None
+        try:
+            writer = sparse.copy_file(src_fd, fd, size, progress.update)
+        except OSError as exc:
+            self.discard(path)
+            raise self.disk_error(exc, None) from None
+        finally:
+            os.close(fd)
+        return path, writer.size
+
+    def disk_error(self, exc: OSError, done: int | None):
+        after = f" after {done:,} bytes" if done else ""
+        if exc.errno in sparse.DISK_FULL:
+            return StepError(f"{self.workdir}: {exc.strerror} while writing the core{after}; "
+                             "removed the partial file", "disk-full")
+        return StepError(f"{self.workdir}: {exc.strerror or exc} while writing the core{after}; "
+                         "removed the partial file", "os-error")
+
+    def discard(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        if path in self.parts:
+            self.parts.remove(path)
+
+    def cleanup(self) -> None:
+        for path in list(self.parts):
+            self.discard(path)
+
+    def finish(self, path: str) -> str:
+        final = os.path.join(self.workdir, self.core)
+        os.rename(path, final)
+        self.parts.remove(path)
+        return final
+
+
+class _Counting:
+    """The bottom of the stack: counts input bytes for the progress line."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.pos = 0
+
+    def read(self, n=-1):
+        data = self.raw.read(n)
+        self.pos += len(data)
+        return data
+
+    def readable(self):
+        return True
+
+
+def open_source(source: str, timeout: float):
+    """Open the input before anything is created: (stream, name, size, local path or None)."""
+    if fetch.is_url(source):
+        dl = fetch.Download(source, timeout)
+        return dl, fetch.url_basename(source), dl.length, None
+    try:
+        fh = open(source, "rb")
+    except FileNotFoundError:
+        raise StepError(f"{source}: no such file", "not-found") from None
+    except IsADirectoryError:
+        raise StepError(f"{source}: is a directory, not a dump", "not-found") from None
+    except PermissionError:
+        raise StepError(f"{source}: cannot read: permission denied", "unreadable") from None
+    except OSError as exc:
+        raise StepError(f"{source}: cannot read: {exc.strerror}", "unreadable") from None
+    st = os.fstat(fh.fileno())
+    if stat.S_ISDIR(st.st_mode):
+        fh.close()
+        raise StepError(f"{source}: is a directory, not a dump", "not-found")
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        fh.close()
+        raise StepError(f"{source}: empty file", "empty")
+    size = st.st_size if stat.S_ISREG(st.st_mode) else None
+    return fh, os.path.basename(source), size, os.path.abspath(source) if size is not None else None
+
+
+def _raw_local(fh, local: str, size: int) -> bool:
+    """True when a local regular file has no layer to peel (it is the core itself)."""
+    head = os.pread(fh.fileno(), layers.HEAD, 0)
+    return decompress.sniff(head[:16]) is None and not layers.is_tar(head) and not layers.is_zip(head)
+
+
+def _link_or_copy(fh, local: str, size: int, out: Output, progress, log) -> tuple[str, int]:
+    """Hard-link the user's raw dump into the job directory, else copy it sparsely."""
+    out.count += 1
+    path = os.path.join(out.workdir, f"{out.core}.part{out.count}")
+    try:
+        os.link(local, path)
+        out.parts.append(path)
+        log.info("%s: raw file, hard-linked into the job directory", local)
+        return path, size
+    except OSError as exc:
+        log.info("%s: raw file, copying it (no hard link: %s)", local, exc.strerror)
+    return out.copy_file(fh.fileno(), size, progress)
+
+
+def process(record: dict, cfg, timeout: float | None = None) -> dict:
+    """Unpack ``record["source"]`` into a new job directory; see the module docstring."""
+    log = logs.get()
+    ident = record.get("id")
+    if ident is None or ident == "":
+        raise StepError("record has no id: give -i ID", "usage")
+    ident = jobdir.check_name(str(ident) if isinstance(ident, int) else ident, "identifier")
+    job = jobdir.check_name(record.get("job") or ident, "job name")
+    source = record.get("source")
+    if not isinstance(source, str) or not source:
+        raise StepError("record has no source file or URL", "bad-record")
+    if timeout is None:
+        timeout = cfg.get("downloadTimeout", fetch.DEFAULT_TIMEOUT)
+    raw, name, size, local = open_source(source, timeout)
+    try:
+        workdir = jobdir.create(cfg.workDirectory, job)
+        record["id"], record["job"], record["workdir"] = ident, job, workdir
+        record["source"] = source
+        with logs.job_log(record):
+            return _unpack(record, raw, name, size, local, log)
+    finally:
+        raw.close()
+
+
+def _unpack(record: dict, raw, name: str, size, local, log) -> dict:
+    workdir = record["workdir"]
+    shown = fetch.shown(record["source"]) if local is None else record["source"]
+    log.info("unpacking %s for %s into %s", shown, record["id"], workdir)
+    counter = _Counting(raw)
+    with Progress(f"unpack {name}", size) as progress:
+        out = Output(workdir, core_name(name, record["job"]), log,
+                     tick=lambda: progress.update(counter.pos))
+        try:
+            if local is not None and _raw_local(raw, local, size):
+                path, core_bytes = _link_or_copy(raw, local, size, out, progress, log)
+                kind = layers.dump_kind(os.pread(raw.fileno(), layers.HEAD, 0))
+                peeled, member = [], None
+            else:
+                cand = layers.Peeler(out, log, shown, local).peel(counter, size)
+                path, core_bytes, kind = cand.path, cand.size, cand.kind
+                peeled, member = cand.layers, cand.member
+            core = out.finish(path)
+        except StepError as exc:
+            out.cleanup()
+            raise StepError(exc.message, exc.kind, partial=record) from None
+        except OSError as exc:
+            out.cleanup()
+            message = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+            raise StepError(message, "os-error", partial=record) from None
+        except KeyboardInterrupt as exc:
+            out.cleanup()
+            log.error("interrupted: removed the partial core")
+            exc.partial = record  # main() writes the error record before exiting
+            raise
+    record["core"] = core
+    record["layers"] = peeled
+    record["core_bytes"] = core_bytes
+    used = os.stat(core).st_blocks * 512
+    log.info("core %s: %s bytes (%s on disk), layers %s%s%s", core, f"{core_bytes:,}",
+             f"{used:,}", "+".join(peeled) or "none",
+             f", member {member!r}" if member else "",
+             f", {kind} dump" if kind else ", no known dump magic")
+    return record
+
+
+def compress_process(record: dict, fmt: str, force: bool) -> dict:
+    """``--compress``: compress ``record["source"]`` next to itself for transfer."""
+    source = record.get("source")
+    record.update(compress.compress_file(source, fmt, force))
+    return record
+
+
+def main(argv=None) -> int:
+    def body():
+        parser = records.argument_parser(STEP, __doc__.splitlines()[0], epilog=(
+            "Reads records carrying 'source' on stdin when no FILE is given.\n"
+            "See cas-unpack(1)."))
+        parser.add_argument("-i", "--id", help="identifier of the case (ticket number)")
+        parser.add_argument("--job", help="job name (default: the identifier)")
+        cli.add_config_option(parser)
+        parser.add_argument("-f", "--file", dest="file_opt", metavar="FILE",
+                            help="the dump: a file or an http/https/ftp URL (same as FILE)")
+        parser.add_argument("file", nargs="?", metavar="FILE", help="the dump, file or URL")
+        parser.add_argument("--compress", metavar="FILE",
+                            help="compress FILE for transfer into FILE.xz (or .zst) and exit")
+        parser.add_argument("--compress-format", choices=sorted(compress.FORMATS),
+                            default="xz", help="format for --compress (default xz)")
+        parser.add_argument("--force", action="store_true",
+                            help="let --compress replace an existing output")
+        args = parser.parse_args(argv)
+        if args.file and args.file_opt:
+            raise records.UsageError(f"{STEP}: give the dump once, as FILE or with -f")
+        source = args.file or args.file_opt
+        if args.compress:
+            if source:
+                raise records.UsageError(f"{STEP}: --compress takes no other FILE")
+            cli.load_config(args)
+            return records.run(STEP, lambda r: compress_process(
+                r, args.compress_format, args.force), [{"source": args.compress}])
+        cfg = cli.load_config(args)
+        initial = None
+        if source:
+            if args.id is None:
+                raise records.UsageError(f"{STEP}: -i ID is required with a FILE")
+            initial = [{"id": args.id, "job": args.job or args.id, "source": source}]
+
+        def step(record):
+            if args.id is not None and "id" not in record:
+                record["id"] = args.id
+            if args.job and "job" not in record:
+                record["job"] = args.job
+            try:
+                return process(record, cfg)
+            except KeyboardInterrupt as exc:
+                partial = getattr(exc, "partial", None)
+                if partial is not None:
+                    signame = "SIGTERM" if getattr(exc, "signum", 2) == 15 else "SIGINT"
+                    records.write_record(records.error_record(
+                        partial, STEP, f"interrupted by {signame}; removed the partial core",
+                        "interrupted"), sys.stdout)
+                raise
+
+        return records.run(STEP, step, initial)
+
+    return records.main_wrapper(STEP, body)
