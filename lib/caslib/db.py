@@ -1,0 +1,160 @@
+"""The CAS database (SQLite at the ``database`` key): kernels index, jobs, servers.
+
+Why SQLite in WAL mode: cas-findkernel reads while cas-admin writes, and
+several jobs record themselves at once; WAL lets readers go on during a
+write, and the busy timeout makes writers queue instead of failing.  The
+schema is versioned with ``PRAGMA user_version`` and migrated forward in one
+transaction; a database from a newer CAS is refused, never rewritten.
+
+Public API (other steps code against it):
+  connect(path, timeout=30.0) -> sqlite3.Connection
+      creates the parent directory and the schema, WAL mode, foreign keys on;
+      raises DatabaseError (a records.StepError) with one line naming the file
+      when it is not a database, locked for longer than ``timeout``, or unreadable.
+  transaction(conn)  context manager: BEGIN IMMEDIATE ... COMMIT / ROLLBACK.
+  friendly(exc, path) -> DatabaseError  for sqlite3 errors raised later.
+
+Tables (schema version 1):
+  packages(id, path UNIQUE, size, mtime_ns, format 'rpm'|'deb', name, epoch, version,
+           release, arch, payload, files, error, indexed)
+  kernels(id, package -> packages.id ON DELETE CASCADE, release, base, flavour, machine,
+          vmlinux, modules_prefix, modules, build_id)
+  jobs(id, job, identifier, workdir UNIQUE, source, state running|done|failed, started,
+       finished, release, error, email, pid)
+  servers(host, port, arch, crash, status, checked; PRIMARY KEY(host, port))
+"""
+
+import contextlib
+import os
+import sqlite3
+
+from .records import StepError
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS = {
+    1: [
+        """CREATE TABLE packages(
+            id INTEGER PRIMARY KEY,
+            path TEXT UNIQUE NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            format TEXT NOT NULL CHECK(format IN ('rpm','deb')),
+            name TEXT, epoch INTEGER, version TEXT, release TEXT, arch TEXT,
+            payload TEXT, files INTEGER, error TEXT,
+            indexed REAL NOT NULL)""",
+        """CREATE TABLE kernels(
+            id INTEGER PRIMARY KEY,
+            package INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+            release TEXT NOT NULL, base TEXT, flavour TEXT, machine TEXT,
+            vmlinux TEXT NOT NULL, modules_prefix TEXT,
+            modules INTEGER NOT NULL DEFAULT 0, build_id TEXT)""",
+        "CREATE INDEX kernels_release ON kernels(release)",
+        "CREATE INDEX kernels_build_id ON kernels(build_id)",
+        "CREATE INDEX kernels_package ON kernels(package)",
+        """CREATE TABLE jobs(
+            id INTEGER PRIMARY KEY,
+            job TEXT NOT NULL,
+            identifier TEXT,
+            workdir TEXT UNIQUE NOT NULL,
+            source TEXT,
+            state TEXT NOT NULL CHECK(state IN ('running','done','failed')),
+            started REAL NOT NULL,
+            finished REAL,
+            release TEXT,
+            error TEXT,
+            email TEXT,
+            pid INTEGER)""",
+        "CREATE INDEX jobs_started ON jobs(started)",
+        """CREATE TABLE servers(
+            host TEXT NOT NULL,
+            port INTEGER NOT NULL DEFAULT 22,
+            arch TEXT, crash TEXT, status TEXT, checked REAL,
+            PRIMARY KEY(host, port))""",
+    ],
+}
+
+
+class DatabaseError(StepError):
+    """The database cannot be used; the message is one line naming the file."""
+
+    def __init__(self, message: str, kind: str = "database"):
+        super().__init__(message, kind)
+
+
+def friendly(exc: Exception, path: str, timeout: float | None = None) -> DatabaseError:
+    """Turn an sqlite3 error into one line a person can act on."""
+    text = str(exc)
+    low = text.lower()
+    if "not a database" in low or "malformed" in low:
+        return DatabaseError(f"{path}: not an SQLite database ({text})", "corrupt")
+    if "locked" in low or "busy" in low:
+        wait = f" after waiting {timeout:g} s" if timeout is not None else ""
+        return DatabaseError(f"{path}: database is locked by another process; gave up{wait}",
+                             "busy")
+    if "readonly" in low or "read-only" in low:
+        return DatabaseError(f"{path}: database is read-only for this user ({text})", "permission")
+    if "unable to open" in low:
+        return DatabaseError(f"{path}: cannot open database ({text})", "os-error")
+    return DatabaseError(f"{path}: database error: {text}")
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection):
+    """BEGIN IMMEDIATE (take the write lock now, waiting up to the busy timeout), then COMMIT."""
+    if conn.in_transaction:
+        conn.commit()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(f"{path}: database schema version {version} is newer than this "
+                            f"CAS supports ({SCHEMA_VERSION}); upgrade CAS", "version")
+    if version == SCHEMA_VERSION:
+        return
+    with transaction(conn):
+        # re-read under the write lock: another process may have migrated meanwhile
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[step]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {int(step)}")
+
+
+def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
+    """Open (creating if needed) the CAS database at ``path``; DatabaseError on trouble."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"{parent}: cannot create database directory: {exc.strerror}",
+                            "os-error") from None
+    if os.path.isdir(path):
+        raise DatabaseError(f"{path}: is a directory, not a database", "usage")
+    if os.path.exists(path) and not os.access(path, os.R_OK):
+        raise DatabaseError(f"{path}: cannot read database: permission denied", "permission")
+    conn = None
+    try:
+        conn = sqlite3.connect(path, timeout=timeout)
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            # WAL needs a writable directory; reading still works
+            conn.execute("PRAGMA query_only = 1")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _migrate(conn, path)
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        raise friendly(exc, path, timeout) from None
+    return conn

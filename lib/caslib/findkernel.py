@@ -1,0 +1,173 @@
+"""cas-findkernel: find the debuginfo package that holds the vmlinux of a dump's kernel.
+
+Reads ``kernel`` ({release, machine, build_id, ...}, written by cas-ident)
+and adds ``debuginfo`` (DESIGN.md section 2):
+  {rpm, name, epoch, version, release, arch, payload, format, vmlinux,
+   modules_prefix, match}
+``rpm`` is the package's absolute path (also for .deb/.ddeb); ``release``
+is the package's release (NEVRA), the kernel release stays in ``kernel``.
+
+Match order, from the index cas-admin builds (no package is opened here):
+  1. build_id: the dump's build-id equals an indexed image's (exact);
+  2. release+machine: the exact release string, on the same machine
+     (i386..i686 count as one);
+  3. release: the exact release with the machine unknown, inferred from the
+     release string when it says one (``.x86_64``, ``-amd64``, ``aarch64+64k``).
+An image whose indexed build-id differs from the dump's is never chosen.
+Several packages with the same kernel: the build-id match first, then
+rpm before deb, then path order; the others are logged.  No match is an
+error record that names the nearest indexed releases.
+
+  from caslib.findkernel import process
+  process({"kernel": {"release": "6.1.0-18-amd64", "machine": "x86_64"}}, cfg)
+"""
+
+import os
+import sqlite3
+
+from . import cli, db, kernelrelease, logs, records
+from .records import StepError
+
+STEP = "cas-findkernel"
+log = logs.get()
+
+_SELECT = ("SELECT p.path, p.name, p.epoch, p.version, p.release, p.arch, p.payload, p.format,"
+           " k.vmlinux, k.modules_prefix, k.release, k.machine, k.build_id"
+           " FROM kernels k JOIN packages p ON p.id = k.package")
+_ORDER = " ORDER BY p.format = 'deb', p.path, k.vmlinux"
+
+
+class Index:
+    """The kernels index, opened once per run (read only)."""
+
+    def __init__(self, path: str, timeout: float = 30.0):
+        if not os.path.exists(path):
+            raise StepError(f"no kernel index at {path}: run cas-admin to index the shelf",
+                            "not-found")
+        self.path = path
+        self.conn = db.connect(path, timeout)
+
+    def query(self, where: str, args: tuple) -> list[tuple]:
+        try:
+            return self.conn.execute(f"{_SELECT} WHERE {where}{_ORDER}", args).fetchall()
+        except sqlite3.Error as exc:
+            raise db.friendly(exc, self.path) from None
+
+    def known_releases(self) -> list[tuple[str, str | None]]:
+        return self.conn.execute("SELECT DISTINCT release, machine FROM kernels").fetchall()
+
+    def package_count(self) -> int:
+        return self.conn.execute("SELECT count(DISTINCT package) FROM kernels").fetchone()[0]
+
+
+def _debuginfo(row: tuple, match: str) -> dict:
+    path, name, epoch, version, release, arch, payload, fmt, vmlinux, prefix = row[:10]
+    return {"rpm": path, "name": name, "epoch": epoch, "version": version, "release": release,
+            "arch": arch, "payload": payload, "format": fmt, "vmlinux": vmlinux,
+            "modules_prefix": prefix, "match": match}
+
+
+def _same_machine(row_machine, want) -> bool:
+    return kernelrelease.machine_class(row_machine) == kernelrelease.machine_class(want)
+
+
+def choose(index: Index, kernel: dict) -> dict:
+    """The ``debuginfo`` value for ``kernel``; StepError(not-found) with the nearest releases."""
+    release = (kernel.get("release") or "").strip() or None
+    machine = (kernel.get("machine") or "").strip() or None
+    build_id = (kernel.get("build_id") or "").strip().lower() or None
+    if not release and not build_id:
+        raise StepError("record's kernel has neither release nor build_id", "bad-record")
+    chosen, match, others = None, None, []
+    if build_id:
+        rows = index.query("k.build_id = ?", (build_id,))
+        if rows:
+            # a release that agrees and the same machine come first
+            rows.sort(key=lambda r: (release is not None and r[10] != release,
+                                     machine is not None and not _same_machine(r[11], machine)))
+            chosen, match, others = rows[0], "build_id", rows[1:]
+    if chosen is None and release:
+        rows = [r for r in index.query("k.release = ?", (release,))
+                if not (build_id and r[12] and r[12] != build_id)]
+        if machine:
+            same = [r for r in rows if r[11] is None or _same_machine(r[11], machine)]
+            if same:
+                chosen, match, others = same[0], "release+machine", same[1:]
+        else:
+            inferred = kernelrelease.parse(release).machine
+            pool = [r for r in rows if inferred is None or r[11] is None
+                    or _same_machine(r[11], inferred)]
+            if pool:
+                chosen, match, others = pool[0], "release", pool[1:]
+                if inferred is None and len({kernelrelease.machine_class(r[11]) for r in pool}) > 1:
+                    log.warning("%s is indexed for several machines (%s); the dump does not say "
+                                "which, took %s", release,
+                                ", ".join(sorted({r[11] or "?" for r in pool})), chosen[11])
+    if chosen is None:
+        raise StepError(_no_match(index, release, machine, build_id), "not-found")
+    for row in others:
+        log.info("also holds %s: %s (%s)", release or build_id, row[0], row[8])
+    return _debuginfo(chosen, match)
+
+
+def _no_match(index: Index, release, machine, build_id) -> str:
+    what = release or f"build-id {build_id}"
+    if machine:
+        what += f" ({machine})"
+    count = index.package_count()
+    text = f"no debuginfo for {what} among {count:,} indexed packages"
+    if release:
+        clash = [r for r in index.query("k.release = ?", (release,))]
+        if clash and build_id and all(r[12] and r[12] != build_id for r in clash):
+            text += f"; {release} is indexed but with another build-id ({clash[0][12]}): " \
+                    "a different build of the same release"
+        elif clash and machine:
+            text += f"; {release} is indexed for " + ", ".join(
+                sorted({r[11] or "?" for r in clash}))
+        near = kernelrelease.nearest(release, machine, index.known_releases())
+        if near:
+            text += "; nearest: " + ", ".join(near)
+    return text
+
+
+def process(record: dict, cfg, index: Index | None = None) -> dict:
+    """Add ``debuginfo`` to a record carrying ``kernel``; StepError when none matches."""
+    kernel = record.get("kernel")
+    if not isinstance(kernel, dict):
+        raise StepError("record has no kernel (run cas-ident first, or use --release)",
+                        "bad-record")
+    if index is None:
+        index = Index(cfg.database)
+    record["debuginfo"] = choose(index, kernel)
+    info = record["debuginfo"]
+    log.info("%s: %s in %s (by %s)", kernel.get("release") or kernel.get("build_id"),
+             info["vmlinux"], info["rpm"], info["match"])
+    return record
+
+
+def main(argv=None) -> int:
+    def body():
+        parser = records.argument_parser(STEP, __doc__.splitlines()[0])
+        cli.add_config_option(parser)
+        parser.add_argument("--release", "-r", metavar="R",
+                            help="kernel release (uname -r) to look up instead of reading records")
+        parser.add_argument("--machine", "-M", metavar="M", help="machine (uname -m), with --release")
+        parser.add_argument("--build-id", "-b", metavar="B", help="GNU build-id (hex), with --release")
+        args = parser.parse_args(argv)
+        if (args.machine or args.build_id) and not (args.release or args.build_id):
+            raise records.UsageError(f"{STEP}: --machine needs --release or --build-id")
+        cfg = cli.load_config(args)
+        initial = None
+        if args.release or args.build_id:
+            initial = [{"kernel": {"release": args.release, "machine": args.machine,
+                                   "build_id": args.build_id}}]
+        holder: dict = {}
+
+        def step(record):
+            if "index" not in holder:
+                holder["index"] = Index(cfg.database)
+            return process(record, cfg, holder["index"])
+
+        return records.run(STEP, step, initial)
+
+    return records.main_wrapper(STEP, body)
