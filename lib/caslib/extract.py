@@ -1,0 +1,477 @@
+"""cas-extract: take the vmlinux (and the module debug files) out of a debuginfo package.
+
+Embedding: ``from caslib.extract import process``;
+``process(record, cfg, modules=False) -> record``.
+
+Reads ``workdir`` and ``debuginfo``: ``{rpm, vmlinux, modules_prefix, name,
+version, release, arch, ...}`` where ``rpm`` is the package (.rpm, .deb or
+.ddeb) and ``vmlinux`` the member path as ``rpm -qpl`` prints it.  Writes
+``vmlinux`` (the absolute path ``<workdir>/usr/...`` mirroring the member
+path) and, with ``modules=True``, ``modules`` (absolute paths of every
+regular file under ``modules_prefix`` but the vmlinux).
+
+One forward pass over the payload (modules sort before ``vmlinux``, so they
+come in the same pass), every file checked against the package's digest
+(RPM header FILEDIGESTS; a .deb's md5sums), through the shared cache in
+``debugs`` (see extcache): a second job for the same kernel only links.
+Nothing lands in the job directory until it is whole and verified.
+"""
+
+import contextlib
+import errno
+import hashlib
+import os
+import posixpath
+import shutil
+
+from . import cli, cpio, debpkg, extcache, jobdir, logs, records, rpmpayload
+from .prefetch import Prefetch
+from .progress import Progress
+from .records import StepError
+
+STEP = "cas-extract"
+CHUNK = 1 << 20
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def normalize(path: str, what: str) -> str:
+    """``/usr/...`` for a member path given as ``./usr/...``, ``usr/...`` or ``/usr/...``.
+
+    ``..`` anywhere is refused (kind ``unsafe``): nothing may climb out.
+    """
+    if not isinstance(path, str) or not path.strip("./"):
+        raise StepError(f"bad {what} {path!r}", "bad-record")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts or "\0" in path:
+        raise StepError(f"{what} {path!r} climbs out of its directory: refused", "unsafe")
+    return "/" + "/".join(parts)
+
+
+def resolve_link(path: str, target: str) -> str:
+    """Where the package symlink ``path`` -> ``target`` points, as a package path."""
+    joined = target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target)
+    out = posixpath.normpath(joined)
+    if out.startswith("//"):
+        out = out[1:]
+    parts = [p for p in posixpath.join("/", joined).split("/") if p]
+    depth = 0
+    for p in parts:  # ``..`` above / in the middle of a path is an escape too
+        depth = depth - 1 if p == ".." else depth + (p != ".")
+        if depth < 0:
+            raise StepError(f"symlink {path} -> {target} points outside the package: refused",
+                            "unsafe")
+    return out
+
+
+class Target:
+    """Where the files of one cache entry (or one job) are built before they go live."""
+
+    def __init__(self, key: str | None, stage: str, kind: str):
+        self.key, self.stage, self.kind = key, stage, kind
+        self.files: list = []    # relative paths, in the order written
+        self.bytes = 0
+
+    def dest(self, rel: str) -> str:
+        path = os.path.join(self.stage, rel)
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        if not jobdir.inside(self.stage, parent):
+            raise StepError(f"{rel}: would land outside {self.stage}: refused", "unsafe")
+        return path
+
+
+def write_verified(read, dest: str, algo: str | None, expected: str | None, label: str,
+                   progress=None, where=None) -> tuple:
+    """Stream ``read(n)`` into the new file ``dest``, hashing as it goes.
+
+    Returns (bytes, hexdigest).  On a digest mismatch or any failure the
+    file is removed.  ENOSPC (and EDQUOT, EFBIG) become one clear line.
+    """
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    digest = hashlib.new(algo) if algo else None
+    done = 0
+    ok = False
+    try:
+        while True:
+            data = read(CHUNK)
+            if not data:
+                break
+            if digest is not None:
+                digest.update(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            done += len(data)
+            if progress is not None and where is not None:
+                progress.update(where())
+        got = digest.hexdigest() if digest is not None else ""
+        if expected and got != expected.lower():
+            raise StepError(f"{label}: {algo} digest mismatch: the package says {expected}, "
+                            f"the payload gives {got}; file removed", "digest")
+        ok = True
+        return done, got
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise StepError(f"{dest}: no space left writing {label} ({exc.strerror}) after "
+                            f"{done:,} bytes; partial file removed", "no-space") from None
+        raise
+    finally:
+        os.close(fd)
+        if not ok:
+            with contextlib.suppress(OSError):
+                os.unlink(dest)
+
+
+class Plan:
+    """What one pass must take: package path -> [(target, relpath, expected digest)]."""
+
+    def __init__(self):
+        self.wanted: dict = {}
+
+    def add(self, src: str, target: Target, rel: str, digest: str | None = None):
+        self.wanted.setdefault(src, []).append((target, rel, digest))
+
+    def take(self, src: str, read, algo: str | None, digest: str | None, label: str,
+             progress=None, where=None) -> None:
+        """Write the member ``src`` to every place that wants it."""
+        places = self.wanted.pop(src)
+        first = None
+        for target, rel, expected in places:
+            dest = target.dest(rel)
+            if first is None:
+                size, _ = write_verified(read, dest, algo, expected or digest, label,
+                                         progress, where)
+                first = dest
+            else:
+                extcache.place(first, dest, target.stage)
+                size = os.path.getsize(dest)
+            target.files.append(rel)
+            target.bytes += size
+
+
+# -- RPM ----------------------------------------------------------------------------------
+def _rpm_plan(pkg, member: str, prefix: str | None, vm_target, mod_target) -> tuple:
+    """Fill a Plan from the RPM header: returns (plan, module package paths)."""
+    entry = pkg.by_path.get(member)
+    if entry is None:
+        raise StepError(f"{pkg.path}: no member {member} in the package", "not-found")
+    seen = set()
+    while entry.islnk():
+        if entry.path in seen or len(seen) > 16:
+            raise StepError(f"{pkg.path}: {member}: symlink loop", "corrupt")
+        seen.add(entry.path)
+        target = resolve_link(entry.path, entry.linkto)
+        entry = pkg.by_path.get(target)
+        if entry is None:
+            raise StepError(f"{pkg.path}: {member} is a symlink to {target}, which is not in "
+                            "the package", "not-found")
+    if not entry.isreg():
+        raise StepError(f"{pkg.path}: {member} is not a regular file", "not-found")
+    carriers = _carriers(pkg)
+    plan = Plan()
+    if vm_target is not None:
+        plan.add(carriers[entry.fx], vm_target, member.lstrip("/"), entry.digest)
+    modules = []
+    if prefix is not None:
+        for f in pkg.files:
+            if f.isreg() and f.path.startswith(prefix) and f.path not in (member, entry.path):
+                modules.append(f.path)
+                if mod_target is not None:
+                    plan.add(carriers[f.fx], mod_target, f.path.lstrip("/"), f.digest)
+    return plan, modules
+
+
+def _carriers(pkg) -> dict:
+    """fx -> package path of the entry that carries the data (the last hard link)."""
+    last = {}
+    for f in pkg.files:
+        if f.isreg():
+            last[(f.device, f.inode)] = f.path
+    return {f.fx: last[(f.device, f.inode)] for f in pkg.files if f.isreg()}
+
+
+def _rpm_pass(path: str, fh, plan: Plan, progress: Progress) -> None:
+    pkg = plan.pkg
+    stripped = None
+    if pkg.large:
+        sizes = pkg.payload_sizes()
+        stripped = lambda fx: (pkg.files[fx].path, pkg.files[fx].mode, sizes[fx])  # noqa: E731
+    source = rpmpayload.open_payload(pkg, fh)
+    raw = getattr(source, "src", None)
+    where = (lambda: pkg.data_offset + raw.pos) if raw is not None else (lambda: fh.tell())
+    with Prefetch(source) as stream:
+        for m in cpio.walk(stream, path, stripped):
+            name = m.name if m.fx is None else pkg.files[m.fx].path
+            try:
+                name = normalize(name, "archive member")
+            except StepError:
+                continue  # never one we asked for
+            if name in plan.wanted and m.isreg():
+                entry = pkg.by_path.get(name)
+                plan.take(name, m.read, pkg.digest_algo, entry.digest if entry else None,
+                          f"{path}: {name}", progress, where)
+                if not plan.wanted:
+                    break  # modules sort before vmlinux: often done before the end
+    if plan.wanted:
+        missing = sorted(plan.wanted)[0]
+        raise StepError(f"{path}: the payload has no data for {missing}, which the header "
+                        "lists", "corrupt")
+
+
+# -- Debian -------------------------------------------------------------------------------
+def _deb_pass(path: str, fh, member: str, prefix: str | None, vm_target, mod_target) -> list:
+    """One pass over data.tar; returns the module package paths seen."""
+    deb = debpkg.Package(path, fh)
+    log = logs.get()
+    progress = Progress(f"extracting {os.path.basename(member)}", os.fstat(fh.fileno()).st_size)
+    plan = Plan()
+    if vm_target is not None:
+        plan.add(member, vm_target, member.lstrip("/"), deb.md5sums.get(member))
+    modules, unverified, seen = [], 0, {}
+    again = None  # vmlinux is a link to something already passed: second pass
+    with progress, Prefetch(deb.data_stream()) as stream:
+        for info, fobj in debpkg.tar_entries(stream, path):
+            try:
+                name = normalize(info.name, "archive member")
+            except StepError:
+                continue
+            seen[name] = True
+            if name == member and vm_target is not None and not info.isreg():
+                if info.issym() or info.islnk():
+                    link = info.linkname
+                    target = (resolve_link(name, link) if info.issym()
+                              else normalize(link, "hard link target"))
+                    places = plan.wanted.pop(member)
+                    if target in seen:
+                        again = (target, places)
+                    else:
+                        for t, rel, _ in places:
+                            plan.add(target, t, rel, deb.md5sums.get(target))
+                    continue
+                raise StepError(f"{path}: {member} is not a regular file", "not-found")
+            is_module = (prefix is not None and info.isreg() and name.startswith(prefix)
+                         and name != member)
+            if is_module:
+                modules.append(name)
+                if mod_target is not None:
+                    plan.add(name, mod_target, name.lstrip("/"), deb.md5sums.get(name))
+            if name in plan.wanted and info.isreg():
+                digest = deb.md5sums.get(name)
+                if digest is None:
+                    unverified += 1
+                    log.info("%s: %s: no md5sums entry, unverified", path, name)
+                plan.take(name, fobj.read, "md5", digest, f"{path}: {name}", progress,
+                          lambda: deb.raw_done)
+            if not plan.wanted and prefix is None and again is None:
+                break
+    if member not in seen and vm_target is not None:
+        raise StepError(f"{path}: no member {member} in the package", "not-found")
+    if again is not None:
+        target, places = again
+        fh.seek(0)
+        for t, rel, _ in places:
+            plan.add(target, t, rel, None)
+        _deb_second(path, fh, target, plan)
+    if plan.wanted:
+        raise StepError(f"{path}: {sorted(plan.wanted)[0]} is a link to a file that is not "
+                        "in the package", "not-found")
+    return modules
+
+
+def _deb_second(path: str, fh, target: str, plan: Plan) -> None:
+    deb = debpkg.Package(path, fh)
+    with Prefetch(deb.data_stream()) as stream:
+        for info, fobj in debpkg.tar_entries(stream, path):
+            try:
+                name = normalize(info.name, "archive member")
+            except StepError:
+                continue
+            if name == target and info.isreg():
+                plan.take(name, fobj.read, "md5", deb.md5sums.get(name), f"{path}: {name}")
+                return
+
+
+# -- the step -----------------------------------------------------------------------------
+def _kind(fh, path: str) -> str:
+    head = fh.read(8)
+    fh.seek(0)
+    if head[:4] == b"\xed\xab\xee\xdb":
+        return "rpm"
+    if head == debpkg.AR_MAGIC:
+        return "deb"
+    raise StepError(f"{path}: neither an RPM nor a Debian package", "unsupported")
+
+
+def _unchanged(path: str, fh, st0) -> None:
+    try:
+        now = os.stat(path)
+    except OSError:
+        now = None
+    fst = os.fstat(fh.fileno())
+    same = (now is not None and (now.st_ino, now.st_size, now.st_mtime_ns)
+            == (st0.st_ino, st0.st_size, st0.st_mtime_ns)
+            and (fst.st_size, fst.st_mtime_ns) == (st0.st_size, st0.st_mtime_ns))
+    if not same:
+        raise StepError(f"{path}: the package changed on the shelf while it was read "
+                        "(size, mtime or inode differ); nothing extracted", "changed")
+
+
+def default_prefix(member: str) -> str | None:
+    """The module directory of a kernel whose vmlinux is ``member``, by the usual layouts."""
+    parts = member.split("/")
+    if len(parts) >= 2 and parts[-1] == "vmlinux" and "modules" in parts:
+        return posixpath.dirname(member) + "/"                          # Fedora, RHEL
+    base = parts[-1]
+    if base.startswith("vmlinux-") and "/boot/" in member:              # Debian, SUSE
+        rel = base[len("vmlinux-"):]
+        rel = rel[:-len(".debug")] if rel.endswith(".debug") else rel
+        return member.split("/boot/")[0] + f"/lib/modules/{rel}/"
+    return None
+
+
+def extract(package: str, member: str, workdir: str, cfg, modules_prefix: str | None = None,
+            want_modules: bool = False) -> tuple:
+    """Extract into ``workdir``; returns (vmlinux path, module paths or None)."""
+    log = logs.get()
+    member = normalize(member, "member path")
+    prefix = None
+    if want_modules:
+        prefix = normalize(modules_prefix, "modules_prefix") + "/" if modules_prefix else None
+        if prefix is None:
+            prefix = default_prefix(member)
+            if prefix is None:
+                raise StepError(f"no modules_prefix for {member}, and none follows from its "
+                                "path", "bad-record")
+            log.info("no modules_prefix given; using %s", prefix)
+    if not os.path.isabs(workdir):
+        raise StepError(f"workdir {workdir!r} is not an absolute path", "bad-record")
+    if not os.path.isdir(workdir):
+        raise StepError(f"{workdir}: job directory does not exist", "bad-record")
+    with open(package, "rb") as fh:
+        st0 = os.fstat(fh.fileno())
+        kind = _kind(fh, package)
+        ident = extcache.identity(package, st0)
+        keys = {"vmlinux": extcache.make_key(ident, "file", member)}
+        if prefix is not None:
+            keys["modules"] = extcache.make_key(ident, "modules", prefix + "\0" + member)
+        try:
+            cache = extcache.Cache(cfg.debugs, cfg.get("cacheLimit", extcache.DEFAULT_LIMIT))
+        except OSError as exc:
+            log.warning("cache %s unusable (%s); extracting straight into the job directory",
+                        cfg.debugs, exc.strerror or exc)
+            cache = None
+        if cache is None:
+            return _extract_direct(package, fh, kind, st0, member, prefix, workdir)
+        with cache.locked(keys.values(), os.path.basename(member)):
+            entries = {name: cache.lookup(key) for name, key in keys.items()}
+            misses = [name for name, e in entries.items() if e is None]
+            if misses:
+                log.info("extracting %s from %s", ", ".join(
+                    member if n == "vmlinux" else f"modules under {prefix}" for n in misses),
+                    package)
+                targets = {n: Target(keys[n], cache.stage(keys[n]), n) for n in misses}
+                try:
+                    _run(package, fh, kind, member, prefix, targets.get("vmlinux"),
+                         targets.get("modules"))
+                    _unchanged(package, fh, st0)
+                    for n, t in targets.items():
+                        entry = dict(ident, kind=n, member=member, prefix=prefix,
+                                     files=t.files, bytes=t.bytes)
+                        cache.commit(t.key, t.stage, entry)
+                        entries[n] = entry
+                finally:
+                    for t in targets.values():
+                        if os.path.exists(t.stage):
+                            cache.discard(t.stage)
+            else:
+                log.info("%s: cache hit for %s", package, member)
+            vm_paths = cache.link_into(keys["vmlinux"], entries["vmlinux"], workdir)
+            mod_paths = (cache.link_into(keys["modules"], entries["modules"], workdir)
+                         if prefix is not None else None)
+        cache.evict(keep=set(keys.values()))
+    return vm_paths[0], mod_paths
+
+
+def _run(package, fh, kind, member, prefix, vm_target, mod_target) -> None:
+    if kind == "rpm":
+        pkg = rpmpayload.open_package(package)
+        plan, _ = _rpm_plan(pkg, member, prefix, vm_target, mod_target)
+        plan.pkg = pkg
+        with Progress(f"extracting {os.path.basename(member)}", st_size(fh)) as progress:
+            _rpm_pass(package, fh, plan, progress)
+    else:
+        _deb_pass(package, fh, member, prefix, vm_target, mod_target)
+
+
+def st_size(fh) -> int:
+    return os.fstat(fh.fileno()).st_size
+
+
+def _extract_direct(package, fh, kind, st0, member, prefix, workdir) -> tuple:
+    """Without a usable cache: stage inside the job directory, then move into place."""
+    stage = os.path.join(workdir, f".cas-extract.{os.getpid()}")
+    os.mkdir(stage)
+    try:
+        vm = Target(None, stage, "vmlinux")
+        mods = Target(None, stage, "modules") if prefix is not None else None
+        _run(package, fh, kind, member, prefix, vm, mods)
+        _unchanged(package, fh, st0)
+        out = []
+        for t in (vm, mods):
+            if t is None:
+                continue
+            paths = []
+            for rel in t.files:
+                dst = os.path.join(workdir, rel)
+                extcache.place(os.path.join(stage, rel), dst, workdir)
+                paths.append(dst)
+            out.append(paths)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return out[0][0], (out[1] if prefix is not None else None)
+
+
+def process(record: dict, cfg, modules: bool = False) -> dict:
+    info = record.get("debuginfo")
+    if not isinstance(info, dict):
+        raise StepError("record has no debuginfo (run cas-findkernel first)", "bad-record")
+    package, member = info.get("rpm"), info.get("vmlinux")
+    if not package or not member:
+        raise StepError("debuginfo lacks rpm or vmlinux", "bad-record")
+    workdir = record.get("workdir")
+    if not workdir:
+        raise StepError("record has no workdir", "bad-record")
+    vmlinux, mods = extract(package, member, workdir, cfg, info.get("modules_prefix"), modules)
+    record["vmlinux"] = vmlinux
+    if modules:
+        record["modules"] = mods
+    return record
+
+
+def main(argv=None) -> int:
+    def body():
+        parser = records.argument_parser(STEP, __doc__.splitlines()[0])
+        cli.add_config_option(parser)
+        parser.add_argument("--rpm", metavar="FILE",
+                            help="package to extract from (.rpm, .deb or .ddeb)")
+        parser.add_argument("--member", metavar="PATH",
+                            help="vmlinux path inside the package, as rpm -qpl prints it")
+        parser.add_argument("--workdir", metavar="DIR", help="job directory to extract into")
+        parser.add_argument("--modules-prefix", metavar="P",
+                            help="directory of the kernel's module debug files in the package")
+        parser.add_argument("-m", "--modules", action="store_true",
+                            help="also extract the module debug files, in the same pass")
+        args = parser.parse_args(argv)
+        given = [args.rpm, args.member, args.workdir]
+        if any(given) and not all(given):
+            raise records.UsageError(f"{STEP}: --rpm, --member and --workdir go together")
+        cfg = cli.load_config(args)
+        initial = None
+        if all(given):
+            workdir = os.path.abspath(args.workdir)
+            os.makedirs(workdir, exist_ok=True)
+            initial = [{"workdir": workdir,
+                        "debuginfo": {"rpm": os.path.abspath(args.rpm), "vmlinux": args.member,
+                                      "modules_prefix": args.modules_prefix}}]
+        return records.run(STEP, lambda r: process(r, cfg, args.modules), initial)
+    return records.main_wrapper(STEP, body)
