@@ -1,0 +1,130 @@
+"""Fallback: find the kernel release in a dump's raw bytes when no header names it.
+
+Why: some dumps (QEMU ELF without the vmcoreinfo device, sadump, s390,
+Xen, LKCD) have no VMCOREINFO; the crashed kernel's ``vmcoreinfo_data`` page
+(``OSRELEASE=...``) and its ``linux_banner`` (``Linux version ...``) still sit
+in RAM as plain text.  Many copies of banners live in memory (printk
+buffer, page cache, a previous kernel after kexec, guests), so the scan
+collects every distinct hit within ``buffersize`` bytes and only answers
+when they agree: OSRELEASE hits must all name one release (the banner
+then only supplies the version string), and without OSRELEASE every banner
+must.  Otherwise it reports the candidates as ambiguous (FORMATS.md A5;
+retrace-server ``get_kernel_release`` scans 64 MB the same way, less
+carefully).
+
+The file is read in 8 MiB chunks (with an overlap so a hit across a chunk
+boundary is seen once) with ``bytes.find``, which runs at memory speed.
+"""
+
+import os
+import re
+from dataclasses import dataclass, field
+
+CHUNK = 8 << 20
+OSRELEASE = b"OSRELEASE="
+BANNER = b"Linux version "
+OVERLAP = 512                    # longer than any OSRELEASE line or banner we keep
+MAX_HITS = 4096                  # distinct hits kept; copies beyond are only counted
+_RELEASE = re.compile(rb"[0-9]+\.[0-9]+[\x21-\x7e]{0,62}")
+_BANNER_TAIL = re.compile(rb"[\x20-\x7e]{1,400}")
+_VERSION = re.compile(r" (#[0-9]+ .+)$")
+
+
+@dataclass
+class ScanResult:
+    scanned: int = 0
+    osrelease: dict = field(default_factory=dict)   # release -> first offset
+    banners: dict = field(default_factory=dict)     # full banner -> first offset
+    hits: int = 0
+
+    def banner_release(self, banner: str) -> str | None:
+        m = _RELEASE.match(banner[len("Linux version "):].encode())
+        return m.group(0).decode() if m else None
+
+    def verdict(self) -> dict:
+        """{release, banner, version} on agreement; {candidates} when hits disagree; {} if none."""
+        releases = sorted(self.osrelease, key=self.osrelease.get)
+        by_release = {}
+        for banner in sorted(self.banners, key=self.banners.get):
+            rel = self.banner_release(banner)
+            if rel:
+                by_release.setdefault(rel, []).append(banner)
+        # a release's banner: the first complete copy (one with its "#1 SMP ..." version);
+        # fragments (e.g. inside the compressed kernel image) still vouch for the release
+        for rel, banners in by_release.items():
+            whole = [b for b in banners if _VERSION.search(b)]
+            by_release[rel] = whole[0] if whole else None
+        if len(releases) > 1:
+            return {"candidates": releases}
+        if releases:
+            release = releases[0]
+        elif len(by_release) == 1:
+            release = next(iter(by_release))
+        elif by_release:
+            return {"candidates": sorted(by_release, key=lambda r: self.banners[by_release[r]])}
+        else:
+            return {}
+        banner = by_release.get(release)
+        version = None
+        if banner:
+            m = _VERSION.search(banner)
+            version = m.group(1) if m else None
+        return {"release": release, "banner": banner, "version": version,
+                "osrelease_hit": bool(releases), "banner_hit": release in by_release}
+
+
+def _record(result: ScanResult, buf: bytes, pos: int, base: int, kind: str) -> None:
+    result.hits += 1
+    if kind == "osrelease":
+        m = _RELEASE.match(buf, pos + len(OSRELEASE))
+        if not m:
+            return
+        end = m.end()
+        if end < len(buf) and buf[end] not in b"\n\0":
+            return  # OSRELEASE= inside other text, not a vmcoreinfo line
+        value = m.group(0).decode("ascii")
+        if value not in result.osrelease and len(result.osrelease) < MAX_HITS:
+            result.osrelease[value] = base + pos
+    else:
+        m = _BANNER_TAIL.match(buf, pos)
+        if not m or not _RELEASE.match(buf, pos + len(BANNER)):
+            return  # "Linux version %s" format strings and the like
+        value = m.group(0).decode("ascii").rstrip()
+        if value not in result.banners and len(result.banners) < MAX_HITS:
+            result.banners[value] = base + pos
+
+
+def scan(path: str, limit: int, start: int = 0, progress=None) -> ScanResult:
+    """Scan ``limit`` bytes of ``path`` from ``start`` for OSRELEASE= lines and banners."""
+    result = ScanResult()
+    buf = bytearray(CHUNK + OVERLAP)
+    view = memoryview(buf)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.lseek(fd, start, os.SEEK_SET)
+        carried = 0       # unexamined bytes kept from the previous chunk at buf[:carried]
+        base = start      # file offset of buf[0]
+        while True:
+            want = min(CHUNK, limit - result.scanned)
+            n = os.readv(fd, [view[carried:carried + want]]) if want > 0 else 0
+            result.scanned += n
+            end = carried + n
+            last = n <= 0 or result.scanned >= limit
+            # hits starting in the last OVERLAP bytes wait for the next chunk (full context)
+            stop = end if last else max(0, end - OVERLAP)
+            for needle, kind in ((OSRELEASE, "osrelease"), (BANNER, "banner")):
+                limit_at = min(end, stop + len(needle) - 1)
+                pos = buf.find(needle, 0, limit_at)
+                while 0 <= pos < stop:
+                    _record(result, view[:end], pos, base, kind)
+                    pos = buf.find(needle, pos + 1, limit_at)
+            if progress:
+                progress.update(result.scanned)
+            if last:
+                break
+            carried = end - stop
+            buf[:carried] = buf[stop:end]
+            base += stop
+    finally:
+        os.close(fd)
+    return result

@@ -1,0 +1,442 @@
+"""cas-ident: name the crashed kernel of a dump from its headers, reading only what it needs.
+
+Python use::
+
+    from caslib.ident import identify, process
+    facts = identify("/path/vmcore", buffersize=64 << 20)
+    record = process({"core": "/abs/path/vmcore"}, cfg)
+
+``identify(path, buffersize)`` returns ``{"format", "kernel", "ident_method",
+"ident"}`` or raises ``flattened.DumpError`` (``.kind`` is a short word).
+``process(record, cfg)`` reads ``record["core"]`` (absolute path) and adds:
+
+- ``format``: ``elf``, ``kdump``, ``diskdump``, ``flattened`` (the wrapped
+  format is ``ident.inner_format``), or, for headers that name no kernel,
+  ``lkcd``, ``s390``, ``sadump``, ``xen``, ``raw``;
+- ``kernel``: ``{release, version, machine, hostname, crash_time, build_id,
+  banner}``; unknown fields are null, never guessed.  ``machine`` is what
+  ``uname -m`` printed (the kernel's utsname when it could be read, else
+  mapped from ``e_machine``); ``crash_time`` is ISO 8601 UTC;
+- ``ident_method``: where the release came from: ``vmcoreinfo``,
+  ``utsname`` (kdump header or the kernel's ``init_uts_ns``) or ``banner``
+  (the fallback scan of the first ``buffersize`` bytes);
+- ``ident``: extra facts, each present only when known: ``inner_format``,
+  ``header_version``, ``compression`` (list), ``dump_level``, ``elf_class``,
+  ``endian``, ``cpus`` (NT_PRSTATUS notes), ``cpu_pids`` (``pr_pid`` per CPU
+  note, kdump dumps only; QEMU writes vCPU numbers there), ``panic_cpu`` and
+  ``panic_pid`` (only when exactly one CPU note names a running task),
+  ``pagesize``, ``kerneloffset`` (hex), ``phys_base``, ``domainname``,
+  ``sources`` (which structure gave each kernel field), ``utsname_at``
+  (how ``init_uts_ns`` was located), ``incomplete`` (makedumpfile's flag),
+  ``qemu_notes`` (true when QEMU wrote the CPU notes: QEMU's own
+  dumps and dumps makedumpfile made from them), ``records`` (flattened
+  records walked), ``conflicts`` (header facts that disagree), ``candidates`` (releases of an
+  ambiguous scan), ``bytes_read`` and ``reads``.
+
+Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
+``too-large``, ``compressed`` (run cas-unpack first), ``not-a-dump``,
+``not-a-kernel-dump`` (a process core, named from NT_PRPSINFO),
+``ambiguous`` (the scan found several releases), ``unidentified``.
+"""
+
+import datetime
+import os
+import re
+
+from . import bannerscan, cli, elfcore, kdumphdr, logs, records, vmcoreinfo
+from .flattened import DumpError, FileSource, FlattenedSource, is_flattened
+from .progress import Progress
+from .records import StepError
+
+STEP = "cas-ident"
+DEFAULT_BUFFERSIZE = 64 << 20
+HEAD = 4096
+UTS_SIZE = 6 * 65
+_RELEASE = re.compile(r"^[0-9]+\.[0-9]+[\x21-\x7e]{0,62}$")
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+X86_64_DIRECT_MAP = 0xFFFF888000000000
+COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\0": "xz",
+              b"\x28\xb5\x2f\xfd": "zstd", b"\xed\xab\xee\xdb": "an RPM"}
+LKCD_MAGICS = (0xA8190173618F23ED, 0xA8190173618F23CD)
+S390_MAGIC = 0xA8190173618F23FD
+
+
+def _iso(ts) -> str | None:
+    try:
+        if not ts or ts <= 0:
+            return None
+        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _sniff(head: bytes) -> str | None:
+    """The format named by the first bytes (FORMATS.md A0), or None."""
+    if head[:4] == b"\x7fELF":
+        return "elf"
+    if head[:8] == b"KDUMP   ":
+        return "kdump"
+    if head[:8] == b"DISKDUMP":
+        return "diskdump"
+    if is_flattened(head):
+        return "flattened"
+    if len(head) >= 8:
+        le, be = int.from_bytes(head[:8], "little"), int.from_bytes(head[:8], "big")
+        if le in LKCD_MAGICS or be in LKCD_MAGICS:
+            return "lkcd"
+        if be == S390_MAGIC:
+            return "s390"
+    if head[:8] == b"sadump\0\0" or head[4096:4104] == b"sadump\0\0":
+        return "sadump"
+    if head[:16] == b"LinuxGuestRecord" or head[:4] in (b"\xed\xeb\x0f\xf0", b"\xee\xeb\x0f\xf0"):
+        return "xen"
+    return None
+
+
+class Identification:
+    """Facts gathered from one dump; ``result()`` shapes them for the record."""
+
+    def __init__(self, fmt: str):
+        self.format = fmt
+        self.kernel = dict.fromkeys(("release", "version", "machine", "hostname", "crash_time",
+                                     "build_id", "banner"))
+        self.method = None
+        self.ident: dict = {}
+        self.sources: dict = {}
+
+    def set(self, key: str, value, source: str) -> None:
+        """Fill ``kernel[key]`` unless already known; note a disagreement."""
+        if value in (None, ""):
+            return
+        if self.kernel[key] is None:
+            self.kernel[key] = value
+            self.sources[key] = source
+        elif self.kernel[key] != value and key != "machine":
+            self.ident.setdefault("conflicts", []).append(
+                f"{key}: {self.sources[key]} says {self.kernel[key]!r}, {source} says {value!r}")
+
+    def result(self, src) -> dict:
+        ident = dict(self.ident)
+        if self.sources:
+            ident["sources"] = dict(self.sources)
+        ident["bytes_read"] = src.bytes_read
+        ident["reads"] = src.reads
+        return {"format": self.format, "kernel": self.kernel, "ident_method": self.method,
+                "ident": ident}
+
+
+def _utsname_from(raw: bytes, release: str | None) -> dict | None:
+    """The parsed utsname if ``raw`` looks like the kernel's own, else None."""
+    if len(raw) < UTS_SIZE or raw[:6] != b"Linux\0":
+        return None
+    uts = kdumphdr.parse_utsname(raw)
+    if not uts["release"] or not _RELEASE.match(uts["release"]):
+        return None
+    if release and uts["release"] != release:
+        return None
+    return uts
+
+
+def _phys_candidates(machine: str | None, vmci, virt: int, sub_phys_base=None):
+    """(how, physical address) guesses for a kernel-image virtual address, best first.
+
+    Each guess is only used if the bytes there validate as a utsname.
+    """
+    out = []
+    if machine == "x86_64":
+        if virt >= START_KERNEL_MAP:
+            # arch/x86/include/asm/page_64.h __phys_addr_symbol: x - __START_KERNEL_map + phys_base
+            bases = [("NUMBER(phys_base)", vmci.number("phys_base")),
+                     ("sub-header phys_base", sub_phys_base), ("phys_base 0", 0)]
+            seen = set()
+            for how, base in bases:
+                if base is not None and base not in seen:
+                    seen.add(base)
+                    out.append((f"virt - __START_KERNEL_map + {how}",
+                                virt - START_KERNEL_MAP + base))
+        elif virt >= X86_64_DIRECT_MAP:
+            out.append(("virt - page_offset_base (unrandomised)", virt - X86_64_DIRECT_MAP))
+    elif machine == "aarch64":
+        # arch/arm64/kernel/vmcore_info.c prints it as hex: NUMBER(kimage_voffset)=0x...
+        voff = vmci.hex("NUMBER(kimage_voffset)")
+        if voff is not None:
+            out.append(("virt - NUMBER(kimage_voffset)", virt - voff))
+    elif machine in ("i386", "i686"):
+        out.append(("virt - PAGE_OFFSET 0xc0000000", virt - 0xC0000000))
+    elif machine in ("ppc64", "ppc64le") and virt >= 0xC000000000000000:
+        out.append(("virt - 0xc000000000000000", virt - 0xC000000000000000))
+    elif machine == "riscv64":
+        off = vmci.hex("NUMBER(va_kernel_pa_offset)")
+        if off is not None:
+            out.append(("virt - NUMBER(va_kernel_pa_offset)", virt - off))
+    out.append(("identity", virt))
+    return [(how, pa) for how, pa in out if pa >= 0]
+
+
+def _uts_addresses(vmci) -> list:
+    sym = vmci.symbol("init_uts_ns")
+    if sym is None:
+        return []
+    off = vmci.offset("uts_namespace.name")
+    # kernels before 5.11 start uts_namespace with a 4-byte kref; later ones with the name
+    offsets = [off] if off is not None else [0, 4]
+    return [(sym + o, f"SYMBOL(init_uts_ns)+{o}") for o in offsets]
+
+
+def _elf_utsname(src, core, vmci, release, machine):
+    for addr, where in _uts_addresses(vmci):
+        off = core.offset_of_vaddr(addr, UTS_SIZE)
+        if off is not None:
+            uts = _utsname_from(src.read(off, UTS_SIZE), release)
+            if uts:
+                return uts, f"{where} via PT_LOAD p_vaddr"
+        for how, pa in _phys_candidates(machine, vmci, addr):
+            off = core.offset_of_paddr(pa, UTS_SIZE)
+            if off is not None:
+                uts = _utsname_from(src.read(off, UTS_SIZE), release)
+                if uts:
+                    return uts, f"{where} via PT_LOAD p_paddr ({how})"
+    return None, None
+
+
+def _kdump_utsname(src, hdr, vmci, release, machine):
+    bs = hdr.block_size
+    for addr, where in _uts_addresses(vmci):
+        for how, pa in _phys_candidates(machine, vmci, addr, hdr.sub.get("phys_base")):
+            first = kdumphdr.read_page(src, hdr, pa // bs)
+            if first is None:
+                continue
+            raw = first[pa % bs:]
+            if len(raw) < UTS_SIZE:
+                second = kdumphdr.read_page(src, hdr, pa // bs + 1)
+                if second is None:
+                    continue
+                raw += second
+            uts = _utsname_from(raw[:UTS_SIZE], release)
+            if uts:
+                return uts, f"{where} via page descriptor ({how})"
+    return None, None
+
+
+def _apply_vmcoreinfo(ident: Identification, vmci, where: str) -> None:
+    ident.set("release", vmci.osrelease, where)
+    ident.set("build_id", vmci.build_id, where)
+    ident.set("crash_time", _iso(vmci.crashtime), where)
+    ident.ident.update(vmcoreinfo.subset(vmci))
+
+
+def _apply_utsname(ident: Identification, uts: dict, where: str) -> None:
+    ident.set("release", uts["release"], where)
+    ident.set("version", uts["version"], where)
+    ident.set("hostname", uts["nodename"], where)
+    if uts["machine"]:
+        # the kernel's own utsname says i686 where e_machine only says i386
+        ident.kernel["machine"] = uts["machine"]
+        ident.sources["machine"] = where
+    if uts["domainname"] and uts["domainname"] != "(none)":
+        ident.ident["domainname"] = uts["domainname"]
+
+
+def _apply_prstatus(ident: Identification, pids: list, qemu: bool) -> None:
+    if not pids:
+        return
+    ident.ident["cpus"] = len(pids)
+    if qemu:
+        return  # QEMU writes vCPU numbers, not task pids
+    ident.ident["cpu_pids"] = pids
+    running = [(cpu, pid) for cpu, pid in enumerate(pids) if pid > 0]
+    if len(running) == 1:
+        ident.ident["panic_cpu"], ident.ident["panic_pid"] = running[0]
+
+
+def _ident_elf(src, head, ident: Identification) -> None:
+    core = elfcore.read_elf(src, head)
+    if core.is_user_core():
+        name, args = core.process_name()
+        what = f"process {name!r}" if name else "a process"
+        if args and args != name:
+            what += f" ({args})"
+        raise DumpError(f"a user-space core of {what}, not a kernel dump", "not-a-kernel-dump")
+    core.check_extent(src.size)
+    ident.ident.update(elf_class=core.elfclass, endian="little" if core.endian == "<" else "big")
+    ident.set("machine", core.machine, "e_machine")
+    note = core.note("VMCOREINFO")
+    vmci = vmcoreinfo.parse(note.desc) if note else vmcoreinfo.VmcoreInfo()
+    _apply_vmcoreinfo(ident, vmci, "VMCOREINFO note")
+    qemu = core.note("QEMU") is not None
+    if qemu:
+        ident.ident["qemu_notes"] = True
+    _apply_prstatus(ident, core.prstatus_pids(), qemu)
+    uts, how = _elf_utsname(src, core, vmci, ident.kernel["release"], core.machine)
+    if uts:
+        _apply_utsname(ident, uts, "init_uts_ns")
+        ident.ident["utsname_at"] = how
+
+
+def _ident_kdump(src, head, ident: Identification) -> None:
+    hdr = kdumphdr.read_header(src, head)
+    kdumphdr.check_extent(src, hdr, src.size)
+    ident.format = hdr.format if ident.format != "flattened" else ident.format
+    ident.ident.update(header_version=hdr.header_version, block_size=hdr.block_size,
+                       word_size=hdr.bits, endian="little" if hdr.endian == "<" else "big")
+    if hdr.compression:
+        ident.ident["compression"] = hdr.compression
+    if hdr.status & kdumphdr.STATUS_INCOMPLETE:
+        ident.ident["incomplete"] = True
+    if hdr.sub.get("dump_level") is not None and hdr.header_version >= 1:
+        ident.ident["dump_level"] = hdr.sub["dump_level"]
+    notes = elfcore.parse_notes(hdr.notes, hdr.endian) if hdr.notes else []
+    raw_vmci = hdr.vmcoreinfo
+    if not raw_vmci:
+        raw_vmci = next((n.desc for n in notes if n.name == "VMCOREINFO"), b"")
+    vmci = vmcoreinfo.parse(raw_vmci)
+    _apply_vmcoreinfo(ident, vmci, "sub-header VMCOREINFO")
+    uts = hdr.utsname
+    if uts["sysname"] or uts["release"]:
+        _apply_utsname(ident, uts, f"{hdr.format} header utsname")
+    elif uts["machine"]:
+        ident.set("machine", uts["machine"], f"{hdr.format} header utsname")
+    ident.set("crash_time", _iso(hdr.timestamp), f"{hdr.format} header timestamp")
+    qemu = any(n.name == "QEMU" for n in notes)
+    if qemu:
+        ident.ident["qemu_notes"] = True
+    longsize = 8 if hdr.bits == 64 else 4
+    _apply_prstatus(ident, elfcore.prstatus_pids(notes, hdr.endian, longsize), qemu)
+    if hdr.format == "diskdump" and hdr.current_cpu < max(hdr.nr_cpus, 1):
+        ident.ident["panic_cpu"] = hdr.current_cpu
+    if ident.kernel["hostname"] is None and ident.kernel["release"]:
+        uts, how = _kdump_utsname(src, hdr, vmci, ident.kernel["release"],
+                                  ident.kernel["machine"])
+        if uts:
+            _apply_utsname(ident, uts, "init_uts_ns")
+            ident.ident["utsname_at"] = how
+
+
+def _ident_scan(path: str, ident: Identification, buffersize: int, start: int = 0) -> None:
+    size = os.path.getsize(path)
+    with Progress(f"{os.path.basename(path)}: scanning for the kernel release",
+                  min(buffersize, max(size - start, 0))) as progress:
+        result = bannerscan.scan(path, buffersize, start, progress)
+    ident.ident["scanned"] = result.scanned
+    verdict = result.verdict()
+    if "candidates" in verdict:
+        ident.ident["candidates"] = verdict["candidates"]
+        raise DumpError(f"the first {result.scanned} bytes name several kernels ("
+                        + ", ".join(verdict["candidates"][:8]) + "); not picking one",
+                        "ambiguous")
+    if not verdict:
+        return
+    how = "OSRELEASE= in memory" if verdict["osrelease_hit"] else "Linux version banner"
+    ident.set("release", verdict["release"], how)
+    ident.set("banner", verdict["banner"], "Linux version banner")
+    ident.set("version", verdict["version"], "Linux version banner")
+    ident.method = "banner"
+
+
+def identify(path: str, buffersize: int = DEFAULT_BUFFERSIZE) -> dict:
+    """Identify the kernel of the dump at ``path``; see the module docstring for the result."""
+    with FileSource(path) as plain:
+        if plain.size == 0:
+            raise DumpError("empty file", "empty")
+        head = plain.read(0, HEAD + 8)
+        fmt = _sniff(head)
+        src = plain
+        ident = Identification(fmt or "raw")
+        if fmt == "flattened":
+            src = FlattenedSource(plain)
+            src.walk_all()  # a stream cut short is an error, not a dump
+            head = src.read(0, HEAD + 8)
+            inner = _sniff(head)
+            ident.ident["inner_format"] = inner
+            ident.ident["records"] = len(src.records)
+            if inner not in ("elf", "kdump", "diskdump"):
+                raise DumpError("flattened stream holds no ELF or kdump header at offset 0",
+                                "corrupt")
+            fmt = inner
+        try:
+            if fmt == "elf":
+                _ident_elf(src, head, ident)
+            elif fmt in ("kdump", "diskdump"):
+                _ident_kdump(src, head, ident)
+        except DumpError as exc:
+            exc.partial = ident  # type: ignore[attr-defined]
+            raise
+        if ident.kernel["release"]:
+            ident.method = "vmcoreinfo" if "VMCOREINFO" in ident.sources["release"] \
+                else "utsname"
+            return ident.result(src)
+        if fmt is None:
+            for magic, name in COMPRESSED.items():
+                if head.startswith(magic):
+                    raise DumpError(f"{name} data, not a dump (unpack it with cas-unpack)",
+                                    "compressed")
+        # headers named no kernel: the string scan (over the raw stream for flattened files)
+        _ident_scan(path, ident, buffersize)
+        if not ident.kernel["release"]:
+            if fmt is None:
+                raise DumpError("no dump header (starts with " + head[:8].hex(" ")
+                                + f") and no kernel release in the first {buffersize} bytes",
+                                "not-a-dump")
+            raise DumpError(f"{ident.format} dump names no kernel in its headers nor in its"
+                            f" first {buffersize} bytes", "unidentified")
+        return ident.result(src)
+
+
+def process(record: dict, cfg=None, buffersize: int | None = None) -> dict:
+    """Add ``format``, ``kernel``, ``ident_method`` and ``ident`` for ``record["core"]``."""
+    core = record.get("core")
+    if not isinstance(core, str) or not core:
+        raise StepError("record has no core", "bad-record")
+    if buffersize is None:
+        buffersize = (cfg.get("buffersize", DEFAULT_BUFFERSIZE) if cfg is not None else None) \
+            or DEFAULT_BUFFERSIZE
+    if not os.path.exists(core):
+        raise StepError(f"{core}: no such file", "not-found")
+    if os.path.isdir(core):
+        raise StepError(f"{core}: is a directory, not a dump", "not-a-dump")
+    try:
+        facts = identify(core, buffersize)
+    except DumpError as exc:
+        partial = dict(record)
+        found = getattr(exc, "partial", None)
+        if found is not None and found.ident.get("candidates"):
+            partial["format"] = found.format
+            partial["ident"] = {"candidates": found.ident["candidates"]}
+        raise StepError(f"{core}: {exc}", exc.kind, partial) from None
+    record.update(facts)
+    k = facts["kernel"]
+    logs.get().info("%s: %s (%s) from %s via %s", os.path.basename(core), k["release"],
+                    k["machine"] or "unknown machine", facts["format"], facts["ident_method"])
+    return record
+
+
+def _size(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]+)\s*([kmgt]?)i?b?\s*", text.lower())
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError(text)
+    return int(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " ")
+
+
+def main(argv=None) -> int:
+    def body():
+        parser = records.argument_parser(
+            STEP, "Name the crashed kernel of each dump from its headers.",
+            "Reads records with a core key on stdin when no FILE is given.")
+        cli.add_config_option(parser)
+        parser.add_argument("--buffersize", metavar="N",
+                            help="bytes the fallback banner scan may read (default: [advanced]"
+                                 " buffersize, 64M); suffixes K, M, G")
+        parser.add_argument("files", nargs="*", metavar="FILE", help="dump files")
+        args = parser.parse_args(argv)
+        buffersize = None
+        if args.buffersize is not None:
+            try:
+                buffersize = _size(args.buffersize)
+            except ValueError:
+                raise records.UsageError(f"{STEP}: --buffersize {args.buffersize!r}: expected a"
+                                         " size like 67108864, 64M or 1G") from None
+        cfg = cli.load_config(args)
+        initial = [{"core": os.path.abspath(f)} for f in args.files] or None
+        return records.run(STEP, lambda r: process(r, cfg, buffersize), initial)
+    return records.main_wrapper(STEP, body)

@@ -1,0 +1,251 @@
+"""kdump-compressed (``KDUMP   ``) and ``DISKDUMP`` headers, and single page reads.
+
+Why: makedumpfile's compressed dumps carry the crashed kernel's utsname and
+crash time in the first block and its VMCOREINFO and ELF notes in the
+sub-header, so a few KiB name the kernel; one page read through the bitmap
+and page descriptors gives ``init_uts_ns`` when the header's utsname is
+empty (QEMU fills only ``machine``).
+Layouts: makedumpfile ``diskdump_mod.h`` (``disk_dump_header``,
+``kdump_sub_header`` v1..v6, ``page_desc``) and ``makedumpfile.c``
+(``write_kdump_header``); crash ``diskdump.c``.  Integers are in the dumping
+host's byte order and word size: both are probed, and the probe must find a
+plausible block size.
+
+Header (64-bit / 32-bit offsets): signature@0, header_version@8, utsname@12
+(6 x 65 bytes), timestamp@408/404, status@424/412, block_size@428/416,
+sub_hdr_size@432/420, bitmap_blocks@436/424, max_mapnr@440/428,
+current_cpu@456/444, nr_cpus@460/448.
+"""
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from .flattened import DumpError
+
+SIGNATURES = {b"KDUMP   ": "kdump", b"DISKDUMP": "diskdump"}
+HEADER_READ = 464
+UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
+COMPRESSION = {0x1: "zlib", 0x2: "lzo", 0x4: "snappy", 0x20: "zstd"}
+STATUS_INCOMPLETE, STATUS_EXCLUDED_VMEMMAP = 0x8, 0x10
+MAX_BITMAP_READ = 1 << 20     # pfn popcount work: covers 32 GiB of 4 KiB pages
+
+# kdump_sub_header field offsets: (phys_base, dump_level, offset_vmcoreinfo,
+# size_vmcoreinfo, offset_note, size_note, max_mapnr_64, word size, off_t size)
+SUB_LAYOUTS = {
+    "64": dict(phys_base=(0, "q"), dump_level=(8, "i"), off_vmci=(32, "q"), size_vmci=(40, "Q"),
+               off_note=(48, "q"), size_note=(56, "Q"), max_mapnr_64=(96, "Q")),
+    "i386": dict(phys_base=(0, "i"), dump_level=(4, "i"), off_vmci=(20, "q"), size_vmci=(28, "I"),
+                 off_note=(32, "q"), size_note=(40, "I"), max_mapnr_64=(72, "Q")),
+    "arm32": dict(phys_base=(0, "i"), dump_level=(4, "i"), off_vmci=(24, "q"),
+                  size_vmci=(32, "I"), off_note=(40, "q"), size_note=(48, "I"),
+                  max_mapnr_64=(88, "Q")),
+}
+
+
+def parse_utsname(raw: bytes) -> dict:
+    """Six NUL-padded 65-byte fields; empty ones become None."""
+    out = {}
+    for i, name in enumerate(UTS_FIELDS):
+        value = raw[i * 65:(i + 1) * 65].split(b"\0", 1)[0]
+        text = value.decode("utf-8", "replace").strip()
+        out[name] = text if text and text.isprintable() else None
+    return out
+
+
+@dataclass
+class KdumpHeader:
+    format: str                     # "kdump" or "diskdump"
+    endian: str
+    bits: int
+    header_version: int
+    utsname: dict
+    timestamp: int
+    status: int
+    block_size: int
+    sub_hdr_size: int
+    bitmap_blocks: int
+    max_mapnr: int
+    current_cpu: int
+    nr_cpus: int
+    sub: dict = field(default_factory=dict)
+    vmcoreinfo: bytes = b""
+    notes: bytes = b""
+    sub_layout: str | None = None
+
+    @property
+    def compression(self) -> list:
+        return [name for bit, name in COMPRESSION.items() if self.status & bit]
+
+
+def _plausible_block(bs: int) -> bool:
+    return 512 <= bs <= 1 << 20 and bs & (bs - 1) == 0
+
+
+def _probe(head: bytes):
+    """(endian, bits, fields) of the first layout whose numbers make sense, else None."""
+    for bits in (64, 32):
+        for e in ("<", ">"):
+            version = struct.unpack_from(e + "i", head, 8)[0]
+            if bits == 64:
+                sec, usec = struct.unpack_from(e + "qq", head, 408)
+                rest = struct.unpack_from(e + "IiiIIIIIIi", head, 424)
+            else:
+                sec, usec = struct.unpack_from(e + "ii", head, 404)
+                rest = struct.unpack_from(e + "IiiIIIIIIi", head, 412)
+            status, bs, sub_size, bitmap_blocks, max_mapnr, _, _, _, cpu, ncpus = rest
+            if not (0 <= version < 1000 and _plausible_block(bs)):
+                continue
+            if not (0 <= sub_size < 1 << 16 and 0 <= ncpus < 1 << 20):
+                continue
+            return e, bits, dict(version=version, timestamp=sec, status=status, block_size=bs,
+                                 sub_hdr_size=sub_size, bitmap_blocks=bitmap_blocks,
+                                 max_mapnr=max_mapnr, current_cpu=cpu, nr_cpus=ncpus)
+    return None
+
+
+def _sub_fields(sub: bytes, e: str, layout: str) -> dict:
+    out = {}
+    for name, (off, fmt) in SUB_LAYOUTS[layout].items():
+        size = struct.calcsize(fmt)
+        out[name] = struct.unpack_from(e + fmt, sub, off)[0] if off + size <= len(sub) else None
+    return out
+
+
+def read_header(src, head: bytes | None = None) -> KdumpHeader:
+    """Parse the header and sub-header (VMCOREINFO and notes included) of ``src``."""
+    head = head if head is not None and len(head) >= HEADER_READ else src.read(0, HEADER_READ)
+    fmt = SIGNATURES.get(head[:8])
+    if fmt is None:
+        raise DumpError("not a kdump-compressed or diskdump file", "not-a-dump")
+    if len(head) < HEADER_READ:
+        raise DumpError(f"{fmt} header is truncated ({len(head)} of {HEADER_READ} bytes)",
+                        "truncated")
+    probed = _probe(head)
+    if probed is None:
+        raise DumpError(f"{fmt} header has no plausible block size in any byte order")
+    e, bits, f = probed
+    hdr = KdumpHeader(fmt, e, bits, f["version"], parse_utsname(head[12:12 + 390]),
+                      f["timestamp"], f["status"], f["block_size"], f["sub_hdr_size"],
+                      f["bitmap_blocks"], f["max_mapnr"], f["current_cpu"], f["nr_cpus"])
+    if fmt == "diskdump":
+        return hdr  # its sub-header holds registers only
+    bs = hdr.block_size
+    if hdr.header_version >= 1 and hdr.sub_hdr_size > 0:
+        sub = src.read(bs, min(hdr.sub_hdr_size * bs, bs))
+        if len(sub) < 8:
+            raise DumpError(f"kdump sub-header at offset {bs} is truncated", "truncated")
+        layouts = ["64"] if bits == 64 else ["i386", "arm32"]
+        for layout in layouts:
+            fields = _sub_fields(sub, e, layout)
+            if _read_blobs(src, hdr, fields):
+                hdr.sub, hdr.sub_layout = fields, layout
+                break
+        else:
+            hdr.sub = _sub_fields(sub, e, layouts[0])
+            if hdr.header_version >= 3:
+                raise DumpError("kdump sub-header points VMCOREINFO outside the dump"
+                                f" (offset {hdr.sub.get('off_vmci')}, size"
+                                f" {hdr.sub.get('size_vmci')})")
+    return hdr
+
+
+def _read_blobs(src, hdr: KdumpHeader, fields: dict) -> bool:
+    """Read VMCOREINFO and notes if the sub-header's offsets hold up; False if they do not."""
+    vmcoreinfo = notes = b""
+    if hdr.header_version >= 3:
+        off, size = fields["off_vmci"], fields["size_vmci"]
+        if size is None or not 0 <= size <= 1 << 20:
+            return False
+        if size:  # 0: the dumped kernel registered none (QEMU without vmcoreinfo)
+            if off is None or off < hdr.block_size:
+                return False
+            vmcoreinfo = src.read(off, size)
+            if len(vmcoreinfo) < size or b"=" not in vmcoreinfo:
+                return False
+    if hdr.header_version >= 4:
+        off, size = fields["off_note"], fields["size_note"]
+        if off and size and off >= hdr.block_size and 0 < size <= 16 << 20:
+            notes = src.read(off, size)
+            if len(notes) < size:
+                raise DumpError(f"kdump ELF notes at offset {off} are truncated", "truncated")
+    hdr.vmcoreinfo, hdr.notes = vmcoreinfo, notes
+    return True
+
+
+PAGE_DESC = 24  # {i64 offset; u32 size; u32 flags; u64 page_flags}
+
+
+def check_extent(src, hdr: KdumpHeader, size: int) -> None:
+    """Raise if the file ends before its bitmap and page descriptors do.
+
+    The first descriptor's data offset is where the descriptor table ends
+    (makedumpfile writes page data right after it), so one 24-byte read
+    tells whether every header structure is there.
+    """
+    if hdr.format != "kdump":
+        return
+    descs = (1 + hdr.sub_hdr_size + hdr.bitmap_blocks) * hdr.block_size
+    if descs > size:
+        raise DumpError(f"kdump file is truncated: its bitmap ends at byte {descs}, the file at"
+                        f" {size}", "truncated")
+    raw = src.read(descs, PAGE_DESC)
+    if len(raw) < PAGE_DESC:
+        if hdr.status & STATUS_INCOMPLETE or descs == size:
+            return  # an empty or incomplete dump: makedumpfile said so itself
+        raise DumpError(f"kdump file is truncated inside its page descriptors at byte {descs}",
+                        "truncated")
+    offset, psize, _flags, _ = struct.unpack(hdr.endian + "qIIQ", raw)
+    if offset > size or offset + psize > size:
+        raise DumpError(f"kdump file is truncated: page data starts at byte {offset}, the file"
+                        f" ends at {size}", "truncated")
+
+
+def read_page(src, hdr: KdumpHeader, pfn: int) -> bytes | None:
+    """The uncompressed page ``pfn``, or None when it is not in the dump or cannot be decoded.
+
+    The dumpable bitmap (second half of the bitmap blocks, bits LSB-first) says
+    whether the page is there; its index among the page descriptors is the
+    number of dumpable pages below it (crash ``diskdump.c:pfn_to_pos``).
+    """
+    bs = hdr.block_size
+    if hdr.format != "kdump" or pfn < 0:
+        return None
+    max_mapnr = hdr.sub.get("max_mapnr_64") if hdr.header_version >= 6 else None
+    max_mapnr = max_mapnr or hdr.max_mapnr
+    if pfn >= max_mapnr:
+        return None
+    half = hdr.bitmap_blocks * bs // 2
+    if pfn // 8 >= half or pfn // 8 + 1 > MAX_BITMAP_READ:
+        return None
+    bitmap2 = (1 + hdr.sub_hdr_size) * bs + half
+    bits = src.read(bitmap2, pfn // 8 + 1)
+    if len(bits) < pfn // 8 + 1:
+        raise DumpError(f"kdump bitmap at offset {bitmap2} is truncated", "truncated")
+    if not bits[pfn // 8] >> (pfn % 8) & 1:
+        return None
+    below = int.from_bytes(bits[:pfn // 8], "little").bit_count()
+    below += (bits[pfn // 8] & ((1 << (pfn % 8)) - 1)).bit_count()
+    descs = (1 + hdr.sub_hdr_size + hdr.bitmap_blocks) * bs
+    raw = src.read(descs + below * PAGE_DESC, PAGE_DESC)
+    if len(raw) < PAGE_DESC:
+        raise DumpError(f"kdump page descriptor {below} is truncated", "truncated")
+    offset, size, flags, _ = struct.unpack(hdr.endian + "qIIQ", raw)
+    if offset <= 0 or size == 0 or size > bs:
+        return None
+    data = src.read(offset, size)
+    if len(data) < size:
+        raise DumpError(f"kdump page data at offset {offset} is truncated", "truncated")
+    try:
+        if flags & 0x1:
+            page = zlib.decompress(data)
+        elif flags & 0x20:
+            import zstandard
+            page = zstandard.ZstdDecompressor().decompress(data, max_output_size=bs)
+        elif flags & (0x2 | 0x4):
+            return None  # LZO and snappy need codecs outside the standard library
+        else:
+            page = data
+    except Exception:  # a corrupt compressed page: the page is unreadable, not the dump
+        return None
+    return page if len(page) == bs else None
