@@ -1,0 +1,331 @@
+"""cas-crash: run the real crash utility on a job's core and split and summarise what it says.
+
+Python use::
+
+    from caslib.crash import process
+    record = process({"core": ..., "vmlinux": ..., "workdir": ..., "kernel": {...}}, cfg)
+
+Keys read: ``core``, ``vmlinux`` (absolute paths), ``workdir`` (the job
+directory), ``kernel.machine`` and ``kernel.release``, optional ``modules``
+(module debug files; ``mod -S <their module tree>`` runs first).
+
+Writes in the job directory: ``crash`` (an executable sh wrapper opening
+this core with this vmlinux, extra arguments passed on: run it by hand for an
+interactive session), ``crash.in`` (the commands, built from the snippets
+directory by caslib.snippets), ``crash.out`` (everything crash printed) and
+the split results the snippets redirect to (by default ``traceback``,
+``sys``, ``log``, ``modules``, ``memory``).  When crash cannot open the dump
+it is tried once more with ``--minimal`` (the first output is kept as
+``crash.failed.out``) so the kernel log still comes out.
+
+Adds ``crash``: ``{server, command, exit_status, output, files, panic,
+version, degraded, init_error, timed_out, note, failed_commands, warnings,
+seconds}`` where ``files`` maps result names to absolute paths, ``panic`` is
+caslib.panic.summary (message, task, pid, cpu, task_address, rip,
+backtrace, oops) and ``failed_commands`` lists ``{command, error}`` for each
+command crash reported an error for (a failing command is a result, not a
+failure of the job).  A run over ``crashTimeout`` seconds is killed with its
+whole process group; the record then says ``timed_out`` and keeps the
+partial output.
+
+Where crash runs: on this host when the core's machine is this host's; an
+i386..i686 core on x86_64 with ``crash_32`` when that is set; otherwise on a
+server of that architecture from ``cas-admin --server`` (caslib.servers),
+through ssh, in the same job directory.
+
+Errors (error record, exit 1): ``bad-record``, ``not-found``, ``missing-tool``
+(crash not installed), ``bad-snippet``, ``no-server``, ``mismatch`` (crash
+says vmlinux and core do not match), ``crash-init`` (crash cannot open the
+dump even with --minimal), ``ssh`` (the server could not be reached).
+"""
+
+import os
+import platform
+import shlex
+import shutil
+import socket
+import stat
+
+from . import bounded, cli, logs, panic, records, servers, snippets
+from .records import StepError
+
+STEP = "cas-crash"
+WRAPPER, COMMANDS, OUTPUT, FAILED_OUTPUT = "crash", "crash.in", "crash.out", "crash.failed.out"
+CRASH_PACKAGE = "install the crash package (Debian/Ubuntu: apt-get install crash; Fedora/RHEL: dnf install crash)"
+_MISMATCH = ("do not match", "kernel version inconsistency")
+
+
+class Target:
+    """Where and with which crash binary the wrapper runs."""
+
+    def __init__(self, crash: str, server: dict | None = None):
+        self.crash = crash
+        self.server = server
+
+    @property
+    def name(self) -> str:
+        return servers.server_name(self.server) if self.server else socket.gethostname()
+
+
+def _need_path(record: dict, key: str, kind: str = "file") -> str:
+    value = record.get(key)
+    if not value or not isinstance(value, str):
+        raise StepError(f"record has no {key}", "bad-record")
+    if not os.path.isabs(value):
+        raise StepError(f"{key} {value!r} is not an absolute path", "bad-record")
+    check = os.path.isdir if kind == "dir" else os.path.isfile
+    if not check(value):
+        what = "directory" if kind == "dir" else "file"
+        raise StepError(f"{value}: no such {what} ({key})", "not-found")
+    return value
+
+
+def local_crash(command: str, what: str = "crashCommand") -> str:
+    """The absolute path of the crash program, or StepError naming the package."""
+    words = shlex.split(command) if command else []
+    if not words:
+        raise StepError(f"{what} is empty; {CRASH_PACKAGE}", "missing-tool")
+    found = shutil.which(words[0])
+    if not found:
+        raise StepError(f"crash program {words[0]!r} ({what}) not found; {CRASH_PACKAGE}",
+                        "missing-tool")
+    return os.path.abspath(found)
+
+
+def choose_target(cfg, machine: str | None, connect=None) -> Target:
+    """This host, crash_32, or a registered server of the core's architecture."""
+    host = platform.machine()
+    want = servers.family(machine)
+    if want is None:
+        logs.get().warning("the core's machine is unknown; running crash on this host (%s)", host)
+        return Target(local_crash(cfg.get("crashCommand", "crash")))
+    if want == servers.family(host):
+        return Target(local_crash(cfg.get("crashCommand", "crash")))
+    crash_32 = cfg.get("crash_32")
+    if want == "i686" and servers.family(host) == "x86_64" and crash_32:
+        return Target(local_crash(crash_32, "crash_32"))
+    conn = (connect or _connect)(cfg)
+    try:
+        server = servers.pick(conn, machine) if conn is not None else None
+        rows = servers.listing(conn) if conn is not None else []
+    finally:
+        if conn is not None:
+            conn.close()
+    if server is None:
+        extra = " and crash_32 is not set" if want == "i686" and servers.family(host) == "x86_64" else ""
+        raise StepError(f"no server for architecture {machine} (this host is {host}{extra}); "
+                        f"{servers.describe(rows)}", "no-server")
+    return Target(server["crash"], server)
+
+
+def _connect(cfg):
+    path = cfg.get("database")
+    if not path or not os.path.exists(path):
+        return None
+    from . import db
+    return db.connect(path)
+
+
+def module_tree(modules: list) -> str | None:
+    """The directory ``mod -S`` should search: the common ``.../modules/<release>`` tree."""
+    paths = [m for m in modules or [] if isinstance(m, str) and os.path.isabs(m)]
+    if not paths:
+        return None
+    common = os.path.commonpath([os.path.dirname(p) for p in paths])
+    parts = common.split(os.sep)
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "modules":
+            return os.sep.join(parts[: i + 2])
+    return common
+
+
+def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def wrapper_text(crash: str, vmlinux: str, core: str) -> str:
+    """The job's ``crash`` script: this core with this vmlinux, arguments passed on."""
+    q = shlex.quote
+    return ("#!/bin/sh\n"
+            "# Written by cas-crash: opens this job's core with its vmlinux in crash.\n"
+            "# Run it with no arguments for an interactive session; arguments are passed on\n"
+            f"# (cas-crash runs it in this directory as: ./crash -i {COMMANDS}).\n"
+            f"exec {q(crash)} {q(vmlinux)} {q(core)} \"$@\"\n")
+
+
+def _lines(path: str) -> list:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.readlines()
+    except OSError:
+        return []
+
+
+def _remove(path: str) -> None:
+    try:
+        if os.path.lexists(path) and not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _started(out_lines: list, workdir: str, targets: list) -> bool:
+    """Did crash get as far as running commands (an echoed ``crash> `` line anywhere)?"""
+    if any(line.startswith(panic.PROMPT) for line in out_lines):
+        return True
+    return any(any(line.startswith(panic.PROMPT) for line in _lines(os.path.join(workdir, t)))
+               for t in targets)
+
+
+def _run(cfg, target: Target, workdir: str, args: list, out_path: str) -> tuple:
+    timeout = int(cfg.get("crashTimeout", 1800))
+    if target.server:
+        argv = servers.ssh_argv(cfg, target.server["host"], target.server["port"],
+                                servers.remote_command(workdir, args, timeout))
+        outcome = servers.run_remote(cfg, target.server, workdir, args, out_path, timeout)
+    else:
+        argv = [os.path.join(workdir, WRAPPER)] + args
+        outcome = bounded.run(argv, workdir, out_path, timeout)
+    return outcome, argv
+
+
+def _warnings(out_lines: list) -> list:
+    seen = []
+    for line in out_lines:
+        if line.startswith(panic.PROMPT):
+            break
+        text = line.strip()
+        if text.startswith("WARNING:") and text not in seen:
+            seen.append(text)
+    return seen
+
+
+def process(record: dict, cfg) -> dict:
+    core = _need_path(record, "core")
+    vmlinux = _need_path(record, "vmlinux")
+    workdir = _need_path(record, "workdir", "dir")
+    kernel = record.get("kernel") if isinstance(record.get("kernel"), dict) else {}
+    log = logs.get()
+    target = choose_target(cfg, kernel.get("machine"))
+    module_dir = module_tree(record.get("modules")) if record.get("modules") else None
+    env = {"CAS_CORE": core, "CAS_VMLINUX": vmlinux, "CAS_RELEASE": kernel.get("release"),
+           "CAS_MACHINE": kernel.get("machine"), "CAS_WORKDIR": workdir}
+    plan = snippets.build(snippets.default_directory(cfg), env, workdir, module_dir)
+
+    out_path = os.path.join(workdir, OUTPUT)
+    for name in plan.targets + [OUTPUT, FAILED_OUTPUT]:
+        _remove(os.path.join(workdir, name))  # results of an earlier run of this job
+    write_atomic(os.path.join(workdir, COMMANDS), plan.text())
+    write_atomic(os.path.join(workdir, WRAPPER), wrapper_text(target.crash, vmlinux, core), 0o755)
+
+    log.info("running crash on %s (%s): %d commands from %s", target.name, target.crash,
+             len(plan.commands), ", ".join(os.path.basename(p) for p in plan.sources))
+    args = ["-i", COMMANDS]
+    outcome, argv = _run(cfg, target, workdir, args, out_path)
+    out_lines = _lines(out_path)
+    result = {"server": target.name, "command": shlex.join(argv),
+              "exit_status": outcome.exit_status, "output": out_path}
+    partial = dict(record, crash=result)
+    degraded, first_error = False, None
+
+    if target.server and outcome.exit_status == 255 and not _started(out_lines, workdir, plan.targets):
+        raise StepError(f"ssh to {target.name} failed: "
+                        f"{servers.ssh_failure(''.join(out_lines), 255)}", "ssh", partial)
+    if not outcome.timed_out and not _started(out_lines, workdir, plan.targets):
+        first_error = panic.init_error(out_lines) or (
+            f"crash exited with status {outcome.exit_status} before running any command")
+        if any(word in first_error for word in _MISMATCH) or any(
+                word in "".join(out_lines) for word in _MISMATCH):
+            raise StepError(f"{vmlinux} does not match {core}: {first_error}", "mismatch", partial)
+        log.warning("crash cannot open the dump (%s); trying again with --minimal", first_error)
+        os.replace(out_path, os.path.join(workdir, FAILED_OUTPUT))
+        for name in plan.targets:
+            _remove(os.path.join(workdir, name))
+        args = ["--minimal", "-i", COMMANDS]
+        outcome, argv = _run(cfg, target, workdir, args, out_path)
+        out_lines = _lines(out_path)
+        result.update(command=shlex.join(argv), exit_status=outcome.exit_status)
+        if not outcome.timed_out and not _started(out_lines, workdir, plan.targets):
+            again = panic.init_error(out_lines) or first_error
+            raise StepError(f"crash cannot open {core} with {vmlinux}, even with --minimal: "
+                            f"{again}", "crash-init", partial)
+        degraded = True
+
+    files = {}
+    for name in plan.targets:
+        path = os.path.join(workdir, name)
+        if os.path.isfile(path):
+            files[name] = path
+    transcripts = [out_lines] + [_lines(p) for p in files.values()]
+    sys_lines = _lines(files["sys"]) if "sys" in files else []
+    result.update({
+        "files": files,
+        "panic": panic.summary(sys_lines + out_lines, _lines(files.get("traceback", "")),
+                               _lines(files.get("log", ""))),
+        "version": panic.crash_version(out_lines),
+        "degraded": degraded,
+        "init_error": first_error,
+        "timed_out": outcome.timed_out,
+        "note": None,
+        "failed_commands": panic.failed_commands(transcripts),
+        "warnings": _warnings(out_lines),
+        "seconds": round(outcome.seconds, 1),
+    })
+    if outcome.timed_out:
+        timeout = int(cfg.get("crashTimeout", 1800))
+        result["note"] = f"timed out after {timeout} s; the output is partial"
+        log.warning("crash timed out after %d s: killed; partial output kept in %s", timeout, out_path)
+    elif outcome.exit_status not in (0, None):
+        result["note"] = f"crash exited with status {outcome.exit_status}; the output may be partial"
+        log.warning("%s", result["note"])
+    for failed in result["failed_commands"]:
+        log.info("crash command %r reported: %s", failed["command"], failed["error"])
+    record["crash"] = result
+    return record
+
+
+def _initial(args) -> list | None:
+    if not args.files:
+        return None
+    if len(args.files) < 2:
+        raise records.UsageError(f"{STEP}: give a core and its vmlinux (got one file)")
+    core, vmlinux, *modules = [os.path.abspath(f) for f in args.files]
+    record = {"core": core, "vmlinux": vmlinux,
+              "workdir": os.path.abspath(args.workdir or os.path.dirname(core))}
+    if args.machine or args.release:
+        record["kernel"] = {"release": args.release, "machine": args.machine}
+    if modules:
+        record["modules"] = modules
+    return [record]
+
+
+def main(argv=None) -> int:
+    def body():
+        parser = records.argument_parser(
+            STEP, __doc__.splitlines()[0],
+            epilog="With no files, reads records (from cas-extract) on stdin.")
+        cli.add_config_option(parser)
+        parser.add_argument("--workdir", metavar="DIR",
+                            help="job directory for the results (default: the core's directory)")
+        parser.add_argument("--machine", metavar="ARCH",
+                            help="the core's architecture as uname -m prints it (default: this host's)")
+        parser.add_argument("--release", metavar="RELEASE", help="the core's kernel release")
+        parser.add_argument("files", nargs="*", metavar="CORE VMLINUX [MODULE...]",
+                            help="a core, its debug vmlinux and optional module debug files")
+        args = parser.parse_args(argv)
+        initial = _initial(args)
+        cfg = cli.load_config(args)
+        return records.run(STEP, lambda r: process(r, cfg), initial)
+
+    return records.main_wrapper(STEP, body)
