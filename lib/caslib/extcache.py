@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 
 from . import jobdir, logs
@@ -196,9 +197,7 @@ def place(src: str, dst: str, base: str) -> str:
     Returns the method used.
     """
     parent = os.path.dirname(dst)
-    os.makedirs(parent, exist_ok=True)
-    if not jobdir.inside(base, parent):
-        raise StepError(f"{dst}: refusing to write outside {base}", "unsafe")
+    safe_makedirs(base, parent)
     tmp = os.path.join(parent, f".{os.path.basename(dst)}.cas-tmp.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
@@ -218,6 +217,34 @@ def place(src: str, dst: str, base: str) -> str:
         raise
     logs.get().debug("%s -> %s (%s)", src, dst, method)
     return method
+
+
+def safe_makedirs(base: str, path: str) -> None:
+    """Create ``path`` below ``base`` one level at a time, refusing symlinks on the way.
+
+    ``os.makedirs`` would follow a symlinked ``usr`` in a job directory and
+    create (and then write) outside it; this refuses instead (kind ``unsafe``).
+    """
+    rel = os.path.relpath(path, base)
+    if rel == os.curdir:
+        return
+    if rel.startswith(os.pardir) or os.path.isabs(rel):
+        raise StepError(f"{path}: refusing to write outside {base}", "unsafe")
+    cur = base
+    for part in rel.split(os.sep):
+        cur = os.path.join(cur, part)
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            try:
+                os.mkdir(cur, 0o755)
+            except FileExistsError:  # a concurrent mkdir: check what it made
+                st = os.lstat(cur)
+            else:
+                continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise StepError(f"{cur} is a symlink or not a directory: refusing to write "
+                            f"through it (outside {base}?)", "unsafe")
 
 
 def _clone_or_copy(src: str, dst: str) -> str:

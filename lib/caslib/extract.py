@@ -24,7 +24,7 @@ import os
 import posixpath
 import shutil
 
-from . import cli, cpio, debpkg, extcache, jobdir, logs, records, rpmpayload
+from . import cli, cpio, debpkg, extcache, logs, records, rpmpayload
 from .prefetch import Prefetch
 from .progress import Progress
 from .records import StepError
@@ -73,10 +73,7 @@ class Target:
 
     def dest(self, rel: str) -> str:
         path = os.path.join(self.stage, rel)
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        if not jobdir.inside(self.stage, parent):
-            raise StepError(f"{rel}: would land outside {self.stage}: refused", "unsafe")
+        extcache.safe_makedirs(self.stage, os.path.dirname(path))
         return path
 
 
