@@ -38,6 +38,9 @@ _FLAVOUR_MACHINE = {
     "powerpc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64", "loong64": "loongarch64",
     "64k": "aarch64", "64kb": "aarch64", "zfcpdump": "s390x", "ppc64": "ppc64",
 }
+_DEBIAN_ARCHES = ("amd64", "arm64", "686", "686-pae", "armmp", "armmp-lpae", "ppc64el",
+                  "powerpc64le", "s390x", "riscv64", "loong64", "marvell", "octeon", "mips64r2el",
+                  "5kc-malta", "4kc-malta", "loongson-3", "rpi", "powerpc64", "parisc", "parisc64")
 _SUSE = ("default", "azure", "rt", "kvmsmall", "64kb", "pae", "xen", "zfcpdump", "vanilla",
          "debug", "trace", "ec2", "ppc64", "bigmem", "desktop", "preempt", "lpae")
 _UBUNTU = ("generic", "lowlatency", "aws", "azure", "gcp", "gke", "oracle", "kvm", "ibm",
@@ -124,12 +127,13 @@ def parse(release: str) -> Release:
         words = flavour.split("-")
         machine = (_FLAVOUR_MACHINE.get(flavour) or _FLAVOUR_MACHINE.get("-".join(words[-2:]))
                    or _FLAVOUR_MACHINE.get(words[-1]))
-        if re.search(r"-\d+\.\d+\.\d+$", m["base"]) or words[0] in _SUSE and words[0] not in _UBUNTU:
-            family = "suse"
+        debian_arch = words[-1] in _DEBIAN_ARCHES or "-".join(words[-2:]) in _DEBIAN_ARCHES
+        if debian_arch or words[0] == "cloud":
+            family = "debian"
         elif words[0] in _UBUNTU:
             family = "ubuntu"
-        elif machine or words[0] in ("cloud", "rt"):
-            family = "debian"
+        elif words[0] in _SUSE or re.search(r"-\d+\.\d+\.\d+$", m["base"]):
+            family = "suse"
         else:
             family = "unknown"
         return Release(r, m["base"], flavour, machine, family)
