@@ -44,33 +44,31 @@ class ScanResult:
     def verdict(self) -> dict:
         """{release, banner, version} on agreement; {candidates} when hits disagree; {} if none."""
         releases = sorted(self.osrelease, key=self.osrelease.get)
-        by_release = {}
+        first_seen = {}      # banner release -> offset of its first copy
+        complete = {}        # banner release -> its first complete banner (with "#1 SMP ...")
         for banner in sorted(self.banners, key=self.banners.get):
             rel = self.banner_release(banner)
-            if rel:
-                by_release.setdefault(rel, []).append(banner)
-        # a release's banner: the first complete copy (one with its "#1 SMP ..." version);
-        # fragments (e.g. inside the compressed kernel image) still vouch for the release
-        for rel, banners in by_release.items():
-            whole = [b for b in banners if _VERSION.search(b)]
-            by_release[rel] = whole[0] if whole else None
+            if not rel:
+                continue
+            first_seen.setdefault(rel, self.banners[banner])
+            if _VERSION.search(banner):
+                complete.setdefault(rel, banner)
         if len(releases) > 1:
             return {"candidates": releases}
         if releases:
             release = releases[0]
-        elif len(by_release) == 1:
-            release = next(iter(by_release))
-        elif by_release:
-            return {"candidates": sorted(by_release, key=lambda r: self.banners[by_release[r]])}
+        elif len(first_seen) == 1:
+            release = next(iter(first_seen))
+        elif first_seen:
+            return {"candidates": sorted(first_seen, key=first_seen.get)}
         else:
             return {}
-        banner = by_release.get(release)
-        version = None
-        if banner:
-            m = _VERSION.search(banner)
-            version = m.group(1) if m else None
+        # fragments (e.g. inside the compressed kernel image) vouch for the release only;
+        # the banner reported is a complete copy
+        banner = complete.get(release)
+        version = _VERSION.search(banner).group(1) if banner else None
         return {"release": release, "banner": banner, "version": version,
-                "osrelease_hit": bool(releases), "banner_hit": release in by_release}
+                "osrelease_hit": bool(releases), "banner_hit": release in first_seen}
 
 
 def _record(result: ScanResult, buf: bytes, pos: int, base: int, kind: str) -> None:

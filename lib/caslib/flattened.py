@@ -123,7 +123,7 @@ class FlattenedSource:
         if offset == -1 and size == -1:
             self.ended = True
             return False
-        if offset < 0 or size < 0 or size > MAX_READ:
+        if offset < 0 or size <= 0 or size > MAX_READ:  # writers never emit empty records
             raise DumpError(f"flattened record at byte {self.next_pos} has offset {offset} and"
                             f" size {size}")
         data_pos = self.next_pos + 16
@@ -190,6 +190,12 @@ class FlattenedSource:
 
     def close(self) -> None:
         self.stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _subtract(span, done):

@@ -355,32 +355,37 @@ def identify(path: str, buffersize: int = DEFAULT_BUFFERSIZE) -> dict:
                                 "corrupt")
             fmt = inner
         try:
-            if fmt == "elf":
-                _ident_elf(src, head, ident)
-            elif fmt in ("kdump", "diskdump"):
-                _ident_kdump(src, head, ident)
+            return _identify(plain, src, head, fmt, ident, buffersize)
         except DumpError as exc:
             exc.partial = ident  # type: ignore[attr-defined]
             raise
-        if ident.kernel["release"]:
-            ident.method = "vmcoreinfo" if "VMCOREINFO" in ident.sources["release"] \
-                else "utsname"
-            return ident.result(src)
-        if fmt is None:
-            for magic, name in COMPRESSED.items():
-                if head.startswith(magic):
-                    raise DumpError(f"{name} data, not a dump (unpack it with cas-unpack)",
-                                    "compressed")
-        # headers named no kernel: the string scan (over the raw stream for flattened files)
-        _ident_scan(path, ident, buffersize)
-        if not ident.kernel["release"]:
-            if fmt is None:
-                raise DumpError("no dump header (starts with " + head[:8].hex(" ")
-                                + f") and no kernel release in the first {buffersize} bytes",
-                                "not-a-dump")
-            raise DumpError(f"{ident.format} dump names no kernel in its headers nor in its"
-                            f" first {buffersize} bytes", "unidentified")
+
+
+def _identify(plain, src, head, fmt, ident, buffersize) -> dict:
+    if fmt == "elf":
+        _ident_elf(src, head, ident)
+    elif fmt in ("kdump", "diskdump"):
+        _ident_kdump(src, head, ident)
+    if ident.kernel["release"]:
+        ident.method = "vmcoreinfo" if "VMCOREINFO" in ident.sources["release"] \
+            else "utsname"
         return ident.result(src)
+    if fmt is None:
+        for magic, name in COMPRESSED.items():
+            if head.startswith(magic):
+                raise DumpError(f"{name} data, not a dump (unpack it with cas-unpack)",
+                                "compressed")
+    # headers named no kernel: the string scan (over the raw stream for flattened files)
+    _ident_scan(plain.path, ident, buffersize)
+    if not ident.kernel["release"]:
+        where = (f"its {plain.size} bytes" if ident.ident["scanned"] >= plain.size
+                 else f"its first {ident.ident['scanned']} bytes (--buffersize)")
+        if fmt is None:
+            raise DumpError("no dump header (starts with " + head[:8].hex(" ")
+                            + f") and no kernel release in {where}", "not-a-dump")
+        raise DumpError(f"{ident.format} dump names no kernel in its headers nor in"
+                        f" {where}", "unidentified")
+    return ident.result(src)
 
 
 def process(record: dict, cfg=None, buffersize: int | None = None) -> dict:

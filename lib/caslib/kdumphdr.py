@@ -144,9 +144,12 @@ def read_header(src, head: bytes | None = None) -> KdumpHeader:
         else:
             hdr.sub = _sub_fields(sub, e, layouts[0])
             if hdr.header_version >= 3:
+                off, size = hdr.sub.get("off_vmci"), hdr.sub.get("size_vmci")
+                if off and size and bs <= off <= src.size < off + size <= src.size + (1 << 20):
+                    raise DumpError(f"kdump file is truncated: it ends at byte {src.size}, inside"
+                                    f" the VMCOREINFO at {off}..{off + size}", "truncated")
                 raise DumpError("kdump sub-header points VMCOREINFO outside the dump"
-                                f" (offset {hdr.sub.get('off_vmci')}, size"
-                                f" {hdr.sub.get('size_vmci')})")
+                                f" (offset {off}, size {size})")
     return hdr
 
 
