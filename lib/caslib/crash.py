@@ -35,8 +35,10 @@ through ssh, in the same job directory.
 
 Errors (error record, exit 1): ``bad-record``, ``not-found``, ``missing-tool``
 (crash not installed), ``bad-snippet``, ``no-server``, ``mismatch`` (crash
-says vmlinux and core do not match), ``crash-init`` (crash cannot open the
-dump even with --minimal), ``ssh`` (the server could not be reached).
+says vmlinux and core do not match), ``bad-vmlinux`` (crash cannot use the
+vmlinux: no debug data, not a kernel), ``crash-init`` (crash cannot read the
+core, or cannot open it even with --minimal), ``ssh`` (the server could not
+be reached).
 """
 
 import os
@@ -245,9 +247,13 @@ def process(record: dict, cfg) -> dict:
     if not outcome.timed_out and not _started(out_lines, workdir, plan.targets):
         first_error = panic.init_error(out_lines) or (
             f"crash exited with status {outcome.exit_status} before running any command")
-        if any(word in first_error for word in _MISMATCH) or any(
-                word in "".join(out_lines) for word in _MISMATCH):
+        if any(word in "".join(out_lines) for word in _MISMATCH):
             raise StepError(f"{vmlinux} does not match {core}: {first_error}", "mismatch", partial)
+        # crash names the file it cannot use: --minimal would not help
+        if vmlinux in first_error or "no debugging data" in first_error:
+            raise StepError(f"crash cannot use {vmlinux}: {first_error}", "bad-vmlinux", partial)
+        if core in first_error:
+            raise StepError(f"crash cannot read {core}: {first_error}", "crash-init", partial)
         log.warning("crash cannot open the dump (%s); trying again with --minimal", first_error)
         os.replace(out_path, os.path.join(workdir, FAILED_OUTPUT))
         for name in plan.targets:
