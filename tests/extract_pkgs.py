@@ -22,7 +22,8 @@ MODULES = ["kernel/fs/ext4/ext4.ko.debug", "kernel/drivers/net/virtio_net.ko.deb
 HARDLINK = ("kernel/lib/crc32.ko.debug", "kernel/lib/crc32c.ko.debug")
 BUILD_ID = "/usr/lib/debug/.build-id/5e/0123456789abcdef0123456789abcdef012345.debug"
 DEB_VMLINUX = f"/usr/lib/debug/boot/vmlinux-{RELEASE}"
-PAYLOADS = {"gzip": "w9.gzdio", "bzip2": "w9.bzdio", "xz": "w2.xzdio", "lzma": "w6.lzdio",
+PAYLOADS = {"gzip": "w9.gzdio", "bzip2": "w9.bzdio", "xz": "w2.xzdio", "xzmt": "w2T2.xzdio",
+            "lzma": "w6.lzdio",
             "zstd": "w19.zstdio", "none": "w.ufdio"}
 
 _SPEC = textwrap.dedent("""\

@@ -20,7 +20,7 @@ import pytest
 import extract_pkgs as P
 from conftest import command, run
 
-PAYLOAD_KINDS = ["gzip", "bzip2", "xz", "lzma", "zstd", "none"]
+PAYLOAD_KINDS = ["gzip", "bzip2", "xz", "xzmt", "lzma", "zstd", "none"]
 DEB_KINDS = ["xz", "gzip", "zstd", "none"]
 
 
@@ -221,7 +221,7 @@ def test_truncated_rpm(pkgs, env, tmp_path):
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("kind", ["gzip", "xz", "zstd"])
+@pytest.mark.parametrize("kind", ["gzip", "xz", "xzmt", "zstd"])
 def test_corrupt_payload(pkgs, env, tmp_path, kind):
     from caslib import rpmpayload
     src = pkgs["rpm"][kind]

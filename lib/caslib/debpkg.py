@@ -67,6 +67,10 @@ class _Slice:
 
     def __init__(self, fh, size: int):
         self.fh, self.left, self.done = fh, size, 0
+        self.done_of = None
+
+    def close(self):
+        pass
 
     def read(self, n: int = -1) -> bytes:
         if self.left <= 0:
@@ -90,7 +94,15 @@ def open_stream(fh, member: ArMember, prefix: str, path: str):
     """(decompressed reader, raw slice) for a control.tar* or data.tar* member."""
     raw = _Slice(fh, member.size)
     codec = codec_of(member.name, prefix, path)
-    reader = raw if codec is None else decompress.open_reader(raw, codec, f"{path}:{member.name}")
+    name = f"{path}:{member.name}"
+    if codec == "xz" and prefix == "data.tar":  # dpkg-deb uses xz -T: decode likewise
+        from .xzblocks import ParallelXz
+        reader = ParallelXz(fh.fileno(), member.offset, member.offset + member.size, name)
+        raw.done_of = lambda: reader.compressed_pos
+    elif codec is None:
+        reader = raw
+    else:
+        reader = decompress.open_reader(raw, codec, name)
     return reader, raw
 
 
@@ -141,7 +153,10 @@ class Package:
 
     @property
     def raw_done(self) -> int:
-        return self._data.offset + (self.raw.done if self.raw else 0)
+        if self.raw is None:
+            return self._data.offset
+        done = self.raw.done_of() if self.raw.done_of else self.raw.done
+        return self._data.offset + done
 
 
 def tar_entries(reader, path: str):

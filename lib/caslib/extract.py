@@ -194,9 +194,8 @@ def _rpm_pass(path: str, fh, plan: Plan, progress: Progress) -> None:
         sizes = pkg.payload_sizes()
         stripped = lambda fx: (pkg.files[fx].path, pkg.files[fx].mode, sizes[fx])  # noqa: E731
     source = rpmpayload.open_payload(pkg, fh)
-    raw = getattr(source, "src", None)
-    where = (lambda: pkg.data_offset + raw.pos) if raw is not None else (lambda: fh.tell())
-    with Prefetch(source) as stream:
+    where = lambda: pkg.data_offset + source.compressed_pos  # noqa: E731
+    with _overlapped(source) as stream:
         for m in cpio.walk(stream, path, stripped):
             name = m.name if m.fx is None else pkg.files[m.fx].path
             try:
@@ -215,6 +214,18 @@ def _rpm_pass(path: str, fh, plan: Plan, progress: Progress) -> None:
                         "lists", "corrupt")
 
 
+@contextlib.contextmanager
+def _overlapped(source):
+    """Decoding overlapped with our writing: the source's own threads, else a Prefetch."""
+    stream = source if getattr(source, "threaded", False) else Prefetch(source)
+    try:
+        yield stream
+    finally:
+        stream.close()
+        if stream is not source:
+            source.close()
+
+
 # -- Debian -------------------------------------------------------------------------------
 def _deb_pass(path: str, fh, member: str, prefix: str | None, vm_target, mod_target) -> list:
     """One pass over data.tar; returns the module package paths seen."""
@@ -226,7 +237,7 @@ def _deb_pass(path: str, fh, member: str, prefix: str | None, vm_target, mod_tar
         plan.add(member, vm_target, member.lstrip("/"), deb.md5sums.get(member))
     modules, unverified, seen = [], 0, {}
     again = None  # vmlinux is a link to something already passed: second pass
-    with progress, Prefetch(deb.data_stream()) as stream:
+    with progress, _overlapped(deb.data_stream()) as stream:
         for info, fobj in debpkg.tar_entries(stream, path):
             try:
                 name = normalize(info.name, "archive member")
@@ -277,7 +288,7 @@ def _deb_pass(path: str, fh, member: str, prefix: str | None, vm_target, mod_tar
 
 def _deb_second(path: str, fh, target: str, plan: Plan) -> None:
     deb = debpkg.Package(path, fh)
-    with Prefetch(deb.data_stream()) as stream:
+    with _overlapped(deb.data_stream()) as stream:
         for info, fobj in debpkg.tar_entries(stream, path):
             try:
                 name = normalize(info.name, "archive member")

@@ -209,6 +209,7 @@ class _Bounded:
 
     def __init__(self, fh, left: int):
         self.fh, self.left = fh, left
+        self.compressed_pos = 0
 
     def read(self, n: int = -1) -> bytes:
         if self.left <= 0:
@@ -217,7 +218,11 @@ class _Bounded:
             n = self.left
         data = self.fh.read(n)
         self.left -= len(data)
+        self.compressed_pos += len(data)
         return data
+
+    def close(self):
+        pass
 
 
 def open_payload(pkg: RpmPackage, fh):
@@ -232,4 +237,7 @@ def open_payload(pkg: RpmPackage, fh):
     codec = codec_for(pkg, head)
     if codec is None:
         return raw
+    if codec == "xz":  # multi-block xz (rpm's w2T0.xzdio) decodes on every core
+        from .xzblocks import ParallelXz
+        return ParallelXz(fh.fileno(), pkg.data_offset, size, pkg.path)
     return decompress.open_reader(raw, codec, pkg.path)
