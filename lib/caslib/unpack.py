@@ -176,7 +176,9 @@ def open_source(source: str, timeout: float):
         dl = fetch.Download(source, timeout)
         return dl, fetch.url_basename(source), dl.length, None
     try:
-        fh = open(source, "rb")
+        # unbuffered: one read(2) per call, so a signal is never left waiting behind a
+        # buffered loop on a pipe or fifo (and no extra copy for regular files)
+        fh = open(source, "rb", buffering=0)
     except FileNotFoundError:
         raise StepError(f"{source}: no such file", "not-found") from None
     except IsADirectoryError:
