@@ -213,3 +213,27 @@ def test_unreachable_server_is_an_error(tmp_path, registered, casenv):
     assert err["message"] == (f"ssh to 127.0.0.1:{closed} failed: ssh: connect to host "
                               f"127.0.0.1 port {closed}: Connection refused")
     assert res.record["crash"]["server"] == f"127.0.0.1:{closed}"
+
+
+def test_remote_crash_on_a_real_dump(tmp_path, registered, casenv, sshd, realdump):  # noqa: F811
+    """The real crash, run through ssh on the loopback "server", in the same job directory."""
+    by = {d["variant"]: d for d in realdump["dumps"]}
+    dump = by.get("makedumpfile-lzo") or by.get("makedumpfile-zlib") or by["qemu-elf"]
+    cfg = registered()
+    work = tmp_path / "remote job"
+    work.mkdir()
+    record = {"job": "r1", "workdir": str(work), "core": dump["path"],
+              "vmlinux": realdump["vmlinux"],
+              "kernel": {"release": realdump["kernel"]["release"], "machine": "s390x"}}
+    res = run("cas-crash", "--config", cfg, input=record, env=casenv, timeout=1200)
+    assert res.returncode == 0, res
+    c = res.record["crash"]
+    assert c["server"] == f"127.0.0.1:{sshd.port}"
+    assert c["command"].startswith("ssh -n -o BatchMode=yes")
+    assert c["exit_status"] == 0 and not c["timed_out"] and not c["degraded"]
+    assert c["version"] and c["panic"]["message"] == realdump["kernel"]["panic"]
+    with open(c["files"]["traceback"]) as fh:
+        assert "sysrq_handle_crash" in fh.read()
+    with open(c["files"]["log"]) as fh:
+        assert "sysrq: Trigger a crash" in fh.read()
+    assert "Accepted publickey" in sshd.log.read_text()
