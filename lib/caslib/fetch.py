@@ -7,6 +7,7 @@ is checked against Content-Length: ``http.client`` returns a short body
 without complaint when the server closes early, so we count.
 """
 
+import base64
 import http.client
 import os
 import socket
@@ -39,6 +40,19 @@ def shown(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+def _request(url: str) -> urllib.request.Request:
+    """http(s) with ``user:password@`` becomes Basic auth (urllib would take it for the host)."""
+    headers = {"User-Agent": "cas-unpack"}
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() in ("http", "https") and parts.username is not None:
+        cred = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(cred.encode()).decode("ascii")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return urllib.request.Request(url, headers=headers)
+
+
 class Download:
     """``read(n)`` over a URL's body; StepError on HTTP errors, timeouts and short reads."""
 
@@ -48,8 +62,7 @@ class Download:
         self.timeout = timeout
         self.pos = 0
         try:
-            self.resp = urllib.request.urlopen(
-                urllib.request.Request(url, headers={"User-Agent": "cas-unpack"}), timeout=timeout)
+            self.resp = urllib.request.urlopen(_request(url), timeout=timeout)
         except urllib.error.HTTPError as exc:
             raise StepError(f"{self.name}: HTTP {exc.code} {exc.reason}", "download") from None
         except urllib.error.URLError as exc:
