@@ -7,7 +7,6 @@ script that hangs -- it tests our time limit and process-group kill, not crash.
 The ``core`` and ``vmlinux`` files are empty placeholders nobody opens.
 """
 
-import json
 import os
 import platform
 import time

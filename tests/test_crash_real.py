@@ -7,7 +7,6 @@ module debug files loaded (``mod -S``).  The vmlinux is the manifest's
 (cas-extract's output is not needed to test this step).
 """
 
-import json
 import os
 import re
 import shlex

@@ -173,7 +173,7 @@ def _name(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def candidates(cfg, out) -> tuple:
+def candidates(cfg) -> tuple:
     """The hosts to probe: the ``servers`` config list, else known_hosts; plus notes to print."""
     listed = cfg.get("servers") or []
     notes = []
@@ -208,6 +208,8 @@ def candidates(cfg, out) -> tuple:
 
 def store(conn, rows: list) -> None:
     """Make the servers table hold exactly ``rows`` (one transaction)."""
+    if conn.in_transaction:
+        conn.commit()
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("DELETE FROM servers")
@@ -222,7 +224,7 @@ def store(conn, rows: list) -> None:
 
 def refresh(cfg, conn, stdout) -> int:
     """Rebuild the server list (cas-admin --server); a line per host, then a summary."""
-    hosts, notes, source = candidates(cfg, stdout)
+    hosts, notes, source = candidates(cfg)
     for note in notes:
         print(note, file=stdout)
     key = cfg.get("sshkey")
