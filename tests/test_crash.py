@@ -171,3 +171,20 @@ def test_help_and_man_page_mention_every_option():
     for option in ("--config", "--workdir", "--machine", "--release", "-h"):
         assert option in res.stdout
         assert option.replace("-", r"\-") in text, option
+
+
+def test_i686_core_runs_locally_with_crash_32(job, tmp_path, casenv, config_file):
+    """crash_32 names the i386 crash (here a test script that hangs: only where it runs matters)."""
+    if platform.machine() != "x86_64":
+        pytest.skip("x86_64 host only")
+    hang = tmp_path / "crash32"
+    hang.write_text("#!/bin/sh\necho 'crash 7.3.0 (i386 test stand-in)'\nexec sleep 600\n")
+    hang.chmod(0o755)
+    cfg = config_file(crashTimeout="1", extra=f"[advanced]\ncrash_32 = {hang}\n")
+    rec = dict(job, kernel={"release": "2.6.18-8.el5", "machine": "i686"})
+    res = run("cas-crash", "--config", cfg, input=rec, env=casenv, timeout=60)
+    assert res.returncode == 0, res
+    c = res.record["crash"]
+    assert c["timed_out"] is True
+    with open(os.path.join(job["workdir"], "crash")) as fh:
+        assert fh.read().splitlines()[-1].startswith(f"exec {hang} ")
