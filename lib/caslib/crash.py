@@ -193,8 +193,7 @@ def _started(out_lines: list, workdir: str, targets: list) -> bool:
 def _run(cfg, target: Target, workdir: str, args: list, out_path: str) -> tuple:
     timeout = int(cfg.get("crashTimeout", 1800))
     if target.server:
-        argv = servers.ssh_argv(cfg, target.server["host"], target.server["port"],
-                                servers.remote_command(workdir, args, timeout))
+        argv = servers.remote_argv(cfg, target.server, workdir, args, timeout)
         outcome = servers.run_remote(cfg, target.server, workdir, args, out_path, timeout)
     else:
         argv = [os.path.join(workdir, WRAPPER)] + args
@@ -213,88 +212,93 @@ def _warnings(out_lines: list) -> list:
     return seen
 
 
-def process(record: dict, cfg) -> dict:
-    core = _need_path(record, "core")
-    vmlinux = _need_path(record, "vmlinux")
-    workdir = _need_path(record, "workdir", "dir")
+def _prepare(record: dict, cfg, workdir: str, core: str, vmlinux: str) -> tuple:
+    """Pick where crash runs, build crash.in and write it and the wrapper: (target, plan)."""
     kernel = record.get("kernel") if isinstance(record.get("kernel"), dict) else {}
-    log = logs.get()
     target = choose_target(cfg, kernel.get("machine"))
     module_dir = module_tree(record.get("modules")) if record.get("modules") else None
     env = {"CAS_CORE": core, "CAS_VMLINUX": vmlinux, "CAS_RELEASE": kernel.get("release"),
            "CAS_MACHINE": kernel.get("machine"), "CAS_WORKDIR": workdir}
     plan = snippets.build(snippets.default_directory(cfg), env, workdir, module_dir)
-
-    out_path = os.path.join(workdir, OUTPUT)
     for name in plan.targets + [OUTPUT, FAILED_OUTPUT]:
         _remove(os.path.join(workdir, name))  # results of an earlier run of this job
     write_atomic(os.path.join(workdir, COMMANDS), plan.text())
     write_atomic(os.path.join(workdir, WRAPPER), wrapper_text(target.crash, vmlinux, core), 0o755)
+    return target, plan
 
-    log.info("running crash on %s (%s): %d commands from %s", target.name, target.crash,
-             len(plan.commands), ", ".join(os.path.basename(p) for p in plan.sources))
-    args = ["-i", COMMANDS]
-    outcome, argv = _run(cfg, target, workdir, args, out_path)
-    out_lines = _lines(out_path)
-    result = {"server": target.name, "command": shlex.join(argv),
-              "exit_status": outcome.exit_status, "output": out_path}
-    partial = dict(record, crash=result)
-    degraded, first_error = False, None
 
-    if target.server and outcome.exit_status == 255 and not _started(out_lines, workdir, plan.targets):
-        raise StepError(f"ssh to {target.name} failed: "
-                        f"{servers.ssh_failure(''.join(out_lines), 255)}", "ssh", partial)
-    if not outcome.timed_out and not _started(out_lines, workdir, plan.targets):
-        first_error = panic.init_error(out_lines) or (
-            f"crash exited with status {outcome.exit_status} before running any command")
-        if any(word in "".join(out_lines) for word in _MISMATCH):
-            raise StepError(f"{vmlinux} does not match {core}: {first_error}", "mismatch", partial)
-        # crash names the file it cannot use: --minimal would not help
-        if vmlinux in first_error or "no debugging data" in first_error:
-            raise StepError(f"crash cannot use {vmlinux}: {first_error}", "bad-vmlinux", partial)
-        if core in first_error:
-            raise StepError(f"crash cannot read {core}: {first_error}", "crash-init", partial)
-        log.warning("crash cannot open the dump (%s); trying again with --minimal", first_error)
-        os.replace(out_path, os.path.join(workdir, FAILED_OUTPUT))
-        for name in plan.targets:
-            _remove(os.path.join(workdir, name))
-        args = ["--minimal", "-i", COMMANDS]
-        outcome, argv = _run(cfg, target, workdir, args, out_path)
-        out_lines = _lines(out_path)
-        result.update(command=shlex.join(argv), exit_status=outcome.exit_status)
-        if not outcome.timed_out and not _started(out_lines, workdir, plan.targets):
-            again = panic.init_error(out_lines) or first_error
-            raise StepError(f"crash cannot open {core} with {vmlinux}, even with --minimal: "
-                            f"{again}", "crash-init", partial)
-        degraded = True
+def _why_not_started(out_lines: list, outcome, core: str, vmlinux: str, partial: dict) -> str:
+    """crash stopped before any command: raise when --minimal cannot help, else say why."""
+    first_error = panic.init_error(out_lines) or (
+        f"crash exited with status {outcome.exit_status} before running any command")
+    if any(word in "".join(out_lines) for word in _MISMATCH):
+        raise StepError(f"{vmlinux} does not match {core}: {first_error}", "mismatch", partial)
+    # crash names the file it cannot use: --minimal would not help
+    if vmlinux in first_error or "no debugging data" in first_error:
+        raise StepError(f"crash cannot use {vmlinux}: {first_error}", "bad-vmlinux", partial)
+    if core in first_error:
+        raise StepError(f"crash cannot read {core}: {first_error}", "crash-init", partial)
+    return first_error
 
-    files = {}
-    for name in plan.targets:
-        path = os.path.join(workdir, name)
-        if os.path.isfile(path):
-            files[name] = path
-    transcripts = [out_lines] + [_lines(p) for p in files.values()]
+
+def _summarise(result: dict, plan, workdir: str, out_lines: list, outcome, cfg) -> None:
+    """Fill in files, panic, version, failed_commands, ... from what crash wrote."""
+    files = {name: os.path.join(workdir, name) for name in plan.targets
+             if os.path.isfile(os.path.join(workdir, name))}
     sys_lines = _lines(files["sys"]) if "sys" in files else []
     result.update({
         "files": files,
         "panic": panic.summary(sys_lines + out_lines, _lines(files.get("traceback", "")),
                                _lines(files.get("log", ""))),
         "version": panic.crash_version(out_lines),
-        "degraded": degraded,
-        "init_error": first_error,
         "timed_out": outcome.timed_out,
         "note": None,
-        "failed_commands": panic.failed_commands(transcripts),
+        "failed_commands": panic.failed_commands([out_lines] + [_lines(p) for p in files.values()]),
         "warnings": _warnings(out_lines),
         "seconds": round(outcome.seconds, 1),
     })
     if outcome.timed_out:
-        timeout = int(cfg.get("crashTimeout", 1800))
-        result["note"] = f"timed out after {timeout} s; the output is partial"
-        log.warning("crash timed out after %d s: killed; partial output kept in %s", timeout, out_path)
+        result["note"] = f"timed out after {int(cfg.get('crashTimeout', 1800))} s; the output is partial"
     elif outcome.exit_status not in (0, None):
         result["note"] = f"crash exited with status {outcome.exit_status}; the output may be partial"
-        log.warning("%s", result["note"])
+
+
+def process(record: dict, cfg) -> dict:
+    core = _need_path(record, "core")
+    vmlinux = _need_path(record, "vmlinux")
+    workdir = _need_path(record, "workdir", "dir")
+    log = logs.get()
+    target, plan = _prepare(record, cfg, workdir, core, vmlinux)
+    log.info("running crash on %s (%s): %d commands from %s", target.name, target.crash,
+             len(plan.commands), ", ".join(os.path.basename(p) for p in plan.sources))
+    out_path = os.path.join(workdir, OUTPUT)
+    outcome, argv = _run(cfg, target, workdir, ["-i", COMMANDS], out_path)
+    out_lines = _lines(out_path)
+    result = {"server": target.name, "command": shlex.join(argv),
+              "exit_status": outcome.exit_status, "output": out_path,
+              "degraded": False, "init_error": None}
+    partial = dict(record, crash=result)
+    started = outcome.timed_out or _started(out_lines, workdir, plan.targets)
+    if target.server and outcome.exit_status == 255 and not started:
+        raise StepError(f"ssh to {target.name} failed: "
+                        f"{servers.ssh_failure(''.join(out_lines), 255)}", "ssh", partial)
+    if not started:
+        first_error = _why_not_started(out_lines, outcome, core, vmlinux, partial)
+        log.warning("crash cannot open the dump (%s); trying again with --minimal", first_error)
+        os.replace(out_path, os.path.join(workdir, FAILED_OUTPUT))
+        for name in plan.targets:
+            _remove(os.path.join(workdir, name))
+        outcome, argv = _run(cfg, target, workdir, ["--minimal", "-i", COMMANDS], out_path)
+        out_lines = _lines(out_path)
+        result.update(command=shlex.join(argv), exit_status=outcome.exit_status,
+                      degraded=True, init_error=first_error)
+        if not outcome.timed_out and not _started(out_lines, workdir, plan.targets):
+            again = panic.init_error(out_lines) or first_error
+            raise StepError(f"crash cannot open {core} with {vmlinux}, even with --minimal: "
+                            f"{again}", "crash-init", partial)
+    _summarise(result, plan, workdir, out_lines, outcome, cfg)
+    if result["note"]:
+        log.warning("%s (%s)", result["note"], out_path)
     for failed in result["failed_commands"]:
         log.info("crash command %r reported: %s", failed["command"], failed["error"])
     record["crash"] = result

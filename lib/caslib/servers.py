@@ -294,10 +294,15 @@ def remote_command(workdir: str, args: list, timeout: int) -> str:
     return f"cd {shlex.quote(workdir)} && exec " + " ".join(shlex.quote(w) for w in words)
 
 
+def remote_argv(cfg, server: dict, workdir: str, args: list, timeout: int) -> list:
+    """The ssh command line that runs the job's wrapper on ``server``."""
+    return ssh_argv(cfg, server["host"], server["port"], remote_command(workdir, args, timeout))
+
+
 def run_remote(cfg, server: dict, workdir: str, args: list, out_path: str,
                timeout: int) -> bounded.Outcome:
     """Run the job's wrapper on ``server`` in ``workdir``; output into ``out_path``."""
-    argv = ssh_argv(cfg, server["host"], server["port"], remote_command(workdir, args, timeout))
+    argv = remote_argv(cfg, server, workdir, args, timeout)
     outcome = bounded.run(argv, workdir, out_path, timeout + REMOTE_GRACE, "crash (remote)")
     # timeout(1) ended it on the server: 124 after SIGTERM, 137 when SIGKILL was needed
     if outcome.exit_status == 124 or (outcome.exit_status == 137 and outcome.seconds >= timeout):
