@@ -15,6 +15,7 @@ API:
   refresh(cfg, conn, stdout) -> int   (cas-admin --server; 0 all answered, 1 some skipped)
   pick(conn, arch) -> dict | None     (a usable server for ``arch``)
   listing(conn) -> list[dict]         (every stored server, for messages)
+  remote_argv(cfg, server, workdir, args, timeout) -> list   (the ssh command line)
   run_remote(cfg, server, workdir, args, out_path, timeout) -> bounded.Outcome
 """
 
