@@ -7,7 +7,6 @@ reads them as ssh does.
 """
 
 import getpass
-import io
 import os
 import platform
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 
 from conftest import run
 from sshd_fixture import free_port, keygen, sshd  # noqa: F401  (fixture)
-from caslib import config, db, servers
+from caslib import db, servers
 
 
 def test_split_host():
@@ -68,33 +67,29 @@ def test_known_hosts_parsing(tmp_path, sshd):  # noqa: F811
                        "@revoked old.example"]
 
 
-def _cfg(tmp_path, key, **extra):
-    cfg = config.defaults()
-    cfg.values.update(sshkey=key, database=str(tmp_path / "cas.db"), **extra)
-    return cfg
-
-
-def test_refresh_against_real_sshd(tmp_path, sshd, monkeypatch):  # noqa: F811
-    """One reachable server, one closed port, one whose host key changed, one hashed entry."""
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
+def test_refresh_against_real_sshd(tmp_path, sshd, casenv, config_file):  # noqa: F811
+    """cas-admin --server: one reachable server, one closed port, one whose host key changed,
+    one hashed entry."""
+    ssh_dir = os.path.join(casenv["HOME"], ".ssh")
+    os.makedirs(ssh_dir)
     closed = free_port()
     other_key = keygen(tmp_path / "other_host_key").split()
     hashed = tmp_path / "hashed"
     hashed.write_text(f"hidden.example {other_key[0]} {other_key[1]}\n")
     subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(hashed)], check=True, capture_output=True)
-    (home / ".ssh" / "known_hosts").write_text("\n".join([
-        sshd.known_hosts_line(),
-        sshd.known_hosts_line(port=closed),
-        f"[localhost]:{sshd.port} {other_key[0]} {other_key[1]}",
-        hashed.read_text().strip(), ""]))
-    monkeypatch.setenv("HOME", str(home))
-    conn = db.connect(str(tmp_path / "cas.db"))
-    out = io.StringIO()
-    status = servers.refresh(_cfg(tmp_path, sshd.user_key), conn, out)
-    text = out.getvalue()
-    assert status == 1, text
-    rows = {(r["host"], r["port"]): r for r in servers.listing(conn)}
+    known_hosts = os.path.join(ssh_dir, "known_hosts")
+    with open(known_hosts, "w") as fh:
+        fh.write("\n".join([
+            sshd.known_hosts_line(),
+            sshd.known_hosts_line(port=closed),
+            f"[localhost]:{sshd.port} {other_key[0]} {other_key[1]}",
+            hashed.read_text().strip(), ""]))
+    cfg = config_file(sshkey=sshd.user_key)
+    res = run("cas-admin", "--server", "--config", cfg, env=casenv, timeout=300)
+    assert res.returncode == 1, res
+    rows = {(r["host"], r["port"]): r for r in res.records}
+    assert [r["server"] for r in res.records] == [
+        f"127.0.0.1:{sshd.port}", f"127.0.0.1:{closed}", f"localhost:{sshd.port}"]
     ok = rows[("127.0.0.1", sshd.port)]
     assert (ok["arch"], ok["crash"], ok["status"]) == (platform.machine(), "/usr/bin/crash", "ok")
     refused = rows[("127.0.0.1", closed)]
@@ -102,39 +97,45 @@ def test_refresh_against_real_sshd(tmp_path, sshd, monkeypatch):  # noqa: F811
     assert refused["status"] == f"ssh: connect to host 127.0.0.1 port {closed}: Connection refused"
     changed = rows[("localhost", sshd.port)]
     assert changed["status"].startswith("host key mismatch")
-    assert ("hidden.example", 22) not in rows
-    assert "1 hashed host name(s) cannot be listed" in text
-    assert f"127.0.0.1:{sshd.port}: {platform.machine()}, crash /usr/bin/crash\n" in text
-    assert f"127.0.0.1:{closed}: ssh: connect to host 127.0.0.1 port {closed}: " \
-           "Connection refused; skipped\n" in text
-    assert text.endswith("3 server(s) from " + str(home / ".ssh" / "known_hosts")
-                         + f": 1 usable ({platform.machine()}: 1), 2 skipped\n")
+    err = res.stderr
+    assert "1 hashed host name(s) cannot be listed" in err
+    assert f"cas-admin: 127.0.0.1:{sshd.port}: {platform.machine()}, crash /usr/bin/crash\n" in err
+    assert f"cas-admin: 127.0.0.1:{closed}: ssh: connect to host 127.0.0.1 port {closed}: " \
+           "Connection refused; skipped\n" in err
+    assert f"cas-admin: 3 server(s) from {known_hosts}: 1 usable ({platform.machine()}: 1), " \
+           "2 skipped\n" in err
+    assert "Traceback" not in err
+    conn = db.connect(str(tmp_path / "cas.db"))
+    stored = {(r["host"], r["port"]): r for r in servers.listing(conn)}
+    assert stored.keys() == rows.keys()
     assert servers.pick(conn, platform.machine())["port"] == sshd.port
     assert servers.pick(conn, "s390x") is None
+    conn.close()
 
     # a key the server does not accept: "Authentication Failed", and the list is rebuilt
     stranger = str(tmp_path / "stranger")
     keygen(stranger)
-    out = io.StringIO()
-    cfg = _cfg(tmp_path, stranger, servers=[f"127.0.0.1:{sshd.port}"])
-    assert servers.refresh(cfg, conn, out) == 1
-    (row,) = servers.listing(conn)
-    assert row["status"] == \
+    cfg = config_file(sshkey=stranger, servers=f"127.0.0.1:{sshd.port}")
+    res = run("cas-admin", "--server", "--config", cfg, env=casenv, timeout=300)
+    assert res.returncode == 1, res
+    assert res.record["status"] == \
         f"Authentication Failed ({getpass.getuser()}@127.0.0.1: Permission denied (publickey).)"
+    assert f"1 server(s) from the servers config key: 0 usable, 1 skipped" in res.stderr
+    conn = db.connect(str(tmp_path / "cas.db"))
+    assert [(r["host"], r["port"]) for r in servers.listing(conn)] == [("127.0.0.1", sshd.port)]
     assert servers.pick(conn, platform.machine()) is None
     conn.close()
 
 
-def test_refresh_without_key_or_hosts(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    conn = db.connect(str(tmp_path / "cas.db"))
-    out = io.StringIO()
-    assert servers.refresh(_cfg(tmp_path, str(tmp_path / "id_rsa")), conn, out) == 0
-    assert out.getvalue().startswith(f"{tmp_path}/.ssh/known_hosts: no such file")
-    out = io.StringIO()
-    cfg = _cfg(tmp_path, str(tmp_path / "id_rsa"), servers=["a.example"])
-    assert servers.refresh(cfg, conn, out) == 1
-    assert out.getvalue() == f"sshkey {tmp_path}/id_rsa: no such file; cannot log in to any server\n"
+def test_refresh_without_key_or_hosts(tmp_path, casenv, config_file):
+    res = run("cas-admin", "--server", "--config", config_file(), env=casenv)
+    assert res.returncode == 0 and res.records == []
+    assert f"{casenv['HOME']}/.ssh/known_hosts: no such file" in res.stderr
+    cfg = config_file(sshkey=str(tmp_path / "id_rsa"), servers="a.example")
+    res = run("cas-admin", "--server", "--config", cfg, env=casenv)
+    assert res.returncode == 1 and res.records == []
+    assert f"cas-admin: sshkey {tmp_path}/id_rsa: no such file; cannot log in to any server" \
+        in res.stderr
 
 
 def test_remote_command_quotes_everything():

@@ -12,7 +12,8 @@ through ssh, in the same job directory (shared storage, as the original
 assumed), under ``timeout`` so the remote side is bounded as well.
 
 API:
-  refresh(cfg, conn, stdout) -> int   (cas-admin --server; 0 all answered, 1 some skipped)
+  refresh(cfg, conn, stdout) -> int   (cas-admin --server: JSON lines on stdout, a
+                                      summary in the log; 0 all usable, 1 some skipped)
   pick(conn, arch) -> dict | None     (a usable server for ``arch``)
   listing(conn) -> list[dict]         (every stored server, for messages)
   remote_argv(cfg, server, workdir, args, timeout) -> list   (the ssh command line)
@@ -20,12 +21,13 @@ API:
 """
 
 import concurrent.futures
+import json
 import os
 import shlex
 import subprocess
 import time
 
-from . import bounded
+from . import bounded, logs
 
 CONNECT_TIMEOUT = 15     # seconds ssh may take to connect
 PROBE_TIMEOUT = 60       # seconds for the whole probe of one host
@@ -224,33 +226,40 @@ def store(conn, rows: list) -> None:
 
 
 def refresh(cfg, conn, stdout) -> int:
-    """Rebuild the server list (cas-admin --server); a line per host, then a summary."""
+    """Rebuild the server list (cas-admin --server).
+
+    stdout gets one JSON object per server (``server, host, port, arch, crash,
+    status, checked``), as cas-admin's other outputs; the log (stderr) gets a
+    line per server, the notes about known_hosts and a summary.
+    """
+    log = logs.get()
     hosts, notes, source = candidates(cfg)
     for note in notes:
-        print(note, file=stdout)
+        log.warning("%s", note)
     key = cfg.get("sshkey")
     if hosts and not (key and os.path.isfile(key)):
-        print(f"sshkey {key}: no such file; cannot log in to any server", file=stdout)
+        log.error("sshkey %s: no such file; cannot log in to any server", key)
         return 1
     known = known_hosts_path()
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, max(1, len(hosts)))) as pool:
         rows = list(pool.map(lambda hp: probe(cfg, hp[0], hp[1], known), hosts))
+    store(conn, rows)
     for row in rows:
         name = _name(row["host"], row["port"])
         if row["status"] == "ok":
-            print(f"{name}: {row['arch']}, crash {row['crash']}", file=stdout)
+            log.info("%s: %s, crash %s", name, row["arch"], row["crash"])
         else:
             arch = f"{row['arch']}, " if row["arch"] else ""
-            print(f"{name}: {arch}{row['status']}; skipped", file=stdout)
-    store(conn, rows)
+            log.warning("%s: %s%s; skipped", name, arch, row["status"])
+        stdout.write(json.dumps({"server": name, **row}) + "\n")
+        stdout.flush()
     usable = [r for r in rows if r["status"] == "ok"]
     by_arch = {}
     for r in usable:
         by_arch[r["arch"]] = by_arch.get(r["arch"], 0) + 1
     archs = ", ".join(f"{a}: {n}" for a, n in sorted(by_arch.items()))
-    print(f"{len(rows)} server(s) from {source}: {len(usable)} usable"
-          + (f" ({archs})" if archs else "") + f", {len(rows) - len(usable)} skipped",
-          file=stdout)
+    log.info("%d server(s) from %s: %d usable%s, %d skipped", len(rows), source, len(usable),
+             f" ({archs})" if archs else "", len(rows) - len(usable))
     return 0 if len(usable) == len(rows) else 1
 
 
