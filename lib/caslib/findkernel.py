@@ -15,7 +15,8 @@ Match order, from the index cas-admin builds (no package is opened here):
      release string when it says one (``.x86_64``, ``-amd64``, ``aarch64+64k``).
 An image whose indexed build-id differs from the dump's is never chosen.
 Several packages with the same kernel: the build-id match first, then
-rpm before deb, then path order; the others are logged.  No match is an
+rpm before deb, then the payload quickest to extract (zstd, gzip, lzma, xz,
+bzip2), then path order; the others are logged.  No match is an
 error record that names the nearest indexed releases.
 
   from caslib.findkernel import process
@@ -34,7 +35,9 @@ log = logs.get()
 _SELECT = ("SELECT p.path, p.name, p.epoch, p.version, p.release, p.arch, p.payload, p.format,"
            " k.vmlinux, k.modules_prefix, k.release, k.machine, k.build_id"
            " FROM kernels k JOIN packages p ON p.id = k.package")
-_ORDER = " ORDER BY p.format = 'deb', p.path, k.vmlinux"
+# among equals: RPM before deb, then the payload that extracts fastest (FORMATS.md C), then path
+_ORDER = (" ORDER BY p.format = 'deb', CASE p.payload WHEN 'zstd' THEN 0 WHEN 'gzip' THEN 1"
+          " WHEN 'lzma' THEN 2 WHEN 'xz' THEN 3 WHEN 'bzip2' THEN 4 ELSE 5 END, p.path, k.vmlinux")
 
 
 class Index:

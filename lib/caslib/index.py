@@ -112,7 +112,7 @@ def _store(conn, found: shelf.Found, pkg: pkgheader.Package | None, error: str |
         (found.path, found.size, found.mtime_ns, found.format,
          pkg.name if pkg else None, pkg.epoch if pkg else None, pkg.version if pkg else None,
          pkg.release if pkg else None, pkg.arch if pkg else None, pkg.payload if pkg else None,
-         len(pkg.members) if pkg else None, error, time.time()))
+         pkg.file_count if pkg else None, error, time.time()))
     conn.executemany(
         "INSERT INTO kernels(package, release, base, flavour, machine, vmlinux, modules_prefix,"
         " modules, build_id) VALUES (?,?,?,?,?,?,?,?,?)",
