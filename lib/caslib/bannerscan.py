@@ -18,7 +18,6 @@ boundary is seen once) with ``bytes.find``, which runs at memory speed.
 
 import os
 import re
-from dataclasses import dataclass, field
 
 CHUNK = 8 << 20
 OSRELEASE = b"OSRELEASE="
@@ -30,12 +29,14 @@ _BANNER_TAIL = re.compile(rb"[\x20-\x7e]{1,400}")
 _VERSION = re.compile(r" (#[0-9]+ .+)$")
 
 
-@dataclass
 class ScanResult:
-    scanned: int = 0
-    osrelease: dict = field(default_factory=dict)   # release -> first offset
-    banners: dict = field(default_factory=dict)     # full banner -> first offset
-    hits: int = 0
+    """What a scan saw: distinct OSRELEASE values and banners, each with its first offset."""
+
+    def __init__(self):
+        self.scanned = 0
+        self.osrelease: dict = {}   # release -> first offset
+        self.banners: dict = {}     # full banner -> first offset
+        self.hits = 0
 
     def banner_release(self, banner: str) -> str | None:
         m = _RELEASE.match(banner[len("Linux version "):].encode())

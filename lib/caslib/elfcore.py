@@ -11,7 +11,7 @@ Only headers and notes are read, each bounded by the file size and a cap.
 """
 
 import struct
-from dataclasses import dataclass, field
+from collections import namedtuple
 
 from .flattened import DumpError
 
@@ -27,32 +27,20 @@ MAX_PHDRS = 1 << 16           # a vmcore of a huge machine has a few thousand PT
 MAX_NOTES = 16 << 20          # notes of a 8192-CPU machine stay well below this
 
 
-@dataclass
-class Segment:
-    type: int
-    offset: int
-    vaddr: int
-    paddr: int
-    filesz: int
-    memsz: int
+# plain tuples: a dataclass import alone costs more than identifying a kdump dump
+Segment = namedtuple("Segment", "type offset vaddr paddr filesz memsz")
+Note = namedtuple("Note", "name type desc")
 
 
-@dataclass
-class Note:
-    name: str
-    type: int
-    desc: bytes
-
-
-@dataclass
 class ElfCore:
-    path: str
-    elfclass: int                  # 32 or 64
-    endian: str                    # "<" or ">"
-    type: int
-    machine_id: int
-    segments: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
+    """An ELF core's header facts, program headers (``segments``) and ``notes``."""
+
+    def __init__(self, path: str, elfclass: int, endian: str, type: int, machine_id: int,
+                 segments: list | None = None, notes: list | None = None):
+        self.path, self.elfclass, self.endian = path, elfclass, endian  # 32/64, "<"/">"
+        self.type, self.machine_id = type, machine_id
+        self.segments = segments if segments is not None else []
+        self.notes = notes if notes is not None else []
 
     @property
     def machine(self) -> str | None:

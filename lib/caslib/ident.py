@@ -277,7 +277,8 @@ def _ident_elf(src, head, ident: Identification) -> None:
 def _ident_kdump(src, head, ident: Identification) -> None:
     hdr = kdumphdr.read_header(src, head)
     kdumphdr.check_extent(src, hdr, src.size)
-    ident.format = hdr.format if ident.format != "flattened" else ident.format
+    if ident.format != "flattened":
+        ident.format = hdr.format
     ident.ident.update(header_version=hdr.header_version, block_size=hdr.block_size,
                        word_size=hdr.bits, endian="little" if hdr.endian == "<" else "big")
     if hdr.compression:

@@ -19,7 +19,6 @@ current_cpu@456/444, nr_cpus@460/448.
 
 import struct
 import zlib
-from dataclasses import dataclass, field
 
 from .flattened import DumpError
 
@@ -53,25 +52,21 @@ def parse_utsname(raw: bytes) -> dict:
     return out
 
 
-@dataclass
 class KdumpHeader:
-    format: str                     # "kdump" or "diskdump"
-    endian: str
-    bits: int
-    header_version: int
-    utsname: dict
-    timestamp: int
-    status: int
-    block_size: int
-    sub_hdr_size: int
-    bitmap_blocks: int
-    max_mapnr: int
-    current_cpu: int
-    nr_cpus: int
-    sub: dict = field(default_factory=dict)
-    vmcoreinfo: bytes = b""
-    notes: bytes = b""
-    sub_layout: str | None = None
+    """The common header's fields, plus the sub-header (``sub``), VMCOREINFO and notes."""
+
+    def __init__(self, format: str, endian: str, bits: int, header_version: int, utsname: dict,
+                 timestamp: int, status: int, block_size: int, sub_hdr_size: int,
+                 bitmap_blocks: int, max_mapnr: int, current_cpu: int, nr_cpus: int):
+        self.format, self.endian, self.bits = format, endian, bits  # "kdump"/"diskdump"
+        self.header_version, self.utsname, self.timestamp = header_version, utsname, timestamp
+        self.status, self.block_size, self.sub_hdr_size = status, block_size, sub_hdr_size
+        self.bitmap_blocks, self.max_mapnr = bitmap_blocks, max_mapnr
+        self.current_cpu, self.nr_cpus = current_cpu, nr_cpus
+        self.sub: dict = {}
+        self.vmcoreinfo = b""
+        self.notes = b""
+        self.sub_layout: str | None = None
 
     @property
     def compression(self) -> list:
