@@ -456,6 +456,22 @@ def process(record: dict, cfg, modules: bool = False) -> dict:
     return record
 
 
+def _tame_malloc() -> None:
+    """Keep peak RSS flat with decoder threads: glibc otherwise keeps freed MiB-sized
+    buffers in per-thread arenas (measured: 80 MiB peak on the real xz RPM, 20 without).
+
+    M_MMAP_THRESHOLD (-3) fixed at 512 KiB sends the 1-3 MiB chunk buffers to
+    mmap, returned on free; setting it also stops glibc's dynamic threshold
+    growth (mallopt(3)).  Only the executable does this, never an embedding caller.
+    """
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 512 * 1024)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 def main(argv=None) -> int:
     def body():
         parser = records.argument_parser(STEP, __doc__.splitlines()[0])
@@ -474,6 +490,7 @@ def main(argv=None) -> int:
         if any(given) and not all(given):
             raise records.UsageError(f"{STEP}: --rpm, --member and --workdir go together")
         cfg = cli.load_config(args)
+        _tame_malloc()
         initial = None
         if all(given):
             workdir = os.path.abspath(args.workdir)

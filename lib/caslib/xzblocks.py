@@ -30,7 +30,9 @@ from .records import StepError
 
 MAGIC = b"\xfd7zXZ\x00"
 MAX_BLOCK = 16 << 20          # uncompressed bytes of one block we decode whole
-BUDGET = 48 << 20             # uncompressed bytes in flight at once
+BUDGET = 24 << 20             # uncompressed bytes in flight at once
+CHUNK = 1 << 20
+FEED = 256 << 10
 _CHECK_SIZES = [0, 4, 4, 4, 8, 8, 8, 16, 16, 16, 32, 32, 32, 64, 64, 64]
 
 
@@ -85,13 +87,33 @@ def _mini_stream(flags: bytes, block: bytes, header_size: int, comp: int, check:
     return head + block + index + foot
 
 
-def _decode(mini: bytes, unc: int) -> bytes:
+def _decode(mini: bytes, unc: int) -> list:
+    """The block's data as a list of chunks of at most CHUNK bytes.
+
+    Asking for bounded pieces keeps the peak at one copy of the block (a
+    single ``decompress()`` call builds the output in pieces and then joins
+    them, two copies).
+    """
+    dec = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    view, pos, out, got = memoryview(mini), 0, [], 0
     try:
-        out = lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(mini)
+        while not dec.eof and got <= unc:
+            if dec.needs_input:
+                if pos >= len(view):
+                    break
+                piece = dec.decompress(view[pos:pos + FEED], CHUNK)  # bounded input copy
+                pos += FEED
+            else:
+                piece = dec.decompress(b"", CHUNK)
+            if piece:
+                out.append(piece)
+                got += len(piece)
     except lzma.LZMAError as exc:
         raise ValueError(str(exc)) from None
-    if len(out) != unc:
-        raise ValueError(f"block gave {len(out)} bytes, its header says {unc}")
+    if not dec.eof:
+        raise ValueError("block ends early")
+    if got != unc:
+        raise ValueError(f"block gave {got} bytes, its header says {unc}")
     return out
 
 
@@ -111,6 +133,7 @@ class ParallelXz:
         self.pool = concurrent.futures.ThreadPoolExecutor(self.workers, "cas-xz")
         self.pending = []          # futures of blocks, in order
         self.inflight = 0          # uncompressed bytes submitted, not yet consumed
+        self.chunks = []           # decoded chunks of the current block, next first
         self.current, self.cpos = b"", 0
         self.produced = 0          # bytes handed out so far
         self.eof = False           # index reached: no more blocks to submit
@@ -167,7 +190,7 @@ class ParallelXz:
 
     def _fill(self):
         while not self.eof and (not self.pending or
-                                (len(self.pending) < 2 * self.workers and self.inflight < BUDGET)):
+                                (len(self.pending) < self.workers and self.inflight < BUDGET)):
             block = self._next_block()
             if block is None:
                 self.eof = True
@@ -196,6 +219,9 @@ class ParallelXz:
             data = self.fallback.read(n)
             self.produced += len(data)
             return data
+        if self.cpos >= len(self.current) and self.chunks:
+            self.current, self.cpos = self.chunks.pop(0), 0
+            self.inflight -= len(self.current)
         if self.cpos >= len(self.current):
             try:
                 self._fill()
@@ -212,11 +238,11 @@ class ParallelXz:
                 return b""
             fut, at = self.pending.pop(0)
             try:
-                self.current = fut.result()
+                self.chunks = fut.result()
             except ValueError as exc:
                 raise StepError(f"{self.name}: corrupt xz data in the block at compressed byte "
                                 f"{at - self.start:,}: {exc}", "corrupt") from None
-            self.cpos = 0
+            self.current, self.cpos = self.chunks.pop(0), 0
             self.inflight -= len(self.current)
         if self.cpos == 0 and n >= len(self.current):
             data = self.current
