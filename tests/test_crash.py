@@ -189,3 +189,24 @@ def test_i686_core_runs_locally_with_crash_32(job, tmp_path, casenv, config_file
     assert c["timed_out"] is True
     with open(os.path.join(job["workdir"], "crash")) as fh:
         assert fh.read().splitlines()[-1].startswith(f"exec {hang} ")
+
+
+def test_record_from_arguments(job, tmp_path, casenv, config_file):
+    """cas-crash CORE VMLINUX [MODULE...] builds the first record itself."""
+    hang = tmp_path / "hanging-crash"
+    hang.write_text("#!/bin/sh\nexec sleep 600\n")
+    hang.chmod(0o755)
+    cfg = config_file(crashCommand=str(hang), crashTimeout="1")
+    module = tmp_path / "mods" / "lib" / "modules" / "6.1.0-56-cloud-amd64" / "kernel" / "dummy.ko"
+    res = run("cas-crash", "--config", cfg, "--workdir", job["workdir"], "--machine",
+              platform.machine(), "--release", "6.1.0-56-cloud-amd64", job["core"],
+              job["vmlinux"], module, env=casenv, timeout=60)
+    assert res.returncode == 0, res
+    rec = res.record
+    assert (rec["core"], rec["vmlinux"], rec["workdir"]) == (job["core"], job["vmlinux"],
+                                                              job["workdir"])
+    assert rec["kernel"] == {"release": "6.1.0-56-cloud-amd64", "machine": platform.machine()}
+    assert rec["modules"] == [str(module)]
+    with open(os.path.join(job["workdir"], "crash.in")) as fh:
+        assert fh.readline() == f"mod -S {tmp_path}/mods/lib/modules/6.1.0-56-cloud-amd64\n"
+    assert rec["crash"]["timed_out"] is True
