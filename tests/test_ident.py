@@ -109,6 +109,12 @@ def test_qemu_kdump_header_holds_only_machine(realdump):
     assert hdr.utsname["release"] is None and hdr.utsname["nodename"] is None
     info = vmcoreinfo.parse(hdr.vmcoreinfo)
     assert info.osrelease == realdump["kernel"]["release"]
+    # QEMU records a wrong phys_base in the sub-header; the guest's VMCOREINFO has the real one,
+    # and only that one finds init_uts_ns (see test_qemu_kdump_reads_hostname_...)
+    assert hdr.sub["phys_base"] != info.number("phys_base")
+    facts = ident.identify(dump_path(realdump, "qemu-kdump-reassembled"))
+    assert "NUMBER(phys_base)" in facts["ident"]["utsname_at"]
+    assert facts["ident"]["phys_base"] == info.number("phys_base")
 
 
 def test_makedumpfile_header_utsname_and_subheader(realdump):

@@ -43,9 +43,8 @@ import datetime
 import os
 import re
 
-from . import bannerscan, cli, elfcore, kdumphdr, logs, records, vmcoreinfo
+from . import cli, elfcore, kdumphdr, logs, records, vmcoreinfo
 from .flattened import DumpError, FileSource, FlattenedSource, is_flattened
-from .progress import Progress
 from .records import StepError
 
 STEP = "cas-ident"
@@ -315,6 +314,8 @@ def _ident_kdump(src, head, ident: Identification) -> None:
 
 
 def _ident_scan(path: str, ident: Identification, buffersize: int, start: int = 0) -> None:
+    from . import bannerscan  # only the fallback needs it: keep start-up short
+    from .progress import Progress
     size = os.path.getsize(path)
     with Progress(f"{os.path.basename(path)}: scanning for the kernel release",
                   min(buffersize, max(size - start, 0))) as progress:
