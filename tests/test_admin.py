@@ -381,3 +381,56 @@ def test_auto_purge_on_index_run(jobs, config_file, casenv):
     assert res.returncode == 0, res
     assert "packages seen" in res.stderr and "purged 4 job directories" in res.stderr
     assert not made["old_by_name"].exists() and made["recent"].exists()
+
+
+def test_unreadable_directory_keeps_what_was_indexed(own_shelf, tmp_path, monkeypatch):
+    """A directory that cannot be read (NFS hiccup, permissions) is reported and its packages kept.
+
+    Run in process: as root, chmod cannot make a directory unreadable, so os.scandir is made
+    to fail for that one directory, the way it fails with EACCES.
+    """
+    from caslib import config, index as index_mod, shelf as shelf_mod
+    conf = tmp_path / "c.conf"
+    conf.write_text(f"[settings]\nkernels = {own_shelf}\nworkDirectory = {tmp_path / 'w'}\n"
+                    f"database = {tmp_path / 'c.db'}\n")
+    cfg = config.load(str(conf))
+    conn = db.connect(cfg.database)
+    first = index_mod.update(cfg, conn)
+    assert first.indexed == 18
+    real_scandir = os.scandir
+    blocked = str(own_shelf / "debian")
+
+    def scandir(path):
+        if str(path) == blocked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(shelf_mod.os, "scandir", scandir)
+    os.unlink(own_shelf / "odd" / "kernel-debuginfo-9.9.9-1.x86_64.rpm")
+    second = index_mod.update(cfg, conn)
+    assert (second.seen, second.dropped) == (14, 1)
+    kept = {r[0] for r in conn.execute("SELECT path FROM packages")}
+    assert {p for p in kept if p.startswith(blocked + "/")} == {
+        os.path.join(blocked, os.path.basename(p)) for p in shelf_mod_debs(own_shelf)}
+
+
+def shelf_mod_debs(root):
+    return [p for p in os.listdir(root / "debian")]
+
+
+def test_reader_bug_is_counted_not_fatal(own_shelf, tmp_path, monkeypatch):
+    from caslib import config, index as index_mod
+    conf = tmp_path / "c.conf"
+    conf.write_text(f"[settings]\nkernels = {own_shelf}\nworkDirectory = {tmp_path / 'w'}\n"
+                    f"database = {tmp_path / 'c.db'}\n")
+    cfg = config.load(str(conf))
+    real = pkgheader.read_package
+
+    def flaky(path):
+        if path.endswith(".ddeb"):
+            raise RuntimeError("boom")
+        return real(path)
+
+    monkeypatch.setattr(index_mod.pkgheader, "read_package", flaky)
+    summary = index_mod.update(cfg, db.connect(cfg.database))
+    assert (summary.seen, summary.errors, summary.indexed) == (18, 1, 17)

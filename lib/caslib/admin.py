@@ -128,6 +128,9 @@ def run_index(cfg, conn) -> int:
 
 def admin(args, cfg, stdout=None) -> int:
     stdout = stdout or sys.stdout
+    if args.list and not os.path.exists(cfg.database):
+        log.info("no index yet at %s: run cas-admin to index %s", cfg.database, cfg.kernels)
+        return records.EXIT_OK
     conn = db.connect(cfg.database, args.wait)
     try:
         if args.list:

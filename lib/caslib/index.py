@@ -168,6 +168,15 @@ def update(cfg, conn, progress: Progress | None = None) -> Summary:
                 message = f"{found.path}: {exc.strerror or exc}"
                 log.warning("skipping %s", message)
                 _store(conn, found, None, message, [])
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # a reader bug must not stop the whole shelf
+                summary.errors += 1
+                message = (f"{found.path}: cannot read package: {type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())}")
+                log.debug("reading %s", found.path, exc_info=True)
+                log.warning("skipping %s", message)
+                _store(conn, found, None, message, [])
             else:
                 for warning in pkg.warnings:
                     log.warning("%s", warning)
