@@ -92,6 +92,7 @@ class Output:
         """Copy ``stream`` into a new partial file; ``(path, apparent size)``."""
         self.warn_space(size_hint)
         path, fd = self.new_part()
+        self.log.debug("writing %s (%s bytes free)", path, f"{self.free():,}")
         writer = sparse.SparseWriter(fd)
         try:
             while True:

@@ -1,0 +1,178 @@
+"""The config loader (caslib.config, caslib.cli), exercised through cas-unpack and directly."""
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from caslib import config
+from caslib.records import UsageError
+from conftest import ROOT, command, run
+from unpack_fixtures import compress_with, dumpish
+
+
+@pytest.fixture
+def gz(tmp_path):
+    data = dumpish(tmp_path / "vmcore.1", 1 << 20)
+    return compress_with(["gzip", "-c"], data, tmp_path / "vmcore.1.gz")
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def settings(tmp_path, work="work", extra=""):
+    return (f"[settings]\nkernels = {tmp_path}/k\nworkDirectory = {tmp_path}/{work}\n"
+            f"database = {tmp_path}/db\n{extra}")
+
+
+def test_builtin_defaults_use_xdg(tmp_path, casenv, gz):
+    if os.path.exists(config.SYSTEM_CONFIG):
+        pytest.skip("/etc/cas.conf exists here")
+    res = run("cas-unpack", "-i", "1", gz, env=casenv)
+    assert res.returncode == 0, res
+    assert res.record["workdir"].startswith(os.path.join(casenv["XDG_DATA_HOME"], "cas", "work"))
+
+
+def test_lookup_order(tmp_path, casenv, gz):
+    env_conf = write(tmp_path / "env.conf", settings(tmp_path, "from-env"))
+    arg_conf = write(tmp_path / "arg.conf", settings(tmp_path, "from-arg"))
+    env = dict(casenv, CAS_CONFIG=env_conf)
+    res = run("cas-unpack", "-i", "1", gz, env=env)
+    assert res.record["workdir"].startswith(str(tmp_path / "from-env") + os.sep), res
+    res = run("cas-unpack", "--config", arg_conf, "-i", "1", gz, env=env)
+    assert res.record["workdir"].startswith(str(tmp_path / "from-arg") + os.sep), res
+    assert config.find_path(None, {}) in (None, config.SYSTEM_CONFIG)
+    assert config.find_path(None, {"CAS_CONFIG": "x"}) == "x"
+    assert config.find_path("y", {"CAS_CONFIG": "x"}) == "y"
+
+
+@pytest.mark.parametrize("extra,words", [
+    ("buffersize = lots\n", ["buffersize", "'lots'", "size"]),
+    ("[maintenance]\npurgeLimit = -3\n", ["purgeLimit"]),
+    ("[maintenance]\nautoPurge = maybe\n", ["autoPurge", "Yes or No"]),
+    ("debugLevel = LOUD\n", ["debugLevel"]),
+    ("regexType = perl\n", ["regexType"]),
+])
+def test_bad_value_is_one_line_naming_key_and_file(tmp_path, casenv, gz, extra, words):
+    conf = write(tmp_path / "bad.conf", settings(tmp_path, extra=extra))
+    res = run("cas-unpack", "--config", conf, "-i", "1", gz, env=casenv)
+    assert res.returncode == 2 and res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and conf in lines[0], res.stderr
+    for word in words:
+        assert word in lines[0]
+    assert not os.path.exists(tmp_path / "work")
+
+
+def test_missing_required_key(tmp_path, casenv, gz):
+    conf = write(tmp_path / "c.conf", f"[settings]\nkernels = {tmp_path}/k\n"
+                 f"database = {tmp_path}/db\n")
+    res = run("cas-unpack", "--config", conf, "-i", "1", gz, env=casenv)
+    assert res.returncode == 2 and "workDirectory" in res.stderr and conf in res.stderr
+
+
+def test_not_an_ini_file(tmp_path, casenv, gz):
+    conf = write(tmp_path / "c.conf", "workDirectory = /tmp\n")  # no section header
+    res = run("cas-unpack", "--config", conf, "-i", "1", gz, env=casenv)
+    assert res.returncode == 2 and conf in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_key_warns_and_keys_ignore_case(tmp_path, casenv, gz):
+    text = (f"[settings]\nKERNELS = {tmp_path}/k\nworkdirectory = {tmp_path}/w\n"
+            f"Database = {tmp_path}/db\nfrobnicate = yes\n")
+    conf = write(tmp_path / "c.conf", text)
+    res = run("cas-unpack", "--config", conf, "-i", "1", gz, env=casenv)
+    assert res.returncode == 0, res
+    assert res.record["workdir"].startswith(str(tmp_path / "w") + os.sep)
+    assert "frobnicate: unknown key" in res.stderr
+
+
+def test_debug_level(tmp_path, casenv, gz):
+    quiet = write(tmp_path / "i.conf", settings(tmp_path, extra="debugLevel = INFO\n"))
+    loud = write(tmp_path / "d.conf", settings(tmp_path, extra="debugLevel = DEBUG\n"))
+    res = run("cas-unpack", "--config", quiet, "-i", "1", gz, env=casenv)
+    assert res.returncode == 0 and "bytes free" not in res.stderr
+    res = run("cas-unpack", "--config", loud, "-i", "1", gz, env=casenv)
+    assert res.returncode == 0 and "bytes free" in res.stderr
+
+
+def test_seed_examples_load_unchanged():
+    full = config.load(os.path.join(ROOT, "etc", "cas.conf.example"), environ={})
+    assert full.casuser == "cas" and full.workDirectory == "/cores/processed"
+    assert full.buffersize == 64 * 1024 * 1024 and full.autoPurge is False
+    assert full.purgeLimit == 90 and full.regexExcludeDir == ["*/old/*", "*/.snapshot/*"]
+    assert full.smtphost == "mail.example.com:25" and full.crash_32 == "/usr/local/bin/crash32"
+    assert full.warnings == []
+    minimal = config.load(os.path.join(ROOT, "etc", "cas.conf.minimal"), environ={})
+    assert minimal.workDirectory == "/srv/cas/jobs" and minimal.debugLevel == "INFO"
+
+
+def test_load_errors_directly(tmp_path):
+    with pytest.raises(UsageError) as info:
+        config.load(str(tmp_path / "absent.conf"))
+    assert "absent.conf" in str(info.value)
+
+
+def test_casuser_switch_as_root(tmp_path, casenv):
+    """As root with casuser = nobody, the job is written by nobody."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    top = tempfile.mkdtemp(prefix="cas-casuser-")
+    try:
+        os.chmod(top, 0o755)
+        os.mkdir(os.path.join(top, "work"))
+        os.chmod(os.path.join(top, "work"), 0o777)
+        src = dumpish(os.path.join(top, "vmcore.1"), 1 << 20)
+        gz = compress_with(["gzip", "-c"], src, os.path.join(top, "vmcore.1.gz"))
+        os.chmod(gz, 0o644)
+        conf = os.path.join(top, "cas.conf")
+        with open(conf, "w") as fh:
+            fh.write(f"[settings]\ncasuser = nobody\nkernels = {top}/k\n"
+                     f"workDirectory = {top}/work\ndatabase = {top}/db\n")
+        os.chmod(conf, 0o644)
+        res = run("cas-unpack", "--config", conf, "-i", "1", gz, env=casenv)
+        assert res.returncode == 0, res
+        nobody = pwd.getpwnam("nobody").pw_uid
+        assert os.stat(res.record["core"]).st_uid == nobody
+        assert os.stat(res.record["workdir"]).st_uid == nobody
+    finally:
+        shutil.rmtree(top)
+
+
+def test_other_user_is_refused(tmp_path, casenv, gz):
+    """Run as nobody with casuser = root: one line, exit 2 (needs a Python nobody can run)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become nobody")
+    nobody = pwd.getpwnam("nobody")
+
+    def become():
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+
+    try:
+        usable = subprocess.run(command("cas-unpack")[:1] + ["-c", "import caslib"],
+                                preexec_fn=become, capture_output=True, cwd="/").returncode == 0
+    except PermissionError:
+        usable = False
+    if not usable:
+        pytest.skip("this Python is not usable by nobody (installed under a private home)")
+    top = tempfile.mkdtemp(prefix="cas-refuse-")
+    try:
+        os.chmod(top, 0o755)
+        conf = os.path.join(top, "cas.conf")
+        with open(conf, "w") as fh:
+            fh.write(f"[settings]\ncasuser = root\nkernels = {top}/k\n"
+                     f"workDirectory = {top}/work\ndatabase = {top}/db\n")
+        os.chmod(conf, 0o644)
+        proc = subprocess.run(command("cas-unpack") + ["--config", conf, "-i", "1", gz],
+                              preexec_fn=become, capture_output=True, text=True, cwd="/")
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert "casuser 'root'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    finally:
+        shutil.rmtree(top)
