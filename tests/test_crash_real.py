@@ -19,6 +19,8 @@ import pytest
 from conftest import run
 from caslib import panic, snippets
 
+pytestmark = pytest.mark.realdump
+
 
 def _env(root) -> dict:
     env = dict(os.environ)

@@ -216,6 +216,7 @@ def test_unreachable_server_is_an_error(tmp_path, registered, casenv):
     assert res.record["crash"]["server"] == f"127.0.0.1:{closed}"
 
 
+@pytest.mark.realdump
 def test_remote_crash_on_a_real_dump(tmp_path, registered, casenv, sshd, realdump):  # noqa: F811
     """The real crash, run through ssh on the loopback "server", in the same job directory."""
     by = {d["variant"]: d for d in realdump["dumps"]}
