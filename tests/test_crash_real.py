@@ -203,3 +203,36 @@ def test_minimal_fallback(realdump, tmp_path):
     assert failed["bt >> traceback"] == "crash: bt: command not available in minimal mode"
     assert "log >> log" not in failed
     assert "trying again with --minimal" in res.stderr
+
+
+def test_vmlinux_of_another_build(realdump, tmp_path):
+    """A vmlinux whose banner names another kernel build: crash warns and goes on; the record
+    says so.
+
+    The vmlinux is a copy of the real one with its "Linux version <release>" strings changed
+    to another release of the same length; crash itself (the independent judge) then finds
+    no banner matching the dump's and prints "kernel version inconsistency".
+    """
+    release = realdump["kernel"]["release"]
+    banner = f"Linux version {release}".encode()
+    other = b"Linux version 9" + release[1:].encode()
+    copy = tmp_path / "vmlinux-other"
+    shutil.copyfile(realdump["vmlinux"], copy)
+    try:
+        import mmap
+        with open(copy, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as m:
+            at, count = m.find(banner), 0
+            while at >= 0:
+                m[at:at + len(banner)] = other
+                at, count = m.find(banner, at + 1), count + 1
+        assert count >= 1
+        dump = _dump(realdump, "qemu-elf", "qemu-elf-fixed")
+        record = _record(realdump, dump, tmp_path / "job", vmlinux=str(copy))
+        res = _crash(tmp_path, record)
+    finally:
+        copy.unlink()
+    assert res.returncode == 0, res
+    c = res.record["crash"]
+    assert c["mismatch"] == "kernel version inconsistency between vmlinux and dumpfile"
+    assert f"crash says {copy} does not match {record['core']}" in res.stderr
+    assert c["panic"]["message"] == "sysrq triggered crash"  # same symbols: crash reads on

@@ -20,11 +20,12 @@ it is tried once more with ``--minimal`` (the first output is kept as
 
 Adds ``crash``: ``{server, command, exit_status, output, files, panic,
 version, degraded, init_error, timed_out, note, failed_commands, warnings,
-seconds}`` where ``files`` maps result names to absolute paths, ``panic`` is
+mismatch, seconds}`` where ``files`` maps result names to absolute paths, ``panic`` is
 caslib.panic.summary (message, task, pid, cpu, task_address, rip,
 backtrace, oops) and ``failed_commands`` lists ``{command, error}`` for each
 command crash reported an error for (a failing command is a result, not a
-failure of the job).  A run over ``crashTimeout`` seconds is killed with its
+failure of the job), and ``mismatch`` repeats crash's "kernel version
+inconsistency between vmlinux and dumpfile" when it went on despite it.  A run over ``crashTimeout`` seconds is killed with its
 whole process group; the record then says ``timed_out`` and keeps the
 partial output.
 
@@ -255,8 +256,13 @@ def _summarise(result: dict, plan, workdir: str, out_lines: list, outcome, cfg) 
         "note": None,
         "failed_commands": panic.failed_commands([out_lines] + [_lines(p) for p in files.values()]),
         "warnings": _warnings(out_lines),
+        "mismatch": None,
         "seconds": round(outcome.seconds, 1),
     })
+    # crash goes on after this warning; what it then says may be wrong, so the record says so
+    inconsistent = [w for w in result["warnings"] if _MISMATCH[1] in w]
+    if inconsistent:
+        result["mismatch"] = inconsistent[0].removeprefix("WARNING:").strip()
     if outcome.timed_out:
         result["note"] = f"timed out after {int(cfg.get('crashTimeout', 1800))} s; the output is partial"
     elif outcome.exit_status not in (0, None):
@@ -299,6 +305,8 @@ def process(record: dict, cfg) -> dict:
     _summarise(result, plan, workdir, out_lines, outcome, cfg)
     if result["note"]:
         log.warning("%s (%s)", result["note"], out_path)
+    if result["mismatch"]:
+        log.warning("crash says %s does not match %s: %s", vmlinux, core, result["mismatch"])
     for failed in result["failed_commands"]:
         log.info("crash command %r reported: %s", failed["command"], failed["error"])
     record["crash"] = result
