@@ -51,34 +51,43 @@ def step_command(step: str, cfg) -> list:
 
 
 class Jobs:
-    """The jobs table; every failure to reach it is a warning, never the job's failure."""
+    """The jobs table.  Each call opens its own connection (the first link's relay
+    thread starts the row, the main thread finishes it); a database that cannot
+    be reached is a warning, never the job's failure."""
 
     def __init__(self, cfg):
-        self.cfg, self.conn, self.row = cfg, None, None
-        try:
-            from . import db
+        self.cfg, self.row = cfg, None
 
-            self.conn = db.connect(cfg.database)
+    def _execute(self, sql: str, params: tuple):
+        from . import db
+
+        try:
+            conn = db.connect(self.cfg.database)
         except Exception as exc:  # the analysis matters more than its bookkeeping
-            logs.get().warning("jobs database %s unavailable: %s", cfg.database, exc)
+            logs.get().warning("jobs database: %s", getattr(exc, "message", exc))
+            return None
+        try:
+            with conn:
+                return conn.execute(sql, params).lastrowid
+        except Exception as exc:
+            logs.get().warning("jobs database %s: %s", self.cfg.database, exc)
+            return None
+        finally:
+            conn.close()
 
     def start(self, record: dict, source: str, email: str | None) -> None:
-        if self.conn is None or self.row is not None or not record.get("workdir"):
+        if self.row is not None or not record.get("workdir"):
             return
-        with self.conn:
-            cur = self.conn.execute(
-                "INSERT INTO jobs (job, identifier, workdir, source, state, started, email, pid) "
-                "VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-                (record.get("job"), record.get("id"), record["workdir"], source, time.time(),
-                 email, os.getpid()))
-        self.row = cur.lastrowid
+        self.row = self._execute(
+            "INSERT INTO jobs (job, identifier, workdir, source, state, started, email, pid) "
+            "VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
+            (record.get("job"), record.get("id"), record["workdir"], source, time.time(),
+             email, os.getpid()))
 
     def finish(self, state: str, release: str | None, error: str | None) -> None:
-        if self.conn is None or self.row is None:
-            return
-        with self.conn:
-            self.conn.execute("UPDATE jobs SET state = ?, finished = ?, release = ?, error = ? "
-                              "WHERE id = ?", (state, time.time(), release, error, self.row))
+        if self.row is not None:
+            self._execute("UPDATE jobs SET state = ?, finished = ?, release = ?, error = ? "
+                          "WHERE id = ?", (state, time.time(), release, error, self.row))
 
 
 class Pipeline:
@@ -87,15 +96,27 @@ class Pipeline:
     def __init__(self):
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.first_record: dict | None = None
+        self.started = time.monotonic()
 
     def spawn(self, name, argv, stdin, env):
         try:
-            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=env,
-                                    start_new_session=False)
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=env)
         except OSError as exc:
             raise UsageError(f"{PROG}: cannot start {name} ({argv[0]}): {exc.strerror}") from None
         self.procs.append((name, proc))
+        threading.Thread(target=self._report, args=(name, proc), daemon=True).start()
         return proc
+
+    def _report(self, name, proc) -> None:
+        """One progress line per step, when it ends."""
+        code = proc.wait()
+        took = time.monotonic() - self.started
+        if code == 0:
+            logs.get().info("%s done (%.1f s)", name, took)
+        elif code == 1:
+            logs.get().info("%s done, with an error record (%.1f s)", name, took)
+        elif code > 0:
+            logs.get().info("%s failed: exit status %d (%.1f s)", name, code, took)
 
     def stop(self, sig=signal.SIGTERM, grace: float = 10.0) -> None:
         for _, proc in self.procs:
@@ -175,7 +196,6 @@ def run_pipeline(args, cfg) -> int:
     jobs = Jobs(cfg)
     pipeline = Pipeline()
     source = args.file
-    started = time.monotonic()
     final: list[dict] = []
     try:
         first = pipeline.spawn("cas-unpack", argvs["unpack"], subprocess.DEVNULL, env)
@@ -195,10 +215,8 @@ def run_pipeline(args, cfg) -> int:
             except ValueError:
                 log.error("last step printed a line that is not JSON: %.80s", line)
         relay.join()
-        for name, proc in pipeline.procs:
+        for _, proc in pipeline.procs:
             proc.wait()
-            log.info("%s finished: exit status %d (%.1f s since start)", name, proc.returncode,
-                     time.monotonic() - started)
     except KeyboardInterrupt:
         log.error("interrupted: stopping every step")
         pipeline.stop()
