@@ -499,3 +499,27 @@ def test_scanner_chunk_boundaries(tmp_path):
     assert r.osrelease == {"5.14.0-1.el9.x86_64": bannerscan.CHUNK - 5}
     assert r.verdict()["release"] == "5.14.0-1.el9.x86_64"
     assert r.scanned == os.path.getsize(p)
+
+
+def test_scanner_finds_every_hit_at_its_offset(tmp_path):
+    """Hits around both chunk edges and the carried overlap, each once, at its file offset."""
+    C, O = bannerscan.CHUNK, bannerscan.OVERLAP
+    where = [0, 100, C - O - 32, C - O, C - 64, C - 10, C + 20, 2 * C - O, 2 * C - 15,
+             2 * C + O + 7]  # 32+ bytes apart: each line stays whole
+    data = bytearray(2 * C + 2 * O + 64)
+    want = {}
+    for i, off in enumerate(where):
+        rel = f"{i + 1}.{i}.0-test"
+        line = f"OSRELEASE={rel}\n".encode()
+        data[off:off + len(line)] = line
+        want[rel] = off
+    p = tmp_path / "raw"
+    p.write_bytes(bytes(data))
+    for start in (0, 7):
+        r = bannerscan.scan(str(p), 1 << 40, start=start)
+        assert r.osrelease == {k: v for k, v in want.items() if v >= start}, start
+        assert r.scanned == len(data) - start
+        assert r.verdict()["candidates"][0] == min((k for k, v in want.items() if v >= start),
+                                                   key=want.get)
+    r = bannerscan.scan(str(p), C + 3)  # the limit cuts the line at C + 3
+    assert set(r.osrelease) == {k for k, v in want.items() if v + 30 < C + 3}

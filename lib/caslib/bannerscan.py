@@ -79,51 +79,87 @@ def _record(result: ScanResult, buf: bytes, pos: int, base: int, kind: str) -> N
         if not m:
             return
         end = m.end()
-        if end < len(buf) and buf[end] not in b"\n\0":
-            return  # OSRELEASE= inside other text, not a vmcoreinfo line
+        if end >= len(buf) or buf[end] not in b"\n\0":
+            return  # inside other text, or cut by the scan limit: not a whole vmcoreinfo line
         value = m.group(0).decode("ascii")
         if value not in result.osrelease and len(result.osrelease) < MAX_HITS:
             result.osrelease[value] = base + pos
     else:
         m = _BANNER_TAIL.match(buf, pos)
-        if not m or not _RELEASE.match(buf, pos + len(BANNER)):
-            return  # "Linux version %s" format strings and the like
+        rel = _RELEASE.match(buf, pos + len(BANNER))
+        if not m or not rel or rel.end() >= len(buf) or buf[rel.end()] != 0x20:
+            return  # "Linux version %s" format strings, or a release cut by the scan limit
         value = m.group(0).decode("ascii").rstrip()
         if value not in result.banners and len(result.banners) < MAX_HITS:
             result.banners[value] = base + pos
 
 
+def _fill(fd: int, buf: bytearray, offset: int, want: int) -> int:
+    """pread ``want`` bytes at ``offset`` into ``buf[OVERLAP:]``; fewer only at the end."""
+    view = memoryview(buf)[OVERLAP:OVERLAP + want]
+    got = 0
+    while got < want:
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if n <= 0:
+            break
+        got += n
+    return got
+
+
 def scan(path: str, limit: int, start: int = 0, progress=None) -> ScanResult:
-    """Scan ``limit`` bytes of ``path`` from ``start`` for OSRELEASE= lines and banners."""
+    """Scan ``limit`` bytes of ``path`` from ``start`` for OSRELEASE= lines and banners.
+
+    Two buffers: a reader thread fills one (preadv releases the GIL) while this
+    thread searches the other, so the copy from the page cache overlaps the search.
+    Each buffer starts with the unexamined tail of the previous chunk.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     result = ScanResult()
-    buf = bytearray(CHUNK + OVERLAP)
-    view = memoryview(buf)
+    bufs = [bytearray(OVERLAP + CHUNK), bytearray(OVERLAP + CHUNK)]
     fd = os.open(path, os.O_RDONLY)
+    pool = ThreadPoolExecutor(1)
     try:
-        os.lseek(fd, start, os.SEEK_SET)
-        carried = 0       # unexamined bytes kept from the previous chunk at buf[:carried]
-        base = start      # file offset of buf[0]
-        while True:
-            want = min(CHUNK, limit - result.scanned)
-            n = os.readv(fd, [view[carried:carried + want]]) if want > 0 else 0
+        want = min(CHUNK, limit)
+        pending = pool.submit(_fill, fd, bufs[0], start, want) if want > 0 else None
+        offset = start         # file offset of the next read
+        lo = OVERLAP           # buf[lo:] holds unexamined bytes
+        base = start - lo      # file offset of buf[0]
+        i = 0
+        while pending is not None:
+            n = pending.result()
+            buf = bufs[i]
             result.scanned += n
-            end = carried + n
-            last = n <= 0 or result.scanned >= limit
+            offset += n
+            last = n < want or result.scanned >= limit
+            pending = None
+            if not last:
+                want = min(CHUNK, limit - result.scanned)
+                pending = pool.submit(_fill, fd, bufs[1 - i], offset, want)
+            end = OVERLAP + n
             # hits starting in the last OVERLAP bytes wait for the next chunk (full context)
-            stop = end if last else max(0, end - OVERLAP)
+            stop = end if last else max(lo, end - OVERLAP)
+            view = memoryview(buf)[:end]
             for needle, kind in ((OSRELEASE, "osrelease"), (BANNER, "banner")):
                 limit_at = min(end, stop + len(needle) - 1)
-                pos = buf.find(needle, 0, limit_at)
+                pos = buf.find(needle, lo, limit_at)
                 while 0 <= pos < stop:
-                    _record(result, view[:end], pos, base, kind)
+                    _record(result, view, pos, base, kind)
                     pos = buf.find(needle, pos + 1, limit_at)
+            view.release()
             if progress:
                 progress.update(result.scanned)
-            if last:
+            if pending is None:
                 break
+            # the reader writes bufs[1 - i][OVERLAP:]; the carried tail goes just before it
             carried = end - stop
-            buf[:carried] = buf[stop:end]
-            base += stop
+            bufs[1 - i][OVERLAP - carried:OVERLAP] = buf[stop:end]
+            base = base + stop - (OVERLAP - carried)
+            lo = OVERLAP - carried
+            i = 1 - i
     finally:
+        if pending is not None:
+            pending.result()
+        pool.shutdown()
         os.close(fd)
     return result
