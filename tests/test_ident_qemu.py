@@ -1,0 +1,118 @@
+"""QEMU dumps without VMCOREINFO: the real-dump kernel booted with no initramfs.
+
+Without an initramfs the guest never loads ``qemu_fw_cfg``, so it never registers its
+VMCOREINFO with QEMU (QEMU >= 2.11 needs ``-device vmcoreinfo`` *and* the guest driver);
+it panics at "VFS: Unable to mount root fs".  QEMU's ELF dump of it has only CPU notes,
+so cas-ident must fall back to the banner scan; QEMU's kdump-compressed dump has only
+``utsname.machine`` and zlib pages that hide the banner, so it must say it cannot tell.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import run
+from caslib import elfcore, flattened
+
+BOOT_TIMEOUT = 600
+
+
+class Qmp:
+    def __init__(self, path: str, deadline: float):
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.fh = self.sock.makefile("rw")
+        json.loads(self.fh.readline())  # greeting
+        self.execute("qmp_capabilities")
+
+    def execute(self, command: str, **arguments) -> dict:
+        msg = {"execute": command, **({"arguments": arguments} if arguments else {})}
+        self.fh.write(json.dumps(msg) + "\n")
+        self.fh.flush()
+        while True:
+            reply = json.loads(self.fh.readline())
+            if "return" in reply or "error" in reply:
+                assert "error" not in reply, reply
+                return reply["return"]
+
+    def close(self):
+        self.fh.close()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def novmcoreinfo(realdump, tmp_path_factory):
+    """{"elf": path, "kdump": path} dumped by QEMU from a guest without VMCOREINFO."""
+    qemu = shutil.which("qemu-system-x86_64")
+    if not qemu:
+        pytest.skip("qemu-system-x86_64 not installed")
+    out = tmp_path_factory.mktemp("qemu-novmci")
+    serial, qmp_path = out / "serial.log", str(out / "qmp.sock")
+    proc = subprocess.Popen(
+        [qemu, "-accel", "tcg", "-cpu", "max", "-m", "160", "-smp", "1", "-display", "none",
+         "-monitor", "none", "-no-reboot", "-device", "vmcoreinfo",
+         "-kernel", realdump["vmlinuz"], "-append", "console=ttyS0 panic=0",
+         "-serial", f"file:{serial}", "-qmp", f"unix:{qmp_path},server,nowait"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        qmp = Qmp(qmp_path, deadline)
+        while b"end Kernel panic" not in (serial.read_bytes() if serial.exists() else b""):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, serial.read_text(errors="replace")[-2000:]
+            time.sleep(0.2)
+        qmp.execute("stop")
+        dumps = {"elf": str(out / "vmcore.elf"), "kdump": str(out / "vmcore.kdump")}
+        qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{dumps['elf']}")
+        qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{dumps['kdump']}",
+                    format="kdump-zlib")
+        qmp.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    dumps["serial"] = serial.read_text(errors="replace")
+    return dumps
+
+
+def test_qemu_elf_without_vmcoreinfo_falls_back_to_the_banner(novmcoreinfo, realdump):
+    path = novmcoreinfo["elf"]
+    out = subprocess.run(["readelf", "-n", path], capture_output=True, text=True).stdout
+    assert "VMCOREINFO" not in out and "NT_PRSTATUS" in out  # readelf vouches: no VMCOREINFO
+    with flattened.FileSource(path) as src:
+        assert elfcore.read_elf(src).note("VMCOREINFO") is None
+    size = os.path.getsize(path)
+    res = run("cas-ident", "--buffersize", str(size), path)
+    assert res.returncode == 0, res
+    rec = res.record
+    assert rec["format"] == "elf" and rec["ident_method"] == "banner"
+    k = rec["kernel"]
+    assert k["release"] == realdump["kernel"]["release"]
+    assert k["machine"] == "x86_64"  # from e_machine
+    assert k["hostname"] is None and k["build_id"] is None and k["crash_time"] is None
+    # the banner the scan reports is the kernel's own, as the guest printed it
+    assert k["banner"] and k["banner"] in novmcoreinfo["serial"]
+    assert k["version"] == realdump["kernel"]["version"]
+    assert rec["ident"]["scanned"] == size
+
+
+def test_qemu_kdump_without_vmcoreinfo_cannot_be_named(novmcoreinfo):
+    path = novmcoreinfo["kdump"]
+    res = run("cas-ident", "--buffersize", "1M", path)
+    assert res.returncode == 1, res
+    assert "Traceback" not in res.stderr
+    rec = res.record
+    assert rec["error"]["kind"] == "unidentified", rec
+    assert path in rec["error"]["message"] and "flattened" in rec["error"]["message"]
