@@ -24,10 +24,11 @@ import os
 import posixpath
 import shutil
 
-from . import cli, cpio, debpkg, extcache, logs, records, rpmpayload
-from .prefetch import Prefetch
-from .progress import Progress
+from . import cli, extcache, logs, records
 from .records import StepError
+
+# The payload readers (cpio, rpmpayload, debpkg, prefetch, progress) are imported where
+# a package is actually read, so a cache hit starts fast.
 
 STEP = "cas-extract"
 CHUNK = 1 << 20
@@ -187,7 +188,8 @@ def _carriers(pkg) -> dict:
     return {f.fx: last[(f.device, f.inode)] for f in pkg.files if f.isreg()}
 
 
-def _rpm_pass(path: str, fh, plan: Plan, progress: Progress) -> None:
+def _rpm_pass(path: str, fh, plan: Plan, progress) -> None:
+    from . import cpio, rpmpayload
     pkg = plan.pkg
     stripped = None
     if pkg.large:
@@ -217,6 +219,7 @@ def _rpm_pass(path: str, fh, plan: Plan, progress: Progress) -> None:
 @contextlib.contextmanager
 def _overlapped(source):
     """Decoding overlapped with our writing: the source's own threads, else a Prefetch."""
+    from .prefetch import Prefetch
     stream = source if getattr(source, "threaded", False) else Prefetch(source)
     try:
         yield stream
@@ -229,6 +232,8 @@ def _overlapped(source):
 # -- Debian -------------------------------------------------------------------------------
 def _deb_pass(path: str, fh, member: str, prefix: str | None, vm_target, mod_target) -> list:
     """One pass over data.tar; returns the module package paths seen."""
+    from . import debpkg
+    from .progress import Progress
     deb = debpkg.Package(path, fh)
     log = logs.get()
     progress = Progress(f"extracting {os.path.basename(member)}", os.fstat(fh.fileno()).st_size)
@@ -287,6 +292,7 @@ def _deb_pass(path: str, fh, member: str, prefix: str | None, vm_target, mod_tar
 
 
 def _deb_second(path: str, fh, target: str, plan: Plan) -> None:
+    from . import debpkg
     deb = debpkg.Package(path, fh)
     with _overlapped(deb.data_stream()) as stream:
         for info, fobj in debpkg.tar_entries(stream, path):
@@ -305,7 +311,7 @@ def _kind(fh, path: str) -> str:
     fh.seek(0)
     if head[:4] == b"\xed\xab\xee\xdb":
         return "rpm"
-    if head == debpkg.AR_MAGIC:
+    if head == b"!<arch>\n":
         return "deb"
     raise StepError(f"{path}: neither an RPM nor a Debian package", "unsupported")
 
@@ -401,6 +407,8 @@ def extract(package: str, member: str, workdir: str, cfg, modules_prefix: str | 
 
 
 def _run(package, fh, kind, member, prefix, vm_target, mod_target) -> None:
+    from . import rpmpayload
+    from .progress import Progress
     if kind == "rpm":
         pkg = rpmpayload.open_package(package)
         plan, _ = _rpm_plan(pkg, member, prefix, vm_target, mod_target)
