@@ -20,18 +20,23 @@ Python use::
 - ``ident_method``: where the release came from: ``vmcoreinfo``,
   ``utsname`` (kdump header or the kernel's ``init_uts_ns``) or ``banner``
   (the fallback scan of the first ``buffersize`` bytes);
-- ``ident``: extra facts, each present only when known: ``inner_format``,
-  ``header_version``, ``compression`` (list), ``dump_level``, ``elf_class``,
-  ``endian``, ``cpus`` (NT_PRSTATUS notes), ``cpu_pids`` (``pr_pid`` per CPU
-  note, kdump dumps only; QEMU writes vCPU numbers there), ``panic_cpu`` and
-  ``panic_pid`` (only when exactly one CPU note names a running task),
-  ``pagesize``, ``kerneloffset`` (hex), ``phys_base``, ``domainname``,
-  ``sources`` (which structure gave each kernel field), ``utsname_at``
-  (how ``init_uts_ns`` was located), ``incomplete`` (makedumpfile's flag),
-  ``qemu_notes`` (true when QEMU wrote the CPU notes: QEMU's own
-  dumps and dumps makedumpfile made from them), ``records`` (flattened
-  records walked), ``conflicts`` (header facts that disagree), ``candidates`` (releases of an
-  ambiguous scan), ``bytes_read`` and ``reads``.
+- ``ident``: extra facts, each present only when known:
+
+  - the container: ``inner_format`` and ``records`` (flattened streams),
+    ``header_version``, ``block_size``, ``word_size``, ``compression`` (list),
+    ``dump_level``, ``incomplete`` (kdump), ``elf_class`` (ELF), ``endian``;
+  - the CPUs: ``cpus`` (NT_PRSTATUS notes), ``cpu_pids`` (``pr_pid`` per CPU,
+    not for QEMU, which writes vCPU numbers there), ``panic_cpu`` and
+    ``panic_pid`` (only when exactly one CPU was running a task; diskdump:
+    the header's current CPU), ``qemu_notes`` (QEMU wrote the CPU notes:
+    QEMU's own dumps and dumps makedumpfile made from them);
+  - from VMCOREINFO: ``pagesize``, ``kerneloffset`` (hex), ``phys_base``;
+  - from utsname: ``domainname``;
+  - how it knew: ``sources`` (the structure behind each kernel field),
+    ``utsname_at`` (how ``init_uts_ns`` was found), ``conflicts`` (header
+    facts that disagree), ``scanned`` (bytes the fallback scan read),
+    ``candidates`` (releases of an ambiguous scan), ``bytes_read`` and
+    ``reads`` (the identification's I/O, fallback scan excluded).
 
 Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 ``too-large``, ``compressed`` (run cas-unpack first), ``not-a-dump``,
@@ -39,7 +44,6 @@ Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 ``ambiguous`` (the scan found several releases), ``unidentified``.
 """
 
-import datetime
 import os
 import re
 
@@ -61,6 +65,7 @@ S390_MAGIC = 0xA8190173618F23FD
 
 
 def _iso(ts) -> str | None:
+    import datetime  # only dumps that carry a time need it
     try:
         if not ts or ts <= 0:
             return None
