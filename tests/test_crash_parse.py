@@ -230,3 +230,11 @@ def test_wrapper_quotes_paths_and_passes_arguments(tmp_path):
                          text=True, cwd=tmp_path, check=True).stdout
     assert json.loads(out) == [vmlinux, core, "-i", "crash in", "--minimal"]
     assert not (tmp_path / "pwned").exists()
+
+
+def test_init_error_joins_a_reason_on_the_next_line():
+    out = ["WARNING: kernel version inconsistency between vmlinux and dumpfile\n", "\n",
+           "crash: incompatible arguments: \n",
+           "   /j/vmlinux is not SMP -- /j/vmcore is SMP\n", "\n", "Usage:\n"]
+    assert panic.init_error(out) == \
+        "crash: incompatible arguments: /j/vmlinux is not SMP -- /j/vmcore is SMP"

@@ -93,7 +93,7 @@ def test_real_dump_analysis(which, request, realdump):
     work = record["workdir"]
     assert c["server"] == socket.gethostname()
     assert c["exit_status"] == 0 and c["timed_out"] is False and c["degraded"] is False
-    assert c["note"] is None and c["init_error"] is None
+    assert c["note"] is None and c["init_error"] is None and c["mismatch"] is None
     assert c["output"] == os.path.join(work, "crash.out")
     assert c["files"] == {n: os.path.join(work, n)
                           for n in ("traceback", "sys", "log", "modules", "memory")}
@@ -206,12 +206,11 @@ def test_minimal_fallback(realdump, tmp_path):
 
 
 def test_vmlinux_of_another_build(realdump, tmp_path):
-    """A vmlinux whose banner names another kernel build: crash warns and goes on; the record
-    says so.
+    """A vmlinux whose banner names another kernel build: crash refuses it; the record says so.
 
     The vmlinux is a copy of the real one with its "Linux version <release>" strings changed
     to another release of the same length; crash itself (the independent judge) then finds
-    no banner matching the dump's and prints "kernel version inconsistency".
+    no banner matching the dump's, warns "kernel version inconsistency" and stops.
     """
     release = realdump["kernel"]["release"]
     banner = f"Linux version {release}".encode()
@@ -231,8 +230,12 @@ def test_vmlinux_of_another_build(realdump, tmp_path):
         res = _crash(tmp_path, record)
     finally:
         copy.unlink()
-    assert res.returncode == 0, res
-    c = res.record["crash"]
-    assert c["mismatch"] == "kernel version inconsistency between vmlinux and dumpfile"
-    assert f"crash says {copy} does not match {record['core']}" in res.stderr
-    assert c["panic"]["message"] == "sysrq triggered crash"  # same symbols: crash reads on
+    assert res.returncode == 1, res
+    err = res.record["error"]
+    assert err["kind"] == "mismatch"
+    assert err["message"].startswith(
+        f"crash says {copy} does not match {record['core']}: kernel version inconsistency "
+        "between vmlinux and dumpfile; crash: ")
+    assert res.stderr.count("\n") >= 1 and "Traceback" not in res.stderr
+    assert res.record["crash"]["output"] == os.path.join(record["workdir"], "crash.out")
+    assert not os.path.exists(os.path.join(record["workdir"], "crash.failed.out"))  # no retry

@@ -232,8 +232,11 @@ def _why_not_started(out_lines: list, outcome, core: str, vmlinux: str, partial:
     """crash stopped before any command: raise when --minimal cannot help, else say why."""
     first_error = panic.init_error(out_lines) or (
         f"crash exited with status {outcome.exit_status} before running any command")
-    if any(word in "".join(out_lines) for word in _MISMATCH):
-        raise StepError(f"{vmlinux} does not match {core}: {first_error}", "mismatch", partial)
+    said = [w.removeprefix("WARNING:").strip() for w in _warnings(out_lines)
+            if any(word in w for word in _MISMATCH)]
+    if said or any(word in first_error for word in _MISMATCH):
+        raise StepError(f"crash says {vmlinux} does not match {core}: "
+                        + "; ".join(dict.fromkeys(said + [first_error])), "mismatch", partial)
     # crash names the file it cannot use: --minimal would not help
     if vmlinux in first_error or "no debugging data" in first_error:
         raise StepError(f"crash cannot use {vmlinux}: {first_error}", "bad-vmlinux", partial)

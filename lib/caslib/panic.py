@@ -109,14 +109,20 @@ def crash_version(lines) -> str | None:
 
 
 def init_error(lines) -> str | None:
-    """The last ``crash: ...`` line before any prompt: why crash could not start."""
-    last = None
+    """The last ``crash: ...`` line before any prompt: why crash could not start.
+
+    A line ending in ``:`` goes on on the next line (``crash: incompatible
+    arguments:`` then the reason), which is joined to it.
+    """
+    last, pending = None, False
     for line in lines:
         if line.startswith(PROMPT):
             return None
         text = line.strip()
-        if text.startswith("crash: "):
-            last = text
+        if pending and text:
+            last, pending = f"{last} {text}", False
+        elif text.startswith("crash: "):
+            last, pending = text, text.endswith(":")
     return last
 
 
