@@ -87,13 +87,19 @@ def tail(text: str, lines: int = 40) -> str:
 _CHILDREN = set()  # running child processes, ended on SIGTERM so that nothing outlives us
 
 
+_STOPPING = []     # set once we are told to stop: queued jobs in worker threads start nothing
+
+
 def spawn(argv, **kwargs) -> subprocess.Popen:
+    if _STOPPING:
+        raise BuildError(f"not starting {argv[0]}: stopping")
     proc = subprocess.Popen(argv, **kwargs)
     _CHILDREN.add(proc)
     return proc
 
 
 def end_children(*_args) -> None:
+    _STOPPING.append(True)
     for proc in list(_CHILDREN):
         with contextlib.suppress(OSError):
             proc.kill()
@@ -1157,6 +1163,7 @@ def main(argv=None) -> int:
     _QUIET = args.quiet
     def on_term(*_args):
         end_children()
+        print("build.py: terminated", file=sys.stderr)
         sys.exit(143)  # unwinds through the finally blocks: QEMU is killed, temp dirs go
     signal.signal(signal.SIGTERM, on_term)
     try:
