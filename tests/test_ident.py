@@ -145,6 +145,34 @@ def test_flattened_reads_ranges_without_reassembling(realdump):
         assert src.read(src.size - 4096, 4096) == fh.read(4096)
 
 
+def test_flattened_elf_from_makedumpfile(realdump, tmp_path):
+    """makedumpfile -E -F rewrites the program headers at the end of the stream: the later
+    record wins, as in makedumpfile -R, which vouches for the bytes we read."""
+    if not shutil.which("makedumpfile"):
+        pytest.skip("makedumpfile not installed")
+    src = dump_path(realdump, "qemu-elf-fixed")
+    flat, whole = tmp_path / "vmcore.elf.F", tmp_path / "vmcore.elf.R"
+    with open(flat, "wb") as out:
+        subprocess.run(["makedumpfile", "-E", "-F", "-d", "31", src], stdout=out,
+                       stderr=subprocess.DEVNULL, check=True)
+    with open(flat, "rb") as fin:
+        subprocess.run(["makedumpfile", "-R", str(whole)], stdin=fin, capture_output=True,
+                       check=True)
+    with flattened.open_source(str(flat)) as fsrc, open(whole, "rb") as fh:
+        head = fh.read(1 << 16)
+        assert fsrc.read(0, len(head)) == head
+        offsets = {r[0] for r in fsrc.records}
+        assert len(fsrc.records) > len(offsets)  # some ranges are written twice
+    res = run("cas-ident", flat)
+    assert res.returncode == 0, res
+    rec = res.record
+    assert rec["format"] == "flattened" and rec["ident"]["inner_format"] == "elf"
+    assert rec["ident_method"] == "vmcoreinfo"
+    for key in ("release", "machine", "hostname", "build_id"):
+        assert rec["kernel"][key] == realdump["kernel"][key], key
+    assert rec["kernel"] == run("cas-ident", whole).record["kernel"]
+
+
 def test_vmcoreinfo_from_real_note_matches_readelf(realdump):
     path = dump_path(realdump, "qemu-elf")
     with flattened.FileSource(path) as src:

@@ -8,7 +8,8 @@ and ended by ``{-1, -1}`` (makedumpfile ``makedumpfile.h``
 ``makedumpfile_header``/``makedumpfile_data_header``, ``write_buffer()``).
 Identification and later readers only need a few ranges, so instead of
 reassembling (``makedumpfile -R``) we walk the record headers, 16 bytes
-each, and read just the payload bytes a caller asks for.
+each, and read just the payload bytes a caller asks for (later records win
+where they overlap, as with ``-R``).
 
 Both sources offer ``read(offset, size) -> bytes`` (short only past the end),
 ``size`` (logical size) and ``bytes_read`` (what was really read from disk).
@@ -76,10 +77,11 @@ def is_flattened(head: bytes) -> bool:
 class FlattenedSource:
     """The logical dump inside a flattened stream, read without reassembling it.
 
-    Record headers are walked lazily, only as far as the ranges asked for
-    need (``walk_all()`` checks the whole stream is there).  Where records
-    overlap, the first one wins: identification reads headers that are
-    written once, up front.
+    The first read walks every record header to the end marker (so a stream
+    cut short is an error, never a silently shorter dump) and indexes the
+    records.  Where records overlap, the later one wins, as in ``makedumpfile
+    -R``: makedumpfile ``-E -F`` writes the ELF program headers as zeros first
+    and their real values at the very end of the stream.
     """
 
     def __init__(self, stream: FileSource):
@@ -93,13 +95,13 @@ class FlattenedSource:
         self.type, self.version = struct.unpack(">qq", head[16:32])
         if self.type != 1:
             raise DumpError(f"flattened preamble has type {self.type}, expected 1")
-        self.starts: list[int] = []    # logical offsets of the records seen, in stream order
         self.records: list[tuple[int, int, int]] = []  # (logical offset, size, stream position)
-        self.sorted: list[tuple[int, int, int]] = []
-        self._dirty = False
+        self._by_start: list[tuple[int, int]] = []     # (logical offset, record number), sorted
+        self._starts: list[int] = []
+        self._largest = 0
         self.next_pos = PREAMBLE_SIZE
         self.ended = False
-        self.size = 0                  # the logical size known so far (grows while walking)
+        self.size = 0                  # the logical size (known once walked)
 
     @property
     def bytes_read(self) -> int:
@@ -111,8 +113,6 @@ class FlattenedSource:
 
     def _step(self) -> bool:
         """Read one record header; False at the end marker."""
-        if self.ended:
-            return False
         if len(self.records) >= MAX_RECORDS:
             raise DumpError(f"flattened stream has more than {MAX_RECORDS} records", "too-large")
         hdr = self.stream.read(self.next_pos, 16)
@@ -131,62 +131,48 @@ class FlattenedSource:
             raise DumpError(f"flattened stream ends inside the {size}-byte record at byte"
                             f" {self.next_pos} (cut short)", "truncated")
         self.records.append((offset, size, data_pos))
-        self._dirty = True
         self.next_pos = data_pos + size
         self.size = max(self.size, offset + size)
+        self._largest = max(self._largest, size)
         return True
 
     def walk_all(self) -> int:
         """Walk to the end marker (raises on a cut stream); returns the number of records."""
-        while self._step():
-            pass
+        if not self.ended:
+            while self._step():
+                pass
+            self._by_start = sorted((r[0], i) for i, r in enumerate(self.records))
+            self._starts = [start for start, _ in self._by_start]
         return len(self.records)
-
-    def _index(self):
-        if self._dirty:
-            # first record wins: stable sort keeps stream order among equal offsets
-            self.sorted = sorted(self.records, key=lambda r: r[0])
-            self.starts = [r[0] for r in self.sorted]
-            self._dirty = False
-
-    def _covered(self, offset: int, end: int) -> bool:
-        self._index()
-        i = bisect.bisect_right(self.starts, offset) - 1
-        pos = offset
-        i = max(i, 0)
-        while pos < end and i < len(self.sorted):
-            start, size, _ = self.sorted[i]
-            if start > pos:
-                return False
-            pos = max(pos, start + size)
-            i += 1
-        return pos >= end
 
     def read(self, offset: int, size: int) -> bytes:
         if offset < 0 or size < 0:
             raise DumpError(f"negative offset {offset} or size {size}")
         if size > MAX_READ:
             raise DumpError(f"a {size}-byte read at offset {offset} exceeds the {MAX_READ}-byte cap")
-        end = offset + size
-        while not self._covered(offset, end) and self._step():
-            pass
-        end = min(end, self.size)
+        self.walk_all()
+        end = min(offset + size, self.size)
         if end <= offset:
             return b""
-        self._index()
         out = bytearray(end - offset)  # gaps read as zeros, as in a reassembled sparse file
-        # later records only fill bytes no earlier record supplied
         done = []
+        # latest record first; earlier ones only fill what no later one supplied
         for start, rsize, pos in self._overlapping(offset, end):
             lo, hi = max(start, offset), min(start + rsize, end)
             for a, b in _subtract((lo, hi), done):
                 out[a - offset:b - offset] = self.stream.read(pos + (a - start), b - a)
             done = _merge(done + [(lo, hi)])
+            if done == [(offset, end)]:
+                break
         return bytes(out)
 
-    def _overlapping(self, offset: int, end: int):
-        """Records overlapping [offset, end), in stream order (first wins)."""
-        return [r for r in self.records if r[0] < end and r[0] + r[1] > offset]
+    def _overlapping(self, offset: int, end: int) -> list:
+        """Records overlapping [offset, end), latest in the stream first."""
+        lo = bisect.bisect_left(self._starts, offset - self._largest)
+        hi = bisect.bisect_left(self._starts, end)
+        hits = [i for _, i in self._by_start[lo:hi]
+                if self.records[i][0] + self.records[i][1] > offset]
+        return [self.records[i] for i in sorted(hits, reverse=True)]
 
     def close(self) -> None:
         self.stream.close()
