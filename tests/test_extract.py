@@ -353,6 +353,38 @@ def test_unsafe_member_and_workdir(pkgs, env, tmp_path):
     assert os.listdir(outside) == []
 
 
+def test_truncated_deb(pkgs, env, tmp_path):
+    deb, _ = pkgs["deb"]["xz"]
+    cut = tmp_path / "cut.deb"
+    with open(cut, "wb") as out:
+        subprocess.run(["head", "-c", str(os.path.getsize(deb) // 2), deb], stdout=out, check=True)
+    res = extract(env, cut, P.DEB_VMLINUX, tmp_path / "job")
+    assert_one_line_error(res, "truncated")
+    assert leftovers(tmp_path) == []
+
+
+def test_symlink_out_of_the_package(env, tmp_path):
+    """A package whose vmlinux is a symlink climbing above / (rpmbuild packages it as is)."""
+    stage = tmp_path / "stage"
+    moddir = stage / P.PREFIX.lstrip("/")
+    moddir.mkdir(parents=True)
+    os.symlink("../" * 9 + "etc/passwd", moddir / "vmlinux")
+    (moddir / "kernel").mkdir()
+    (moddir / "kernel" / "x.ko.debug").write_bytes(b"x" * 100)
+    bid = stage / P.BUILD_ID.lstrip("/")
+    bid.parent.mkdir(parents=True)
+    bid.write_bytes(b"y")
+    rpm = P.build_rpm(str(tmp_path), "gzip", str(stage))
+    res = extract(env, rpm, P.VMLINUX, tmp_path / "job")
+    assert_one_line_error(res, "unsafe")
+    assert "points outside the package" in res.record["error"]["message"]
+
+
+def test_missing_package(env, tmp_path):
+    res = extract(env, tmp_path / "nope.rpm", P.VMLINUX, tmp_path / "job")
+    assert_one_line_error(res, "not-found")
+
+
 def test_not_a_package(env, tmp_path):
     junk = tmp_path / "junk.rpm"
     junk.write_bytes(b"hello, not a package\n" * 10)

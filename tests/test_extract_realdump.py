@@ -8,10 +8,13 @@ about 10 s to decode.
 
 import hashlib
 import os
+import signal
+import subprocess
+import time
 
 import pytest
 
-from conftest import run
+from conftest import command, run
 
 
 def sha256(path) -> str:
@@ -53,6 +56,29 @@ def test_every_real_payload(realdump, casenv, config_file, tmp_path):
             for key, digest in module_sha.items():  # x.ko.debug in the RPM, x.ko(.debug) shipped
                 if name == key or name.replace(".ko.debug", ".ko") == key:
                     assert sha256(path) == digest, (rpm["payload"], name)
+
+
+def test_interrupted_extraction_leaves_nothing(realdump, casenv, config_file, tmp_path):
+    """SIGTERM in the middle of the real xz payload: exit 143, no partial file anywhere."""
+    rpm = [r for r in _real_rpms(realdump) if r["payload"] == "xz"][0]
+    casenv["CAS_CONFIG"] = config_file()
+    job = tmp_path / "job"
+    proc = subprocess.Popen(command("cas-extract") + [
+        "--rpm", rpm["path"], "--member", rpm["vmlinux_member"], "--workdir", str(job)],
+        env=casenv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tmp = tmp_path / "debugs" / ".tmp"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until it is writing into the cache
+        if tmp.exists() and any(files for _, _, files in os.walk(tmp)):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (out, err)
+    assert "Traceback" not in err
+    assert [f for _, _, fs in os.walk(tmp) for f in fs] == []
+    assert not (job / "usr").exists()
+    assert [d for d in os.listdir(tmp_path / "debugs") if not d.startswith(".")] == []
 
 
 def test_decoys_are_not_the_kernel(realdump, casenv, config_file, tmp_path):

@@ -361,7 +361,11 @@ def extract(package: str, member: str, workdir: str, cfg, modules_prefix: str | 
         raise StepError(f"workdir {workdir!r} is not an absolute path", "bad-record")
     if not os.path.isdir(workdir):
         raise StepError(f"{workdir}: job directory does not exist", "bad-record")
-    with open(package, "rb") as fh:
+    try:
+        fh = open(package, "rb")
+    except FileNotFoundError:
+        raise StepError(f"{package}: no such package", "not-found") from None
+    with fh:
         st0 = os.fstat(fh.fileno())
         kind = _kind(fh, package)
         ident = extcache.identity(package, st0)
