@@ -434,3 +434,19 @@ def test_reader_bug_is_counted_not_fatal(own_shelf, tmp_path, monkeypatch):
     monkeypatch.setattr(index_mod.pkgheader, "read_package", flaky)
     summary = index_mod.update(cfg, db.connect(cfg.database))
     assert (summary.seen, summary.errors, summary.indexed) == (18, 1, 17)
+
+
+def test_schema_migrates_forward_keeping_rows(tmp_path):
+    path = str(tmp_path / "cas.db")
+    conn = sqlite3.connect(path)
+    for statement in db.MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO jobs(job, workdir, state, started) VALUES ('j', '/w/j/1', 'done', 1)")
+    conn.commit()
+    conn.close()
+    conn = db.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 2
+    assert conn.execute("SELECT job FROM jobs").fetchall() == [("j",)]
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "kernels_base" in indexes

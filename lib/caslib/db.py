@@ -14,7 +14,7 @@ Public API (other steps code against it):
   transaction(conn)  context manager: BEGIN IMMEDIATE ... COMMIT / ROLLBACK.
   friendly(exc, path) -> DatabaseError  for sqlite3 errors raised later.
 
-Tables (schema version 1):
+Tables (schema version 2; version 2 added the index kernels(base)):
   packages(id, path UNIQUE, size, mtime_ns, format 'rpm'|'deb', name, epoch, version,
            release, arch, payload, files, error, indexed)
   kernels(id, package -> packages.id ON DELETE CASCADE, release, base, flavour, machine,
@@ -30,7 +30,7 @@ import sqlite3
 
 from .records import StepError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS = {
     1: [
@@ -72,6 +72,8 @@ MIGRATIONS = {
             arch TEXT, crash TEXT, status TEXT, checked REAL,
             PRIMARY KEY(host, port))""",
     ],
+    # cas-findkernel's "nearest" suggestions look kernels up by base release
+    2: ["CREATE INDEX kernels_base ON kernels(base)"],
 }
 
 

@@ -59,6 +59,25 @@ class Index:
     def known_releases(self) -> list[tuple[str, str | None]]:
         return self.conn.execute("SELECT DISTINCT release, machine FROM kernels").fetchall()
 
+    def near_releases(self, release: str, window: int = 100) -> list[tuple[str, str | None]]:
+        """Indexed (release, machine) pairs that could be nearest to ``release``.
+
+        Not every release of a big shelf: its neighbours in text order, the
+        same base release, and the same flavour within the same major.minor
+        version; all by index range scans, so a miss costs milliseconds.
+        """
+        parsed = kernelrelease.parse(release)
+        q = "SELECT DISTINCT release, machine FROM kernels WHERE "
+        rows = set(self.conn.execute(q + "release < ? ORDER BY release DESC LIMIT ?",
+                                     (release, window)))
+        rows.update(self.conn.execute(q + "release > ? ORDER BY release LIMIT ?", (release, window)))
+        rows.update(self.conn.execute(q + "base = ? LIMIT ?", (parsed.base, window)))
+        major_minor = ".".join(release.split(".")[:2]) + "."
+        rows.update(self.conn.execute(
+            q + "release >= ? AND release < ? AND flavour = ? LIMIT ?",
+            (major_minor, major_minor + "\uffff", parsed.flavour, 5 * window)))
+        return sorted(rows, key=lambda r: (r[0], r[1] or ""))
+
     def package_count(self) -> int:
         return self.conn.execute("SELECT count(DISTINCT package) FROM kernels").fetchone()[0]
 
@@ -127,7 +146,7 @@ def _no_match(index: Index, release, machine, build_id) -> str:
         elif clash and machine:
             text += f"; {release} is indexed for " + ", ".join(
                 sorted({r[11] or "?" for r in clash}))
-        near = kernelrelease.nearest(release, machine, index.known_releases())
+        near = kernelrelease.nearest(release, machine, index.near_releases(release))
         if near:
             text += "; nearest: " + ", ".join(near)
     return text

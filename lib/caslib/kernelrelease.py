@@ -17,6 +17,7 @@ Forms understood (FORMATS.md section B):
   Debian     6.1.0-18-cloud-amd64, 6.12.27+deb13-amd64; Ubuntu 5.15.0-91-generic
 """
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -103,6 +104,7 @@ def _family(base: str) -> str:
     return "unknown"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(release: str) -> Release:
     """Describe a release string; never fails (unknown forms keep the whole string as base)."""
     r = release.strip()
@@ -140,6 +142,7 @@ def parse(release: str) -> Release:
     return Release(r, r, "", None, _family(r))
 
 
+@functools.lru_cache(maxsize=4096)
 def version_key(text: str) -> tuple:
     """Sort key that orders numbers numerically: 6.1.0-9 < 6.1.0-10."""
     return tuple((0, int(t), "") if t.isdigit() else (1, 0, t)
