@@ -551,3 +551,18 @@ def test_scanner_finds_every_hit_at_its_offset(tmp_path):
                                                    key=want.get)
     r = bannerscan.scan(str(p), C + 3)  # the limit cuts the line at C + 3
     assert set(r.osrelease) == {k for k, v in want.items() if v + 30 < C + 3}
+
+
+def test_x86_64_translation_candidates():
+    """virt - __START_KERNEL_map + phys_base, phys_base from VMCOREINFO first (may be negative),
+    then the kdump sub-header's, then -KERNELOFFSET (physically unrandomised), then 0."""
+    virt = 0xFFFFFFFF9A7F9B60
+    info = vmcoreinfo.parse(b"NUMBER(phys_base)=-260046848\nKERNELOFFSET=18400000\n")
+    got = ident._phys_candidates("x86_64", info, virt, sub_phys_base=656812406)
+    assert [pa for _, pa in got[:4]] == [virt - 0xFFFFFFFF80000000 - 260046848,
+                                         virt - 0xFFFFFFFF80000000 + 656812406,
+                                         virt - 0xFFFFFFFF80000000 - 0x18400000,
+                                         virt - 0xFFFFFFFF80000000]
+    assert "NUMBER(phys_base)" in got[0][0]
+    bare = ident._phys_candidates("x86_64", vmcoreinfo.parse(b"KERNELOFFSET=18400000\n"), virt)
+    assert bare[0][1] == virt - 0xFFFFFFFF80000000 - 0x18400000

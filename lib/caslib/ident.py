@@ -151,8 +151,12 @@ def _phys_candidates(machine: str | None, vmci, virt: int, sub_phys_base=None):
     if machine == "x86_64":
         if virt >= START_KERNEL_MAP:
             # arch/x86/include/asm/page_64.h __phys_addr_symbol: x - __START_KERNEL_map + phys_base
+            # without NUMBER(phys_base): a kernel loaded at LOAD_PHYSICAL_ADDR has
+            # phys_base = -KERNELOFFSET (only the virtual address was randomised)
+            koff = vmci.kerneloffset
             bases = [("NUMBER(phys_base)", vmci.number("phys_base")),
-                     ("sub-header phys_base", sub_phys_base), ("phys_base 0", 0)]
+                     ("sub-header phys_base", sub_phys_base),
+                     ("-KERNELOFFSET", -koff if koff is not None else None), ("phys_base 0", 0)]
             seen = set()
             for how, base in bases:
                 if base is not None and base not in seen:
