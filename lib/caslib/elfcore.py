@@ -23,7 +23,7 @@ NT_SIGINFO, NT_FILE = 0x53494749, 0x46494C45
 EM = {3: "i386", 62: "x86_64", 183: "aarch64", 21: "ppc64", 22: "s390x", 50: "ia64",
       243: "riscv64", 40: "arm", 8: "mips", 2: "sparc", 43: "sparc64", 258: "loongarch64"}
 ET_NAMES = {0: "no file type", 1: "relocatable object", 2: "executable", 3: "shared object"}
-MAX_PHDRS = 1 << 16           # a vmcore of a huge machine has a few thousand PT_LOADs
+MAX_PHDRS = 1 << 20           # PN_XNUM files have 65535 or more; 56 MiB of headers at most
 MAX_NOTES = 16 << 20          # notes of a 8192-CPU machine stay well below this
 
 

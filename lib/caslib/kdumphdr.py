@@ -77,8 +77,14 @@ def _plausible_block(bs: int) -> bool:
     return 512 <= bs <= 1 << 20 and bs & (bs - 1) == 0
 
 
-def _probe(head: bytes):
-    """(endian, bits, fields) of the first layout whose numbers make sense, else None."""
+def _probe(head: bytes) -> list:
+    """(endian, bits, fields) of every layout whose numbers make sense, likeliest first.
+
+    A 32-bit header read with 64-bit offsets can look plausible (its max_mapnr
+    lands on the 64-bit block_size), so the caller keeps the first candidate whose
+    sub-header also holds up.
+    """
+    found = []
     for bits in (64, 32):
         for e in ("<", ">"):
             version = struct.unpack_from(e + "i", head, 8)[0]
@@ -93,10 +99,11 @@ def _probe(head: bytes):
                 continue
             if not (0 <= sub_size < 1 << 16 and 0 <= ncpus < 1 << 20):
                 continue
-            return e, bits, dict(version=version, timestamp=sec, status=status, block_size=bs,
-                                 sub_hdr_size=sub_size, bitmap_blocks=bitmap_blocks,
-                                 max_mapnr=max_mapnr, current_cpu=cpu, nr_cpus=ncpus)
-    return None
+            found.append((e, bits, dict(version=version, timestamp=sec, status=status,
+                                        block_size=bs, sub_hdr_size=sub_size,
+                                        bitmap_blocks=bitmap_blocks, max_mapnr=max_mapnr,
+                                        current_cpu=cpu, nr_cpus=ncpus)))
+    return found
 
 
 def _sub_fields(sub: bytes, e: str, layout: str) -> dict:
@@ -116,36 +123,46 @@ def read_header(src, head: bytes | None = None) -> KdumpHeader:
     if len(head) < HEADER_READ:
         raise DumpError(f"{fmt} header is truncated ({len(head)} of {HEADER_READ} bytes)",
                         "truncated")
-    probed = _probe(head)
-    if probed is None:
+    candidates = _probe(head)
+    if not candidates:
         raise DumpError(f"{fmt} header has no plausible block size in any byte order")
-    e, bits, f = probed
-    hdr = KdumpHeader(fmt, e, bits, f["version"], parse_utsname(head[12:12 + 390]),
-                      f["timestamp"], f["status"], f["block_size"], f["sub_hdr_size"],
-                      f["bitmap_blocks"], f["max_mapnr"], f["current_cpu"], f["nr_cpus"])
-    if fmt == "diskdump":
-        return hdr  # its sub-header holds registers only
-    bs = hdr.block_size
-    if hdr.header_version >= 1 and hdr.sub_hdr_size > 0:
-        sub = src.read(bs, min(hdr.sub_hdr_size * bs, bs))
-        if len(sub) < 8:
-            raise DumpError(f"kdump sub-header at offset {bs} is truncated", "truncated")
-        layouts = ["64"] if bits == 64 else ["i386", "arm32"]
-        for layout in layouts:
-            fields = _sub_fields(sub, e, layout)
-            if _read_blobs(src, hdr, fields):
-                hdr.sub, hdr.sub_layout = fields, layout
-                break
-        else:
-            hdr.sub = _sub_fields(sub, e, layouts[0])
-            if hdr.header_version >= 3:
-                off, size = hdr.sub.get("off_vmci"), hdr.sub.get("size_vmci")
-                if off and size and bs <= off <= src.size < off + size <= src.size + (1 << 20):
-                    raise DumpError(f"kdump file is truncated: it ends at byte {src.size}, inside"
-                                    f" the VMCOREINFO at {off}..{off + size}", "truncated")
-                raise DumpError("kdump sub-header points VMCOREINFO outside the dump"
-                                f" (offset {off}, size {size})")
-    return hdr
+    first_error = None
+    for e, bits, f in candidates:
+        hdr = KdumpHeader(fmt, e, bits, f["version"], parse_utsname(head[12:12 + 390]),
+                          f["timestamp"], f["status"], f["block_size"], f["sub_hdr_size"],
+                          f["bitmap_blocks"], f["max_mapnr"], f["current_cpu"], f["nr_cpus"])
+        if fmt == "diskdump":
+            return hdr  # its sub-header holds registers only
+        try:
+            _read_sub_header(src, hdr)
+            return hdr
+        except DumpError as exc:
+            first_error = first_error or exc
+    raise first_error
+
+
+def _read_sub_header(src, hdr: KdumpHeader) -> None:
+    """Fill ``hdr.sub``, ``hdr.vmcoreinfo`` and ``hdr.notes``; raise if they do not hold up."""
+    bs, e = hdr.block_size, hdr.endian
+    if hdr.header_version < 1 or hdr.sub_hdr_size <= 0:
+        return
+    sub = src.read(bs, min(hdr.sub_hdr_size * bs, bs))
+    if len(sub) < 8:
+        raise DumpError(f"kdump sub-header at offset {bs} is truncated", "truncated")
+    layouts = ["64"] if hdr.bits == 64 else ["i386", "arm32"]
+    for layout in layouts:
+        fields = _sub_fields(sub, e, layout)
+        if _read_blobs(src, hdr, fields):
+            hdr.sub, hdr.sub_layout = fields, layout
+            return
+    hdr.sub = _sub_fields(sub, e, layouts[0])
+    if hdr.header_version >= 3:
+        off, size = hdr.sub.get("off_vmci"), hdr.sub.get("size_vmci")
+        if off and size and bs <= off <= src.size < off + size <= src.size + (1 << 20):
+            raise DumpError(f"kdump file is truncated: it ends at byte {src.size}, inside"
+                            f" the VMCOREINFO at {off}..{off + size}", "truncated")
+        raise DumpError("kdump sub-header points VMCOREINFO outside the dump"
+                        f" (offset {off}, size {size})")
 
 
 def _read_blobs(src, hdr: KdumpHeader, fields: dict) -> bool:
