@@ -90,3 +90,13 @@ def test_corrupt_multi_block(data, tmp_path):
     with pytest.raises(StepError) as err:
         decode(str(bad))
     assert err.value.kind == "corrupt"
+
+
+def test_concatenated_streams(data, tmp_path):
+    """A split stream followed by an unsplittable one (``cat a.xz b.xz``): all data, in order."""
+    raw, files = data
+    both = tmp_path / "both.xz"
+    both.write_bytes(open(files["multi"], "rb").read() + open(files["single"], "rb").read())
+    digest, size, fell_back = decode(str(both))
+    assert (digest, size) == (hashlib.sha256(raw + raw).hexdigest(), 2 * len(raw))
+    assert fell_back

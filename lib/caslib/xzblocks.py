@@ -138,6 +138,7 @@ class ParallelXz:
         self.produced = 0          # bytes handed out so far
         self.eof = False           # index reached: no more blocks to submit
         self.fallback = None
+        self.switch_when_drained = False  # an unsplittable block follows the pending ones
         head = self.raw.read(12)
         if len(head) < 12:
             raise StepError(f"{name}: truncated xz stream: no stream header", "truncated")
@@ -159,6 +160,7 @@ class ParallelXz:
             raise StepError(f"{self.name}: truncated xz stream: input ended after "
                             f"{at - self.start:,} compressed bytes, inside a stream", "truncated")
         if first == b"\x00":
+            self._after_index()
             return None
         size = (first[0] + 1) * 4
         header = first + self.raw.read(size - 1)
@@ -182,6 +184,32 @@ class ParallelXz:
         if len(body) < rest:
             raise self._truncated()
         return header + body, size, comp, unc, at
+
+    def _raw_varint(self) -> int:
+        value = shift = 0
+        for _ in range(9):
+            b = self.raw.read(1)
+            if not b:
+                raise self._truncated()
+            value |= (b[0] & 0x7F) << shift
+            shift += 7
+            if not b[0] & 0x80:
+                return value
+        raise StepError(f"{self.name}: corrupt xz index", "corrupt")
+
+    def _after_index(self):
+        """Skip the index and footer; anything after them (padding, a concatenated
+        stream) goes to the sequential decoder, which handles it."""
+        start = self.raw.pos - 1
+        for _ in range(2 * self._raw_varint()):
+            self._raw_varint()
+        self.raw.read(-(self.raw.pos - start) % 4 + 4)   # index padding and CRC32
+        if len(self.raw.read(12)) < 12:                   # stream footer
+            raise self._truncated()
+        while self.raw.pos < self.end:  # stream padding (zeros) is fine; more data is not
+            if self.raw.read(1 << 16).strip(b"\0"):
+                self.switch_when_drained = True
+                break
 
     def _truncated(self):
         return StepError(f"{self.name}: truncated xz stream: input ended after "
@@ -230,9 +258,9 @@ class ParallelXz:
                     self._switch_to_sequential()
                     return self.read(n)
                 self.eof = True   # hand out what is decoded, then switch
-                self._switch_pending = True
+                self.switch_when_drained = True
             if not self.pending:
-                if getattr(self, "_switch_pending", False):
+                if self.switch_when_drained and self.eof:
                     self._switch_to_sequential()
                     return self.read(n)
                 return b""
