@@ -14,7 +14,9 @@ RFC 8878 section 3.1.
 
 import bz2
 import lzma
+import queue
 import struct
+import threading
 import zlib
 
 from .records import StepError
@@ -320,3 +322,76 @@ def open_reader(raw, codec: str, name: str):
     if codec in ("gzip", "bzip2", "xz", "lzma"):
         return _StdlibReader(raw, codec, name)
     raise StepError(f"{name}: unsupported compression {codec!r}", "unsupported")
+
+
+class Readahead:
+    """``read(n)`` served by a thread that reads ``source`` ahead, at most ``depth`` chunks.
+
+    Why: decompressors (zlib, bz2, lzma, zstd) release the GIL, so while one
+    thread decompresses the next chunk the caller scans and writes the last
+    one; on two cores that hides the writing behind the decoding.  Errors
+    from ``source`` (StepError, OSError) are raised in the caller, in order.
+    Use as a context manager: leaving it stops and joins the thread, so the
+    stream underneath is never read by two threads.
+    """
+
+    def __init__(self, source, chunk: int = CHUNK, depth: int = 4):
+        self.source = source
+        self.chunk = chunk
+        self.queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.buf = b""
+        self.done = False
+        self.thread = threading.Thread(target=self._pump, name="readahead", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self):
+        try:
+            while not self.stop.is_set():
+                data = self.source.read(self.chunk)
+                if not self._put(data) or not data:
+                    return
+        except BaseException as exc:  # handed to the reader, raised there
+            self._put(exc)
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = self.chunk
+        if not self.buf:
+            if self.done:
+                return b""
+            item = self.queue.get()
+            if isinstance(item, BaseException):
+                self.done = True
+                raise item
+            if not item:
+                self.done = True
+                return b""
+            self.buf = item
+        data = self.buf[:n] if n < len(self.buf) else self.buf
+        self.buf = self.buf[len(data):]
+        return data
+
+    def readable(self):
+        return True
+
+    def close(self, wait: float | None = None):
+        """Stop the thread; wait for it (``wait`` seconds at most when giving up on an error:
+        it may sit in a read on a fifo or socket, and dies with the process)."""
+        self.stop.set()
+        self.thread.join(wait)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.close(None if exc_type is None else 0.5)

@@ -8,12 +8,9 @@ without complaint when the server closes early, so we count.
 """
 
 import base64
-import http.client
 import os
 import socket
-import urllib.error
 import urllib.parse
-import urllib.request
 
 from .records import StepError
 
@@ -40,8 +37,10 @@ def shown(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def _request(url: str) -> urllib.request.Request:
+def _request(url: str):
     """http(s) with ``user:password@`` becomes Basic auth (urllib would take it for the host)."""
+    import urllib.request  # here, not at the top: most runs never download
+
     headers = {"User-Agent": "cas-unpack"}
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() in ("http", "https") and parts.username is not None:
@@ -57,6 +56,11 @@ class Download:
     """``read(n)`` over a URL's body; StepError on HTTP errors, timeouts and short reads."""
 
     def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT):
+        import http.client
+        import urllib.error
+        import urllib.request
+
+        self._http = http.client
         self.url = url
         self.name = shown(url)
         self.timeout = timeout
@@ -87,10 +91,10 @@ class Download:
         except (socket.timeout, TimeoutError):
             raise StepError(f"{self.name}: download stalled for {self.timeout:g} s after "
                             f"{self.pos:,} bytes", "timeout") from None
-        except http.client.IncompleteRead as exc:
+        except self._http.IncompleteRead as exc:
             raise StepError(f"{self.name}: short read: connection closed after "
                             f"{self.pos + len(exc.partial):,} bytes", "truncated") from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, self._http.HTTPException) as exc:
             raise StepError(f"{self.name}: download failed after {self.pos:,} bytes: {exc}",
                             "download") from None
         self.pos += len(data)

@@ -95,13 +95,15 @@ class Output:
         self.log.debug("writing %s (%s bytes free)", path, f"{self.free():,}")
         writer = sparse.SparseWriter(fd)
         try:
-            while True:
-                data = stream.read(sparse.COPY_CHUNK)
-                if not data:
-                    break
-                writer.write(data)
-                if self.tick:
-                    self.tick()
+            # one thread decompresses ahead while this one scans for zeros and writes
+            with decompress.Readahead(stream, sparse.COPY_CHUNK) as ahead:
+                while True:
+                    data = ahead.read(sparse.COPY_CHUNK)
+                    if not data:
+                        break
+                    writer.write(data)
+                    if self.tick:
+                        self.tick()
             writer.close()
         except OSError as exc:
             self.discard(path)
