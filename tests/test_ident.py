@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import run
-from caslib import bannerscan, elfcore, flattened, ident, kdumphdr, vmcoreinfo
+from caslib import bannerscan, elfcore, flattened, ident, kdumphdr, utsname, vmcoreinfo
 from caslib.flattened import DumpError
 
 MiB = 1 << 20
@@ -504,9 +504,9 @@ def test_notes_parser_stops_on_garbage():
 def test_utsname_validation():
     uts = b"".join(x.ljust(65, b"\0") for x in (b"Linux", b"host", b"6.1.0-1-amd64", b"#1 SMP",
                                                    b"x86_64", b"(none)"))
-    assert ident._utsname_from(uts, "6.1.0-1-amd64")["nodename"] == "host"
-    assert ident._utsname_from(uts, "6.1.0-2-amd64") is None
-    assert ident._utsname_from(b"Linuy" + uts[5:], None) is None
+    assert utsname.validate(uts, "6.1.0-1-amd64")["nodename"] == "host"
+    assert utsname.validate(uts, "6.1.0-2-amd64") is None
+    assert utsname.validate(b"Linuy" + uts[5:], None) is None
 
 
 def test_size_option_parser():
@@ -558,11 +558,11 @@ def test_x86_64_translation_candidates():
     then the kdump sub-header's, then -KERNELOFFSET (physically unrandomised), then 0."""
     virt = 0xFFFFFFFF9A7F9B60
     info = vmcoreinfo.parse(b"NUMBER(phys_base)=-260046848\nKERNELOFFSET=18400000\n")
-    got = ident._phys_candidates("x86_64", info, virt, sub_phys_base=656812406)
+    got = utsname.phys_candidates("x86_64", info, virt, sub_phys_base=656812406)
     assert [pa for _, pa in got[:4]] == [virt - 0xFFFFFFFF80000000 - 260046848,
                                          virt - 0xFFFFFFFF80000000 + 656812406,
                                          virt - 0xFFFFFFFF80000000 - 0x18400000,
                                          virt - 0xFFFFFFFF80000000]
     assert "NUMBER(phys_base)" in got[0][0]
-    bare = ident._phys_candidates("x86_64", vmcoreinfo.parse(b"KERNELOFFSET=18400000\n"), virt)
+    bare = utsname.phys_candidates("x86_64", vmcoreinfo.parse(b"KERNELOFFSET=18400000\n"), virt)
     assert bare[0][1] == virt - 0xFFFFFFFF80000000 - 0x18400000

@@ -34,8 +34,10 @@ FILE_MACHINE = {62: "x86-64", 3: "Intel 80386", 183: "ARM aarch64", 21: "64-bit 
 # (name, elf class, endian, e_machine, uname -m in utsname, symbol, p_vaddr, extra vmcoreinfo,
 #  expected machine, expected translation)
 CASES = [
-    ("x86_64-kdump", 64, "<", 62, "x86_64", 0xFFFFFFFF82A1E2E0, "virt", "", "x86_64", "p_vaddr"),
-    ("x86_64-xnum", 64, "<", 62, "x86_64", 0xFFFFFFFF82A1E2E0, "virt", "", "x86_64", "p_vaddr"),
+    ("x86_64-kdump", 64, "<", 62, "x86_64", 0xFFFFFFFF82A1E2E0, "virt", "", "x86_64",
+     "p_vaddr"),
+    ("x86_64-xnum", 64, "<", 62, "x86_64", 0xFFFFFFFF82A1E2E0, "virt", "", "x86_64",
+     "p_vaddr"),
     ("i386-elf32", 32, "<", 3, "i686", 0xC1A2B3C0, "virt", "", "i686", "p_vaddr"),
     ("i386-qemu-elf64", 64, "<", 3, "i686", 0xC1A2B3C0, "phys", "", "i686",
      "PAGE_OFFSET"),
@@ -80,7 +82,8 @@ def build_core(path: str, case, symbol_delta: int = 0) -> dict:
     name, cls, e, em, machine, sym, where, extra, _, _ = case
     release = f"6.1.0-{name}"
     vmcoreinfo = (f"OSRELEASE={release}\nBUILD-ID={'ab' * 20}\nPAGESIZE=4096\n"
-                  f"SYMBOL(init_uts_ns)={sym + symbol_delta:x}\nOFFSET(uts_namespace.name)=0\n{extra}"
+                  f"SYMBOL(init_uts_ns)={sym + symbol_delta:x}\n"
+                  f"OFFSET(uts_namespace.name)=0\n{extra}"
                   "CRASHTIME=1704800000\n").encode()
     longsize = 8 if cls == 64 and em != 3 else 4
     prsz = 336 if longsize == 8 else 144

@@ -67,7 +67,8 @@ class ElfCore:
         return None
 
     def is_user_core(self) -> bool:
-        """A process core (binfmt_elf, gdb gcore): PRPSINFO plus AUXV/FILE/SIGINFO, no VMCOREINFO."""
+        """A process core (binfmt_elf, gdb gcore): PRPSINFO with AUXV/FILE/SIGINFO notes and
+        no VMCOREINFO."""
         types = {(n.name, n.type) for n in self.notes}
         if any(n.name.startswith("VMCOREINFO") for n in self.notes):
             return False

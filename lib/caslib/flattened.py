@@ -49,7 +49,8 @@ class FileSource:
         if offset < 0 or size < 0:
             raise DumpError(f"negative offset {offset} or size {size}")
         if size > MAX_READ:
-            raise DumpError(f"a {size}-byte read at offset {offset} exceeds the {MAX_READ}-byte cap")
+            raise DumpError(f"a {size}-byte read at offset {offset} exceeds the"
+                            f" {MAX_READ}-byte cap")
         size = max(0, min(size, self.size - offset))
         if size == 0:
             return b""
@@ -117,8 +118,8 @@ class FlattenedSource:
             raise DumpError(f"flattened stream has more than {MAX_RECORDS} records", "too-large")
         hdr = self.stream.read(self.next_pos, 16)
         if len(hdr) < 16:
-            raise DumpError(f"flattened stream ends inside a record header at byte {self.next_pos}"
-                            " (cut short: no end marker)", "truncated")
+            raise DumpError("flattened stream ends inside a record header at byte"
+                            f" {self.next_pos} (cut short: no end marker)", "truncated")
         offset, size = struct.unpack(">qq", hdr)
         if offset == -1 and size == -1:
             self.ended = True
@@ -149,7 +150,8 @@ class FlattenedSource:
         if offset < 0 or size < 0:
             raise DumpError(f"negative offset {offset} or size {size}")
         if size > MAX_READ:
-            raise DumpError(f"a {size}-byte read at offset {offset} exceeds the {MAX_READ}-byte cap")
+            raise DumpError(f"a {size}-byte read at offset {offset} exceeds the"
+                            f" {MAX_READ}-byte cap")
         self.walk_all()
         end = min(offset + size, self.size)
         if end <= offset:
