@@ -59,7 +59,7 @@ class Index:
     def known_releases(self) -> list[tuple[str, str | None]]:
         return self.conn.execute("SELECT DISTINCT release, machine FROM kernels").fetchall()
 
-    def near_releases(self, release: str, window: int = 100) -> list[tuple[str, str | None]]:
+    def near_releases(self, release: str, window: int = 50) -> list[tuple[str, str | None]]:
         """Indexed (release, machine) pairs that could be nearest to ``release``.
 
         Not every release of a big shelf: its neighbours in text order, the
