@@ -1,7 +1,6 @@
 """caslib.decompress on streams written by the real gzip, bzip2, xz, lzma, zstd and pzstd CLIs."""
 
 import io
-import os
 import subprocess
 
 import pytest

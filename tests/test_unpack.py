@@ -274,3 +274,33 @@ def test_help():
 
     proc = subprocess.run(command("cas-unpack") + ["-h"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--compress-format" in proc.stdout
+
+
+def test_progress_only_on_a_terminal(setup):
+    """With stderr on a pseudo-terminal a progress line appears; in a pipe it does not."""
+    import pty
+    import subprocess
+
+    from conftest import command
+
+    xz = compress_with(["xz", "-c"], setup.data, setup.tmp / "vmcore.12345.xz")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(command("cas-unpack") + ["--config", setup.conf, "-i", "1", xz],
+                            stdout=subprocess.PIPE, stderr=slave, env=setup.env)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other side closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out = proc.stdout.read()
+    assert proc.wait() == 0
+    os.close(master)
+    assert json.loads(out)["layers"] == ["xz"]
+    text = seen.decode(errors="replace")
+    assert "unpack vmcore.12345.xz:" in text and "/s" in text, text
+    assert "unpack vmcore.12345.xz:" not in setup("-i", "1", xz).stderr
