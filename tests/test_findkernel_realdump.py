@@ -98,3 +98,21 @@ def test_decoy_releases_are_the_nearest(realdump, real_index):
     msg = res.record["error"]["message"]
     assert msg.startswith("no debuginfo for 6.1.0-58-cloud-amd64 (x86_64) among 7 indexed packages;"
                           " nearest: 6.1.0-57-cloud-amd64"), msg
+
+
+def test_issue_example_with_only_the_decoys(realdump, tmp_path, config_file, casenv):
+    """The real kernel's packages are missing; the decoys (55-cloud, 56-amd64, 57-cloud) remain."""
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    for rpm in realdump["rpms"]:
+        if rpm["decoy"]:
+            os.symlink(rpm["path"], kernels / os.path.basename(rpm["path"]))
+    conf = config_file(kernels=str(kernels))
+    assert run("cas-admin", "--config", conf, env=casenv).returncode == 0
+    kernel = realdump["kernel"]
+    res = run("cas-findkernel", "--config", conf, "--release", kernel["release"], "--machine",
+              kernel["machine"], "--build-id", kernel["build_id"], env=casenv)
+    assert res.returncode == 1
+    assert res.record["error"]["message"] == (
+        "no debuginfo for 6.1.0-56-cloud-amd64 (x86_64) among 3 indexed packages; "
+        "nearest: 6.1.0-55-cloud-amd64, 6.1.0-56-amd64, 6.1.0-57-cloud-amd64")

@@ -260,8 +260,11 @@ def test_disk_full_rlimit(setup):
         assert_clean_failure(res, setup.work, "disk-full", ["removed the partial file"])
 
 
-def test_disk_full_tmpfs(setup, tmp_path):
-    """A real ENOSPC: a 2 MiB tmpfs mounted in a private mount namespace."""
+@pytest.mark.parametrize("raw", [False, True])
+def test_disk_full_tmpfs(setup, tmp_path, raw):
+    """A real ENOSPC: a 2 MiB tmpfs mounted in a private mount namespace.  A compressed
+    input fills it and is cleaned up; a raw file (another filesystem: copied, not linked)
+    is refused before writing, since its data size is known."""
     if not shutil.which("unshare") or subprocess.run(
             ["unshare", "-rm", "true"], capture_output=True).returncode != 0:
         pytest.skip("no user namespaces here")
@@ -270,11 +273,12 @@ def test_disk_full_tmpfs(setup, tmp_path):
     conf = tmp_path / "tmpfs.conf"
     conf.write_text(f"[settings]\ncasuser = root\nkernels = {tmp_path}/k\n"
                     f"workDirectory = {work}\ndatabase = {tmp_path}/db\n")
-    gz = compress_with(["gzip", "-c"], setup.data, setup.tmp / "vmcore.12345.gz")
+    src = setup.data if raw else compress_with(["gzip", "-c"], setup.data,
+                                               setup.tmp / "vmcore.12345.gz")
     script = ('mount -t tmpfs -o size=2m cas "$1" || exit 99; shift; "$@"; rc=$?; '
               'find "$0" -type f -printf "LEFT %P\\n" >&2; exit $rc')
     proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, str(work), str(work)]
-                          + command("cas-unpack") + ["--config", str(conf), "-i", "1", gz],
+                          + command("cas-unpack") + ["--config", str(conf), "-i", "1", src],
                           capture_output=True, text=True, env=setup.env)
     if proc.returncode == 99:
         pytest.skip("cannot mount tmpfs in a user namespace")
@@ -282,8 +286,14 @@ def test_disk_full_tmpfs(setup, tmp_path):
 
     res = Result(proc)
     assert res.returncode == 1, res
-    assert res.record["error"]["kind"] == "disk-full"
-    assert "No space left on device" in res.record["error"]["message"]
+    err = res.record["error"]
+    assert err["kind"] == "disk-full"
+    if raw:
+        assert "not enough space" in err["message"]
+    else:
+        assert "No space left on device" in err["message"]
+        assert "removed the partial file" in err["message"]
+    assert f"cas-unpack: {err['message']}" in res.stderr.splitlines()
     left = [line for line in res.stderr.splitlines() if line.startswith("LEFT ")]
     assert left and all(line.endswith("1.log") for line in left), left
 
