@@ -13,7 +13,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import threading
 
 import pytest
 

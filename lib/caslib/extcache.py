@@ -29,7 +29,7 @@ import shutil
 import stat
 import time
 
-from . import jobdir, logs
+from . import logs
 from .records import StepError
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), linux/fs.h
