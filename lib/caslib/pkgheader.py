@@ -8,7 +8,11 @@ ar archive whose ``control.tar`` lists regular files in ``md5sums``; its
 ``data.tar`` is only streamed as far as needed to learn the kernel image's
 build-id (and in full, streaming, when ``md5sums`` is missing).
 
-  read_rpm(path) -> Package      header only (rpmfile), checked against the file size
+  read_rpm(path) -> Package      header only, checked against the file size (a cut
+                                 payload is caught by the signature's size tag); the
+                                 tags are rpmfile's, decoded only for the dozen the
+                                 index needs (rpmfile decodes all of them: 97 ms on a
+                                 20,000-file header where this takes ~10 ms)
   read_deb(path) -> Package      stdlib ar + tarfile; zstd members through ``zstandard``
   read_package(path) -> Package  by magic bytes, not by name
 Errors are PackageError with one line naming the file and what is wrong.
@@ -136,7 +140,7 @@ def _decode(value) -> str:
 
 DEBUG_PREFIX = "/usr/lib/debug/"
 # The tags the index needs, by rpmfile's names.  rpmfile.RPMFile decodes every
-# tag of a header, copying the store tail for each string (70 ms on a
+# tag of a header, copying the store tail for each string (80-100 ms on a
 # 20,000-file debuginfo-common header); decoding only these takes ~1 ms.
 _WANTED = {rpmfile.headers.tags[name]: name for name in (
     "name", "version", "release", "serial", "arch", "archive_compression", "basenames",
@@ -226,8 +230,8 @@ def read_rpm(path: str, prefix: str | None = DEBUG_PREFIX) -> Package:
                 pkg.warnings.append(f"{path}: members under {d!r} climb out with '..'; ignored")
                 continue
             wanted.add(i)
-        picked = [(i, dirnames[di] + _decode(basenames[i]))
-                  for i, di in enumerate(dirindexes) if di in wanted]
+        picked = [] if not wanted else [(i, dirnames[di] + _decode(basenames[i]))
+                                        for i, di in enumerate(dirindexes) if di in wanted]
     else:
         names = [_decode(n) for n in _seq(headers.get("oldfilenames"))]
         pkg.file_count = len(names)
