@@ -1,4 +1,8 @@
-"""QEMU dumps without VMCOREINFO: the real-dump kernel booted with no initramfs.
+"""QEMU dumps the real-dump bed does not make: the real-dump kernel booted here again.
+
+With ``paging=true`` QEMU writes PT_LOADs at the guest's virtual addresses, so
+``init_uts_ns`` is read through ``p_vaddr`` (the real-dump bed only has
+``paging=false`` dumps, read through ``p_paddr``).
 
 Without an initramfs the guest never loads ``qemu_fw_cfg``, so it never registers its
 VMCOREINFO with QEMU (QEMU >= 2.11 needs ``-device vmcoreinfo`` *and* the guest driver);
@@ -53,20 +57,24 @@ class Qmp:
         self.sock.close()
 
 
-@pytest.fixture(scope="module")
-def novmcoreinfo(realdump, tmp_path_factory):
-    """{"elf": path, "kdump": path} dumped by QEMU from a guest without VMCOREINFO."""
+def boot_and_dump(realdump, out, initrd: str | None, dumps: dict, memory: int) -> dict:
+    """Boot the real-dump kernel under QEMU (TCG) until it panics, then dump it.
+
+    ``dumps`` maps a name to dump-guest-memory arguments; returns name -> path, plus
+    "serial" (the guest's console).
+    """
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         pytest.skip("qemu-system-x86_64 not installed")
-    out = tmp_path_factory.mktemp("qemu-novmci")
     serial, qmp_path = out / "serial.log", str(out / "qmp.sock")
-    proc = subprocess.Popen(
-        [qemu, "-accel", "tcg", "-cpu", "max", "-m", "160", "-smp", "1", "-display", "none",
-         "-monitor", "none", "-no-reboot", "-device", "vmcoreinfo",
-         "-kernel", realdump["vmlinuz"], "-append", "console=ttyS0 panic=0",
-         "-serial", f"file:{serial}", "-qmp", f"unix:{qmp_path},server,nowait"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    argv = [qemu, "-accel", "tcg", "-cpu", "max", "-m", str(memory), "-smp", "1",
+            "-display", "none", "-monitor", "none", "-no-reboot", "-device", "vmcoreinfo",
+            "-kernel", realdump["vmlinuz"], "-append", "console=ttyS0 panic=0",
+            "-serial", f"file:{serial}", "-qmp", f"unix:{qmp_path},server,nowait"]
+    if initrd:
+        argv += ["-initrd", initrd]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    paths = {}
     try:
         deadline = time.monotonic() + BOOT_TIMEOUT
         qmp = Qmp(qmp_path, deadline)
@@ -75,16 +83,48 @@ def novmcoreinfo(realdump, tmp_path_factory):
             assert time.monotonic() < deadline, serial.read_text(errors="replace")[-2000:]
             time.sleep(0.2)
         qmp.execute("stop")
-        dumps = {"elf": str(out / "vmcore.elf"), "kdump": str(out / "vmcore.kdump")}
-        qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{dumps['elf']}")
-        qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{dumps['kdump']}",
-                    format="kdump-zlib")
+        for name, arguments in dumps.items():
+            paths[name] = str(out / name)
+            qmp.execute("dump-guest-memory", protocol=f"file:{paths[name]}", **arguments)
         qmp.close()
     finally:
         proc.kill()
         proc.wait()
-    dumps["serial"] = serial.read_text(errors="replace")
-    return dumps
+    paths["serial"] = serial.read_text(errors="replace")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def novmcoreinfo(realdump, tmp_path_factory):
+    """QEMU's ELF and kdump-zlib dumps of a guest that registered no VMCOREINFO."""
+    return boot_and_dump(realdump, tmp_path_factory.mktemp("qemu-novmci"), None,
+                         {"elf": {"paging": False},
+                          "kdump": {"paging": False, "format": "kdump-zlib"}}, 160)
+
+
+@pytest.fixture(scope="module")
+def paging(realdump, tmp_path_factory):
+    """QEMU's ELF dump with paging=true (virtual PT_LOADs) of the real-dump guest, which
+    loads qemu_fw_cfg from its initramfs and so registers VMCOREINFO."""
+    initrd = next((f["path"] for f in realdump["files"] if f["role"] == "initrd"), None)
+    if initrd is None:
+        pytest.skip("the real-dump manifest has no initramfs")
+    return boot_and_dump(realdump, tmp_path_factory.mktemp("qemu-paging"), initrd,
+                         {"elf": {"paging": True}}, 256)
+
+
+def test_qemu_paging_elf_reads_init_uts_ns_through_virtual_addresses(paging, realdump):
+    path = paging["elf"]
+    out = subprocess.run(["readelf", "-W", "-l", path], capture_output=True, text=True).stdout
+    assert "0xffffffff8" in out  # readelf vouches: PT_LOADs at kernel virtual addresses
+    res = run("cas-ident", path)
+    assert res.returncode == 0, res
+    rec = res.record
+    for key in ("release", "version", "machine", "hostname", "build_id"):
+        assert rec["kernel"][key] == realdump["kernel"][key], key
+    assert rec["ident_method"] == "vmcoreinfo"
+    assert "p_vaddr" in rec["ident"]["utsname_at"], rec["ident"]
+    assert rec["ident"]["bytes_read"] < 1 << 20
 
 
 def test_qemu_elf_without_vmcoreinfo_falls_back_to_the_banner(novmcoreinfo, realdump):
