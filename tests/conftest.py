@@ -23,7 +23,10 @@ class Result:
         self.returncode = proc.returncode
         self.stdout = proc.stdout
         self.stderr = proc.stderr
-        self.records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+        try:
+            self.records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+        except ValueError:  # a command printing text for a person (cas without --json)
+            self.records = []
 
     @property
     def record(self) -> dict:

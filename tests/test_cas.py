@@ -193,19 +193,25 @@ def test_interrupted_run_is_failed_and_leaves_no_child(realdump, site):
     argv = command("cas") + ["--config", site["conf"], "-i", "intr", "-f", core]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until crash itself runs: the longest step
-        out = subprocess.run(["pgrep", "-s", str(proc.pid), "-f", "crash"], capture_output=True,
-                             text=True).stdout.split()
-        if len(out) >= 2:
-            break
+    # the steps share cas's session; crash runs in a process group of its own, found by
+    # the job directory on its command line
+    jobs_dir = str(site["top"] / "work" / "intr") + os.sep
+
+    def crash_pids():
+        return subprocess.run(["pgrep", "-f", jobs_dir], capture_output=True, text=True).stdout.split()
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not crash_pids():  # wait for the longest step
+        assert proc.poll() is None, "cas ended before crash started"
         time.sleep(0.2)
+    assert crash_pids(), "crash never started"
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == 143
     time.sleep(0.5)
     left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout
-    assert left.strip() == "", f"children left behind: {left}"
+    assert left.strip() == "", f"steps left behind: {left}"
+    assert crash_pids() == [], "crash left behind"
     rows = [r for r in job_rows(site["db"]) if r[1] == "intr"]
     assert rows and rows[-1][3] == "failed"
 

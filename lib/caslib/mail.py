@@ -51,18 +51,38 @@ def default_sender(cfg) -> str:
     return f"{user}@{host}"
 
 
-def _read_output(path: str | None) -> str:
-    if not path:
-        return "(no crash output)\n"
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_BODY_OUTPUT + 1)
-    except OSError as exc:
-        return f"(crash output unreadable: {exc.strerror})\n"
-    text = data[:MAX_BODY_OUTPUT].decode("utf-8", "replace")
-    if len(data) > MAX_BODY_OUTPUT:
-        text += f"\n[... cut at {MAX_BODY_OUTPUT // 1024} KiB; the whole output is {path}]\n"
-    return text
+RESULT_ORDER = ("traceback", "sys", "log", "modules", "memory")
+
+
+def _output_data(crash: dict) -> str:
+    """The crash results for the mail: the split files in the seed's order, then crash.out.
+
+    Redirected commands write only to their result file, so crash.out alone
+    would miss the backtrace.  The whole is cut at MAX_BODY_OUTPUT.
+    """
+    files = dict(crash.get("files") or {})
+    parts = [(name, files.get(name)) for name in RESULT_ORDER if files.get(name)]
+    parts.append(("crash.out", crash.get("output")))
+    text, budget = [], MAX_BODY_OUTPUT
+    for name, path in parts:
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(budget + 1)
+        except OSError as exc:
+            text.append(f"==> {name}: unreadable: {exc.strerror}\n")
+            continue
+        cut = len(data) > budget
+        data = data[:budget]
+        budget -= len(data)
+        chunk = data.decode("utf-8", "replace")
+        text.append(f"==> {name} <==\n{chunk}" + ("" if chunk.endswith("\n") else "\n"))
+        if cut:
+            text.append(f"[... cut at {MAX_BODY_OUTPUT // 1024} KiB; the whole output is in "
+                        f"{os.path.dirname(path)}]\n")
+            break
+    return "\n".join(text) if text else "(no crash output)\n"
 
 
 def body(record: dict) -> str:
@@ -98,7 +118,7 @@ def body(record: dict) -> str:
         "Output data:",
         "",
     ]
-    return "\n".join(lines) + "\n" + _read_output(crash.get("output"))
+    return "\n".join(lines) + "\n" + _output_data(crash)
 
 
 def build_message(record: dict, to: str | None, sender: str) -> EmailMessage:
