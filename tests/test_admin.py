@@ -450,3 +450,27 @@ def test_schema_migrates_forward_keeping_rows(tmp_path):
     assert conn.execute("SELECT job FROM jobs").fetchall() == [("j",)]
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "kernels_base" in indexes
+
+
+def test_progress_only_on_a_terminal(shelf, config_file, casenv):
+    import pty
+    conf = config_file(kernels=shelf["dir"])
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(command("cas-admin") + ["--config", conf], stdout=subprocess.PIPE,
+                            stderr=slave, env=casenv)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    tty_text = b"".join(chunks).decode()
+    assert "indexing: " in tty_text and "packages seen" in tty_text
+    piped = run("cas-admin", "--config", conf, env=casenv)
+    assert "indexing: " not in piped.stderr and "\r" not in piped.stderr
