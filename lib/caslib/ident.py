@@ -232,7 +232,9 @@ def _ident_scan(path: str, ident: Identification, buffersize: int, start: int = 
     verdict = result.verdict()
     if "candidates" in verdict:
         ident.ident["candidates"] = verdict["candidates"]
-        raise DumpError(f"the first {result.scanned} bytes name several kernels ("
+        where = (f"its {size} bytes" if result.scanned >= size - start
+                 else f"its first {result.scanned} bytes")
+        raise DumpError(f"{where} name several kernels ("
                         + ", ".join(verdict["candidates"][:8]) + "); not picking one",
                         "ambiguous")
     if not verdict:
