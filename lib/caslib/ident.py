@@ -19,7 +19,9 @@ Python use::
   mapped from ``e_machine``); ``crash_time`` is ISO 8601 UTC;
 - ``ident_method``: where the release came from: ``vmcoreinfo``,
   ``utsname`` (kdump header or the kernel's ``init_uts_ns``) or ``banner``
-  (the fallback scan of the first ``buffersize`` bytes);
+  (the fallback scan of the first ``buffersize`` bytes; in ELF dumps the
+  vmcoreinfo_data page an OSRELEASE= hit starts is then used too, if its
+  symbols lead to a matching ``init_uts_ns``);
 - ``ident``: extra facts, each present only when known:
 
   - the container: ``inner_format`` and ``records`` (flattened streams),
@@ -104,6 +106,7 @@ class Identification:
         self.method = None
         self.ident: dict = {}
         self.sources: dict = {}
+        self.core = None          # the parsed ELF core, when the dump is one
 
     def set(self, key: str, value, source: str) -> None:
         """Fill ``kernel[key]`` unless already known; note a disagreement."""
@@ -158,7 +161,7 @@ def _apply_prstatus(ident: Identification, pids: list, qemu: bool) -> None:
 
 
 def _ident_elf(src, head, ident: Identification) -> None:
-    core = elfcore.read_elf(src, head)
+    core = ident.core = elfcore.read_elf(src, head)
     if core.is_user_core():
         name, args = core.process_name()
         what = f"process {name!r}" if name else "a process"
@@ -241,9 +244,31 @@ def _ident_scan(path: str, ident: Identification, buffersize: int, start: int = 
         return
     how = "OSRELEASE= in memory" if verdict["osrelease_hit"] else "Linux version banner"
     ident.set("release", verdict["release"], how)
+    if verdict["osrelease_hit"] and ident.core is not None:
+        _vmcoreinfo_in_memory(path, ident, result.osrelease[verdict["release"]])
     ident.set("banner", verdict["banner"], "Linux version banner")
     ident.set("version", verdict["version"], "Linux version banner")
     ident.method = "banner"
+
+
+def _vmcoreinfo_in_memory(path: str, ident: Identification, offset: int) -> None:
+    """The OSRELEASE= hit may start the kernel's own vmcoreinfo_data page (filled at boot,
+    whether or not anyone registered it): parse it, and trust it only if its
+    SYMBOL(init_uts_ns) reads back as a utsname of the same release in this dump."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        text = fh.read(8192)
+    vmci = vmcoreinfo.parse(text)
+    release = ident.kernel["release"]
+    if vmci.osrelease != release:
+        return
+    core = ident.core
+    with FileSource(path) as src:
+        uts, how = utsname.from_elf(src, core, vmci, release, core.machine)
+    if uts:
+        _apply_vmcoreinfo(ident, vmci, "VMCOREINFO in memory")
+        _apply_utsname(ident, uts, "init_uts_ns")
+        ident.ident["utsname_at"] = f"{how}, symbols from the VMCOREINFO at byte {offset}"
 
 
 def identify(path: str, buffersize: int = DEFAULT_BUFFERSIZE) -> dict:
