@@ -402,3 +402,15 @@ def test_man_page_mentions_every_option():
     assert text.startswith(".TH") or "\n.TH" in text
     for opt in ("--rpm", "--member", "--workdir", "--modules-prefix", "-m", "--config", "-h"):
         assert opt.replace("-", r"\-") in text or opt in text, opt
+
+
+def test_stale_staging_is_swept(pkgs, env, tmp_path):
+    """What a SIGKILLed extraction leaves in the cache's staging area goes on the next run."""
+    stale = tmp_path / "debugs" / ".tmp" / "deadbeef.12345.1"
+    stale.mkdir(parents=True)
+    (stale / "half-a-vmlinux").write_bytes(b"x" * 1000)
+    old = os.stat(stale).st_mtime - 7 * 3600
+    os.utime(stale, (old, old))
+    res = extract(env, pkgs["rpm"]["zstd"], P.VMLINUX, tmp_path / "job")
+    assert res.returncode == 0, res
+    assert not stale.exists()

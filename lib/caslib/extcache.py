@@ -34,6 +34,7 @@ from .records import StepError
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), linux/fs.h
 DEFAULT_LIMIT = 20 * 1024 ** 3
+STALE_STAGE = 6 * 3600  # seconds: no extraction takes this long, a killed one leaves this
 
 
 def identity(path: str, st: os.stat_result) -> dict:
@@ -161,8 +162,20 @@ class Cache:
                 out.append((mtime, size, d.name))
         return sorted(out)
 
+    def sweep(self, older_than: float = STALE_STAGE) -> None:
+        """Remove staging directories left by a killed extraction (SIGKILL, power loss)."""
+        tmp = os.path.join(self.root, ".tmp")
+        now = time.time()
+        with os.scandir(tmp) as it:
+            for d in it:
+                with contextlib.suppress(OSError):
+                    if now - d.stat(follow_symlinks=False).st_mtime > older_than:
+                        self.log.info("cache: removing stale %s", d.path)
+                        shutil.rmtree(d.path, ignore_errors=True)
+
     def evict(self, keep=()) -> int:
         """Drop least recently used entries until the total fits ``limit``; bytes freed."""
+        self.sweep()
         entries = self.entries()
         total = sum(size for _, size, _ in entries)
         freed = 0
