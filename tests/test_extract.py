@@ -414,3 +414,14 @@ def test_stale_staging_is_swept(pkgs, env, tmp_path):
     res = extract(env, pkgs["rpm"]["zstd"], P.VMLINUX, tmp_path / "job")
     assert res.returncode == 0, res
     assert not stale.exists()
+
+
+def test_modules_later_reuse_the_cached_vmlinux(pkgs, env, tmp_path):
+    """A job without -m caches the vmlinux; a later -m job reads only the modules."""
+    first = extract(env, pkgs["rpm"]["xz"], P.VMLINUX, tmp_path / "job1")
+    second = extract(env, pkgs["rpm"]["xz"], P.VMLINUX, tmp_path / "job2", "-m")
+    assert first.returncode == second.returncode == 0, (first, second)
+    assert f"extracting modules under {P.PREFIX}" in second.stderr
+    assert f"extracting {P.VMLINUX}" not in second.stderr
+    assert os.stat(first.record["vmlinux"]).st_ino == os.stat(second.record["vmlinux"]).st_ino
+    assert len(second.record["modules"]) == len(P.MODULES)
