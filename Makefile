@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: deps test demo realdump bench clean
+.PHONY: deps test demo realdump bench fuzz clean
 
 deps:
 	@sh tests/install-deps
@@ -26,6 +26,9 @@ demo: deps $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	for b in bench/*; do [ -x "$$b" ] && $(PY) "$$b"; done
+
+fuzz: $(VENV)/.installed
+	CAS_FUZZ_CASES=10000 $(PY) -m pytest -q -p no:cacheprovider tests/test_ident_fuzz.py
 
 clean:
 	rm -rf $(VENV) build lib/*.egg-info demo
