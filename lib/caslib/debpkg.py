@@ -46,17 +46,19 @@ def ar_members(fh, path: str):
         if not head:
             return
         if len(head) < AR_HEADER or head[58:60] != b"`\n":
-            raise StepError(f"{path}: corrupt ar member header at byte {pos:,}", "corrupt")
+            raise StepError(f"{path}: corrupt Debian package: bad ar member header at byte "
+                            f"{pos:,}", "corrupt")
         name = head[:16].decode("ascii", "replace").rstrip()
         if name.endswith("/") and name != "/":  # GNU ar style
             name = name[:-1]
         try:
             size = int(head[48:58].decode("ascii").strip())
         except ValueError:
-            raise StepError(f"{path}: corrupt ar member size at byte {pos:,}", "corrupt") from None
+            raise StepError(f"{path}: corrupt Debian package: bad ar member size at byte "
+                            f"{pos:,}", "corrupt") from None
         start = pos + AR_HEADER
         if start + size > total:
-            raise StepError(f"{path}: truncated: ar member {name} needs {size:,} bytes at "
+            raise StepError(f"{path}: truncated Debian package: ar member {name} needs {size:,} bytes at "
                             f"{start:,}, the file has {total:,}", "truncated")
         yield ArMember(name, size, start)
         pos = start + size + (size & 1)

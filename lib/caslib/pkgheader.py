@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 
 import rpmfile
 
-from . import elfnote
+from . import debpkg, elfnote
+from .records import StepError
 
 RPM_LEAD_MAGIC = b"\xed\xab\xee\xdb"
 RPM_HEADER_MAGIC = b"\x8e\xad\xe8\x01"
-AR_MAGIC = b"!<arch>\n"
+AR_MAGIC = debpkg.AR_MAGIC
 _SIGTAG_SIZE, _SIGTAG_LONGSIZE = 1000, 270
 # rpm's payload compressor names (RPMTAG_PAYLOADCOMPRESSOR); absent means gzip
 PAYLOADS = ("gzip", "bzip2", "xz", "lzma", "zstd")
@@ -282,26 +283,12 @@ class _Slice(io.RawIOBase):
 
 
 def _ar_members(fh, path: str, size: int) -> list[tuple[str, int, int]]:
-    """(name, data offset, length) of each member of an ar archive."""
-    if fh.read(8) != AR_MAGIC:
-        raise PackageError(f"{path}: not a Debian package (no ar magic)")
-    out, pos = [], 8
-    while pos < size:
-        fh.seek(pos)
-        head = fh.read(60)
-        if len(head) < 60 or head[58:60] != b"`\n":
-            raise PackageError(f"{path}: corrupt Debian package: bad ar member header at byte {pos}")
-        name = head[:16].decode("ascii", "replace").strip().rstrip("/")
-        try:
-            length = int(head[48:58].decode("ascii").strip())
-        except ValueError:
-            raise PackageError(f"{path}: corrupt Debian package: bad ar member size at byte {pos}") from None
-        if pos + 60 + length > size:
-            raise PackageError(f"{path}: truncated Debian package: member {name} needs "
-                               f"{pos + 60 + length} bytes, file has {size}")
-        out.append((name, pos + 60, length))
-        pos += 60 + length + (length & 1)
-    return out
+    """(name, data offset, length) of each member of an ar archive (debpkg's parser)."""
+    del size  # debpkg checks each member against the file's own size
+    try:
+        return [(m.name, m.offset, m.size) for m in debpkg.ar_members(fh, path)]
+    except StepError as exc:
+        raise PackageError(exc.message) from None
 
 
 def _tar_stream(raw, member: str, path: str):
