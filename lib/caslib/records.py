@@ -129,7 +129,14 @@ def apply(step: str, process: Callable[[dict], dict], record: dict,
             message = _one_line(exc)
             log.error("%s", message)
             return error_record(record, step, message, "os-error")
-        except (KeyboardInterrupt, SystemExit):
+        except KeyboardInterrupt as exc:
+            # the record in progress still gets its line on stdout (run() writes it)
+            partial = getattr(exc, "partial", None)
+            name = "SIGTERM" if getattr(exc, "signum", signal.SIGINT) == signal.SIGTERM else "SIGINT"
+            exc.error_record = error_record(partial if partial is not None else record, step,
+                                            f"interrupted by {name}", "interrupted")
+            raise
+        except SystemExit:
             raise
         except Exception as exc:  # a bug: one line on stdout, the traceback only in the log
             log.debug("internal error", exc_info=True)
@@ -171,6 +178,12 @@ def run(step: str, process: Callable[[dict], dict], initial: Iterable[dict] | No
         return _quiet_broken_pipe()
     except KeyboardInterrupt as exc:
         log.error("interrupted")
+        out = getattr(exc, "error_record", None)
+        if out is not None:
+            try:
+                write_record(out, stdout)
+            except OSError:
+                pass
         return exit_status_for(exc)
     return status
 

@@ -31,7 +31,6 @@ removed and the job directory keeps only its log.
 import os
 import re
 import stat
-import sys
 
 from . import cli, compress, decompress, fetch, jobdir, layers, logs, records, sparse
 from .progress import Progress
@@ -273,7 +272,7 @@ def _unpack(record: dict, raw, name: str, size, local, log) -> dict:
         except KeyboardInterrupt as exc:
             out.cleanup()
             log.error("interrupted: removed the partial core")
-            exc.partial = record  # main() writes the error record before exiting
+            exc.partial = record  # records.run writes its error record before exiting
             raise
     record["core"] = core
     record["layers"] = peeled
@@ -332,16 +331,7 @@ def main(argv=None) -> int:
                 record["id"] = args.id
             if args.job and "job" not in record:
                 record["job"] = args.job
-            try:
-                return process(record, cfg)
-            except KeyboardInterrupt as exc:
-                partial = getattr(exc, "partial", None)
-                if partial is not None:
-                    signame = "SIGTERM" if getattr(exc, "signum", 2) == 15 else "SIGINT"
-                    records.write_record(records.error_record(
-                        partial, STEP, f"interrupted by {signame}; removed the partial core",
-                        "interrupted"), sys.stdout)
-                raise
+            return process(record, cfg)
 
         return records.run(STEP, step, initial)
 
