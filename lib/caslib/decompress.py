@@ -327,12 +327,15 @@ def open_reader(raw, codec: str, name: str):
 class Readahead:
     """``read(n)`` served by a thread that reads ``source`` ahead, at most ``depth`` chunks.
 
-    Why: decompressors (zlib, bz2, lzma, zstd) release the GIL, so while one
-    thread decompresses the next chunk the caller scans and writes the last
-    one; on two cores that hides the writing behind the decoding.  Errors
-    from ``source`` (StepError, OSError) are raised in the caller, in order.
-    Use as a context manager: leaving it stops and joins the thread, so the
-    stream underneath is never read by two threads.
+    Why: decompressors (zlib, bz2, lzma, zstd) release the GIL, and so do
+    hashlib on large buffers and os.write, so while one thread decodes the
+    next chunk the caller scans, hashes and writes the last one; on two cores
+    that overlaps decoding and writing as ``rpm2cpio | cpio`` does with two
+    processes.  Memory stays bounded by ``depth`` chunks.  Errors from
+    ``source`` (StepError, OSError) are raised in the caller, in order.  Use
+    as a context manager (or call ``close()``): leaving it stops and joins the
+    thread, so the stream underneath is never read by two threads.
+    Used by cas-unpack (peeling layers) and cas-extract (package payloads).
     """
 
     def __init__(self, source, chunk: int = CHUNK, depth: int = 4):
@@ -341,6 +344,7 @@ class Readahead:
         self.queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.buf = b""
+        self.pos = 0
         self.done = False
         self.thread = threading.Thread(target=self._pump, name="readahead", daemon=True)
         self.thread.start()
@@ -366,7 +370,7 @@ class Readahead:
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             n = self.chunk
-        if not self.buf:
+        if self.pos >= len(self.buf):
             if self.done:
                 return b""
             item = self.queue.get()
@@ -376,9 +380,12 @@ class Readahead:
             if not item:
                 self.done = True
                 return b""
-            self.buf = item
-        data = self.buf[:n] if n < len(self.buf) else self.buf
-        self.buf = self.buf[len(data):]
+            self.buf, self.pos = item, 0
+        if self.pos == 0 and n >= len(self.buf):
+            data = self.buf  # the usual case: a whole chunk, no copy
+        else:
+            data = self.buf[self.pos:self.pos + n]
+        self.pos += len(data)
         return data
 
     def readable(self):
@@ -388,6 +395,11 @@ class Readahead:
         """Stop the thread; wait for it (``wait`` seconds at most when giving up on an error:
         it may sit in a read on a fifo or socket, and dies with the process)."""
         self.stop.set()
+        while True:  # unblock a thread waiting on a full queue
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
         self.thread.join(wait)
 
     def __enter__(self):

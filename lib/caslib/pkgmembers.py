@@ -4,7 +4,7 @@ The engine under cas-extract (see extract.py for the step and the cache):
 ``take(package, fh, kind, member, prefix, vm_target, mod_target)`` streams an
 RPM (cpio payload: newc, or rpm's 07070X for packages with 4 GiB files) or a
 Debian package (data.tar) once, writing the wanted members into ``Target``
-staging directories.  Decoding runs in other threads (``prefetch``,
+staging directories.  Decoding runs in other threads (``decompress.Readahead``,
 ``xzblocks``) while this thread hashes and writes.  Member paths are
 normalised and ``..`` or a symlink that climbs out of the package is refused
 (kind ``unsafe``); a file whose digest differs from the package's is removed
@@ -206,9 +206,9 @@ def _rpm_pass(path: str, fh, plan: Plan, progress) -> None:
 
 @contextlib.contextmanager
 def _overlapped(source):
-    """Decoding overlapped with our writing: the source's own threads, else a Prefetch."""
-    from .prefetch import Prefetch
-    stream = source if getattr(source, "threaded", False) else Prefetch(source)
+    """Decoding overlapped with our writing: the source's own threads, else a Readahead."""
+    from .decompress import Readahead
+    stream = source if getattr(source, "threaded", False) else Readahead(source, depth=8)
     try:
         yield stream
     finally:
