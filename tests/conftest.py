@@ -86,3 +86,34 @@ def config_file(tmp_path):
         return str(path)
 
     return make
+
+
+class SmtpCollector:
+    """A real SMTP server (aiosmtpd) on a loopback port that keeps what it receives."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.messages = []
+        self.hostport = f"127.0.0.1:{free_port()}"
+        host, port = self.hostport.split(":")
+        self.controller = Controller(self, hostname=host, port=int(port))
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope)
+        return "250 OK"
+
+    def __enter__(self):
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.controller.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

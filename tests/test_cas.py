@@ -4,38 +4,20 @@ import email
 import email.policy
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from conftest import command, run
-
-
-class Collect:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(envelope)
-        return "250 OK"
+from conftest import SmtpCollector, command, run
 
 
 @pytest.fixture(scope="module")
 def smtpd():
-    handler = Collect()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    handler.hostport = f"127.0.0.1:{port}"
-    yield handler
-    controller.stop()
+    with SmtpCollector() as server:
+        yield server
 
 
 def dump(manifest, variant):

@@ -3,40 +3,16 @@
 import email
 import email.policy
 import os
-import socket
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from conftest import run
-
-
-class Collect:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(envelope)
-        return "250 OK"
+from conftest import SmtpCollector, free_port, run
 
 
 @pytest.fixture
 def smtpd():
-    handler = Collect()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    handler.hostport = f"127.0.0.1:{port}"
-    yield handler
-    controller.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with SmtpCollector() as server:
+        yield server
 
 
 @pytest.fixture
