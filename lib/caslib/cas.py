@@ -170,6 +170,10 @@ def summary(record: dict) -> str:
     ]
     if panic.get("task"):
         lines.append(f"Task:     {panic['task']} (pid {panic.get('pid')}, cpu {panic.get('cpu')})")
+    strip = record.get("strip")
+    if strip:
+        lines.append(f"Strip:    saved {strip['saved_bytes']:,} bytes" if strip.get("replaced")
+                     else f"Strip:    core kept ({strip.get('reason')})")
     if mail:
         where = f"sent to {mail.get('to')}" if mail.get("sent") else f"saved as {mail.get('file')}"
         lines.append(f"Mail:     {where}")
