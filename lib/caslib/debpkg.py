@@ -64,27 +64,6 @@ def ar_members(fh, path: str):
         pos = start + size + (size & 1)
 
 
-class _Slice:
-    """``read(n)`` over ``size`` bytes of ``fh`` from its current position."""
-
-    def __init__(self, fh, size: int):
-        self.fh, self.left, self.done = fh, size, 0
-        self.done_of = None
-
-    def close(self):
-        pass
-
-    def read(self, n: int = -1) -> bytes:
-        if self.left <= 0:
-            return b""
-        if n is None or n < 0 or n > self.left:
-            n = self.left
-        data = self.fh.read(n)
-        self.left -= len(data)
-        self.done += len(data)
-        return data
-
-
 def codec_of(member_name: str, prefix: str, path: str) -> str | None:
     suffix = member_name[len(prefix):]
     if suffix not in _SUFFIX_CODEC:
@@ -93,19 +72,20 @@ def codec_of(member_name: str, prefix: str, path: str) -> str | None:
 
 
 def open_stream(fh, member: ArMember, prefix: str, path: str):
-    """(decompressed reader, raw slice) for a control.tar* or data.tar* member."""
-    raw = _Slice(fh, member.size)
+    """(decompressed reader, progress) for a control.tar* or data.tar* member.
+
+    ``progress.compressed_pos`` is how far into the member decoding has read.
+    """
+    raw = decompress.Slice(fh, member.size)
     codec = codec_of(member.name, prefix, path)
     name = f"{path}:{member.name}"
     if codec == "xz" and prefix == "data.tar":  # dpkg-deb uses xz -T: decode likewise
         from .xzblocks import ParallelXz
         reader = ParallelXz(fh.fileno(), member.offset, member.offset + member.size, name)
-        raw.done_of = lambda: reader.compressed_pos
-    elif codec is None:
-        reader = raw
-    else:
-        reader = decompress.open_reader(raw, codec, name)
-    return reader, raw
+        return reader, reader
+    if codec is None:
+        return raw, raw
+    return decompress.open_reader(raw, codec, name), raw
 
 
 def read_md5sums(reader, path: str) -> dict:
@@ -157,8 +137,7 @@ class Package:
     def raw_done(self) -> int:
         if self.raw is None:
             return self._data.offset
-        done = self.raw.done_of() if self.raw.done_of else self.raw.done
-        return self._data.offset + done
+        return self._data.offset + self.raw.compressed_pos
 
 
 def tar_entries(reader, path: str):

@@ -59,6 +59,32 @@ def _looks_like_lzma_alone(head: bytes) -> bool:
     return size == 0xFFFFFFFFFFFFFFFF or size < (1 << 48)
 
 
+class Slice:
+    """``read(n)`` over the next ``size`` bytes of ``fh``: a package's payload or ar member.
+
+    ``compressed_pos`` counts what was read, for progress and error offsets.
+    """
+
+    def __init__(self, fh, size: int):
+        self.fh, self.left, self.compressed_pos = fh, size, 0
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        if n is None or n < 0 or n > self.left:
+            n = self.left
+        data = self.fh.read(n)
+        self.left -= len(data)
+        self.compressed_pos += len(data)
+        return data
+
+    def readable(self):
+        return True
+
+    def close(self):
+        pass
+
+
 class _Counting:
     """Wraps the compressed source: counts bytes for progress and error messages."""
 

@@ -204,27 +204,6 @@ def codec_for(pkg: RpmPackage, head: bytes) -> str | None:
     return codec
 
 
-class _Bounded:
-    """The raw payload bytes: from the data offset to the size seen at open."""
-
-    def __init__(self, fh, left: int):
-        self.fh, self.left = fh, left
-        self.compressed_pos = 0
-
-    def read(self, n: int = -1) -> bytes:
-        if self.left <= 0:
-            return b""
-        if n is None or n < 0 or n > self.left:
-            n = self.left
-        data = self.fh.read(n)
-        self.left -= len(data)
-        self.compressed_pos += len(data)
-        return data
-
-    def close(self):
-        pass
-
-
 def open_payload(pkg: RpmPackage, fh):
     """A decompressed ``read(n)`` stream of the cpio payload from the open file ``fh``."""
     from . import decompress
@@ -233,7 +212,7 @@ def open_payload(pkg: RpmPackage, fh):
     fh.seek(pkg.data_offset)
     head = fh.read(16)
     fh.seek(pkg.data_offset)
-    raw = _Bounded(fh, size - pkg.data_offset)
+    raw = decompress.Slice(fh, size - pkg.data_offset)
     codec = codec_for(pkg, head)
     if codec is None:
         return raw
