@@ -35,6 +35,14 @@ class DumpError(Exception):
         self.kind = kind
 
 
+def _check_range(offset: int, size: int) -> None:
+    """Refuse reads a corrupt header could ask for: negative, or beyond the fixed cap."""
+    if offset < 0 or size < 0:
+        raise DumpError(f"negative offset {offset} or size {size}")
+    if size > MAX_READ:
+        raise DumpError(f"a {size}-byte read at offset {offset} exceeds the {MAX_READ}-byte cap")
+
+
 class FileSource:
     """A plain (possibly sparse) file read with pread: no buffering, every byte counted."""
 
@@ -46,11 +54,7 @@ class FileSource:
         self.reads = 0
 
     def read(self, offset: int, size: int) -> bytes:
-        if offset < 0 or size < 0:
-            raise DumpError(f"negative offset {offset} or size {size}")
-        if size > MAX_READ:
-            raise DumpError(f"a {size}-byte read at offset {offset} exceeds the"
-                            f" {MAX_READ}-byte cap")
+        _check_range(offset, size)
         size = max(0, min(size, self.size - offset))
         if size == 0:
             return b""
@@ -147,11 +151,7 @@ class FlattenedSource:
         return len(self.records)
 
     def read(self, offset: int, size: int) -> bytes:
-        if offset < 0 or size < 0:
-            raise DumpError(f"negative offset {offset} or size {size}")
-        if size > MAX_READ:
-            raise DumpError(f"a {size}-byte read at offset {offset} exceeds the"
-                            f" {MAX_READ}-byte cap")
+        _check_range(offset, size)
         self.walk_all()
         end = min(offset + size, self.size)
         if end <= offset:
