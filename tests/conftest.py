@@ -1,5 +1,6 @@
 """Shared test helpers: run the executables as a user would, through real pipes."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -14,6 +15,15 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 pytest_plugins = ["realdump.fixture"] if os.path.exists(
     os.path.join(ROOT, "tests", "realdump", "fixture.py")) else []
+
+
+def sha256(path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (dumps and vmlinux files are large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class Result:

@@ -17,18 +17,10 @@ import subprocess
 import pytest
 
 import extract_pkgs as P
-from conftest import command, run
+from conftest import command, run, sha256
 
 PAYLOAD_KINDS = ["gzip", "bzip2", "xz", "xzmt", "lzma", "zstd", "none"]
 DEB_KINDS = ["xz", "gzip", "zstd", "none"]
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ each module debug file to its source.  Slow: the xz payload alone takes
 about 10 s to decode.
 """
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -14,15 +13,7 @@ import time
 
 import pytest
 
-from conftest import command, run
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from conftest import command, run, sha256
 
 
 def _files_by_role(manifest, role):

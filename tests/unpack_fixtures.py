@@ -1,9 +1,10 @@
 """Helpers for the cas-unpack tests: dump-shaped data, real CLI compressors, clean-failure checks."""
 
-import hashlib
 import os
 import random
 import subprocess
+
+from conftest import sha256  # noqa: F401  (one file hash for every test; re-exported here)
 
 MiB = 1 << 20
 
@@ -71,14 +72,6 @@ COMPRESSORS = {
     "lzma": (["lzma", "-c"], ".lzma"),
     "zstd": (["zstd", "-q", "-c"], ".zst"),
 }
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(MiB), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def files_under(top) -> list:
