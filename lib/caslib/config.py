@@ -21,7 +21,7 @@ SYSTEM_CONFIG = "/etc/cas.conf"
 REGEX_TYPES = ("posix-extended", "posix-egrep", "egrep", "posix-basic", "grep", "ed", "sed",
                "emacs", "posix-awk", "awk", "gnu-awk", "findutils-default")
 DEBUG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-PIPELINE_STEPS = ("unpack", "ident", "findkernel", "extract", "crash", "mail")
+PIPELINE_STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "mail")
 
 
 def _xdg(var: str, fallback: str) -> str:

@@ -126,13 +126,23 @@ def choose(index: Index, kernel: dict) -> dict:
                                 "which, took %s", release,
                                 ", ".join(sorted({r[11] or "?" for r in pool})), chosen[11])
     if chosen is None:
-        raise StepError(_no_match(index, release, machine, build_id), "not-found")
+        text, near = _no_match(index, release, machine, build_id)
+        raise MissingKernel(text, {"release": release, "machine": machine,
+                                   "build_id": build_id, "nearest": near})
     for row in others:
         log.info("also holds %s: %s (%s)", release or build_id, row[0], row[8])
     return _debuginfo(chosen, match)
 
 
-def _no_match(index: Index, release, machine, build_id) -> str:
+class MissingKernel(StepError):
+    """No debuginfo matches; ``missing`` is what the record's ``missing`` key says."""
+
+    def __init__(self, message: str, missing: dict):
+        super().__init__(message, "not-found")
+        self.missing = missing
+
+
+def _no_match(index: Index, release, machine, build_id) -> tuple[str, list]:
     what = release or f"build-id {build_id}"
     if machine:
         what += f" ({machine})"
@@ -149,7 +159,7 @@ def _no_match(index: Index, release, machine, build_id) -> str:
         near = kernelrelease.nearest(release, machine, index.near_releases(release))
         if near:
             text += "; nearest: " + ", ".join(near)
-    return text
+    return text, list(near) if release and near else []
 
 
 def process(record: dict, cfg, index: Index | None = None) -> dict:
@@ -160,7 +170,11 @@ def process(record: dict, cfg, index: Index | None = None) -> dict:
                         "bad-record")
     if index is None:
         index = Index(cfg.database)
-    record["debuginfo"] = choose(index, kernel)
+    try:
+        record["debuginfo"] = choose(index, kernel)
+    except MissingKernel as exc:
+        # the error record says what was missing, for cas-mail's log-only report
+        raise StepError(exc.message, exc.kind, dict(record, missing=exc.missing)) from None
     info = record["debuginfo"]
     log.info("%s: %s in %s (by %s)", kernel.get("release") or kernel.get("build_id"),
              info["vmlinux"], info["rpm"], info["match"])
