@@ -36,6 +36,8 @@ COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\0": "xz",
 def read(path: str):
     """(printk.Log, facts) of the dump at ``path``; DumpError with a kind on failure."""
     with open_source(path) as src:
+        if hasattr(src, "walk_all"):
+            src.walk_all()  # a flattened stream cut short is an error, not a shorter dump
         if src.size == 0:
             raise DumpError("empty file", "empty")
         head = src.read(0, 8)
