@@ -12,7 +12,7 @@ deps:
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@sh tests/install-deps
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e . pytest aiosmtpd
+	$(PY) -m pip install -q --disable-pip-version-check -e . pytest aiosmtpd python-snappy
 	touch $@
 
 test: deps $(VENV)/.installed
