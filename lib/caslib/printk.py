@@ -32,6 +32,7 @@ from .vmem import VmemError
 MAX_RECORDS = 1 << 21      # records read at most (a 2^21-descriptor ring is 64 MiB of text)
 MAX_TEXT = 64 << 20        # bytes of log text kept at most
 MAX_BITS = 30              # count_bits/size_bits beyond this are corrupt
+MAX_MISSES = 1 << 16       # descriptors in a row whose id is not theirs: the ids are corrupt
 DESC_COMMITTED, DESC_FINALIZED = 1, 2
 
 
@@ -157,8 +158,15 @@ def _lockless(r: _Reader) -> Log:
     if span >= MAX_RECORDS:
         log.warnings.append(f"ring holds {span + 1} records: reading the last {MAX_RECORDS}")
         tail, span = (head - MAX_RECORDS + 1) & id_mask, MAX_RECORDS - 1
-    kept = 0
+    if count_bits > size_bits:
+        raise PrintkError(f"ring sizes are corrupt: {count} descriptors for {data_size} bytes"
+                          " of text")
+    kept, misses = 0, 0
     for i in range(span + 1):
+        if misses > MAX_MISSES:
+            log.warnings.append(f"{misses} descriptors in a row belong to no record (ids from"
+                                f" {tail:#x}): stopped")
+            break
         rid = (tail + i) & id_mask
         slot = rid % count
         try:
@@ -166,7 +174,9 @@ def _lockless(r: _Reader) -> Log:
             state_var = r.uint(desc, sv_off, r.long)
             if state_var & id_mask != rid or (state_var >> (bits - 2)) not in (
                     DESC_COMMITTED, DESC_FINALIZED):
+                misses += 1
                 continue
+            misses = 0
             begin = r.uint(desc, begin_off, r.long) % data_size
             end = r.uint(desc, next_off, r.long) % data_size
             if begin == end:
