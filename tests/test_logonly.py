@@ -58,7 +58,8 @@ def test_empty_shelf_gives_a_log_only_job_and_mail(realdump, variant, config_fil
     assert tail == log[-len(tail):] and len(tail) == 60
     assert "---[ end Kernel panic - not syncing: sysrq triggered crash ]---" in tail[-1]
     conn = sqlite3.connect(tmp_path / "cas.db")
-    state, error = conn.execute("SELECT state, error FROM jobs WHERE identifier = '4711'").fetchone()
+    state, error = conn.execute(
+        "SELECT state, error FROM jobs WHERE identifier = '4711'").fetchone()
     conn.close()
     assert state == "done" and error.startswith("log-only: cas-findkernel")
     summary = run("cas", "--config", cfg, "-i", "4712", "-f", dump(realdump, variant)["path"],

@@ -3,7 +3,8 @@
 ``cas -i ID -f FILE [-e EMAIL] [-m] [--strip] [--job JOB]`` runs the step
 executables as a real pipeline of processes::
 
-    cas-unpack | cas-ident | cas-dmesg | cas-findkernel | cas-extract [| strip] | cas-crash | cas-mail
+    cas-unpack | cas-ident | cas-dmesg | cas-findkernel | cas-extract [| strip] | cas-crash
+      | cas-mail
 
 Steps are connected by OS pipes; the driver only taps the first link to learn
 the job directory (for the jobs table) and reads the last step's records.

@@ -16,7 +16,7 @@ cannot be read is not an error: ``dmesg: {file: null, reason}`` goes on and
 the analysis continues.
 
 Errors: ``not-found``, ``bad-record``, ``compressed``, ``not-a-dump``,
-``no-vmcoreinfo``, ``unmapped``, ``no-log`` (no readable printk buffer),
+``unsupported`` (diskdump), ``no-vmcoreinfo``, ``unmapped``, ``no-log`` (no readable printk buffer),
 ``truncated``, ``corrupt``.
 """
 

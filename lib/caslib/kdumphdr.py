@@ -261,7 +261,8 @@ class Pages:
         while len(self.below_chunk) <= chunk:
             i = len(self.below_chunk) - 1
             whole = self._bits(i * self.CHUNK, self.CHUNK)
-            self.below_chunk.append(self.below_chunk[i] + int.from_bytes(whole, "little").bit_count())
+            count = int.from_bytes(whole, "little").bit_count()
+            self.below_chunk.append(self.below_chunk[i] + count)
         start = chunk * self.CHUNK
         bits = self._bits(start, byte - start + 1)
         if not bits[-1] >> (pfn % 8) & 1:

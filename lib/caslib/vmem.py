@@ -203,8 +203,8 @@ def open_memory(src, head: bytes | None = None):
         core = elfcore.read_elf(src)
         note = core.note("VMCOREINFO")
         vmci = vmcoreinfo.parse(note.desc) if note else vmcoreinfo.VmcoreInfo()
-        phys, machine, sub_base, endian = PhysMemory(src, core=core), core.machine, None, core.endian
-        bits = core.elfclass
+        phys, machine, sub_base = PhysMemory(src, core=core), core.machine, None
+        endian, bits = core.endian, core.elfclass
     elif head[:8] in kdumphdr.SIGNATURES:
         hdr = kdumphdr.read_header(src)
         if hdr.format != "kdump":
