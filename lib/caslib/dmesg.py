@@ -58,9 +58,9 @@ def _write_atomic(path: str, lines: list) -> None:
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".dmesg.", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+        with os.fdopen(fd, "wb") as fh:
             for line in lines:
-                fh.write(line + "\n")
+                fh.write(line.encode("latin-1") + b"\n")
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -122,9 +122,8 @@ def print_logs(paths: list) -> int:
             continue
         if len(paths) > 1:
             sys.stdout.write(f"==> {path} <==\n")
-        for line in log.lines():
-            sys.stdout.write(line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                             + "\n")
+            sys.stdout.flush()
+        sys.stdout.buffer.write(b"".join(line.encode("latin-1") + b"\n" for line in log.lines()))
         sys.stdout.flush()
         for warning in log.warnings:
             logs.get().warning("%s: %s (the log is partial)", path, warning)

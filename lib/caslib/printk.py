@@ -50,7 +50,9 @@ class Log:
     warnings: list = field(default_factory=list)
 
     def lines(self) -> list:
-        """The log as makedumpfile --dump-dmesg writes it, one str per output line."""
+        """The log as makedumpfile --dump-dmesg writes it, one str per output line (the
+        bytes are ``line.encode("latin-1")``: escapes make records ASCII, the plain buffer
+        is passed through byte for byte)."""
         if self.raw is not None:
             return self.raw.decode("latin-1").splitlines()
         out = []
