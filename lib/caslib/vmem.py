@@ -139,15 +139,17 @@ class KernelMemory:
     def translate(self, vaddr: int) -> int:
         """The physical address of ``vaddr``; VmemError when it cannot be translated."""
         vaddr &= (1 << 64) - 1
-        if self._in_image(vaddr):
-            return vaddr + self.image_delta
         if self.machine == "x86_64":
+            if self._in_image(vaddr):
+                return vaddr + self.image_delta
             return self._walk_x86_64(vaddr)
         core = self.phys.core
-        if core is not None:
+        if core is not None:  # kdump's /proc/vmcore maps the direct map by p_vaddr too
             for s in core.loads:
                 if s.vaddr and s.vaddr <= vaddr < s.vaddr + s.memsz:
                     return s.paddr + (vaddr - s.vaddr)
+        if self._in_image(vaddr):
+            return vaddr + self.image_delta
         raise VmemError(f"cannot translate {vaddr:#x} on {self.machine or 'this machine'}"
                         " (only x86_64 page tables are walked)")
 
