@@ -231,6 +231,11 @@ def open_memory(src, head: bytes | None = None):
     mem.endian = endian
     mem.bits = bits
     if mem.image_delta is None:
-        raise DumpError("cannot map the kernel image: init_uts_ns does not read back under"
-                        " any known phys_base", "unmapped")
+        why = "init_uts_ns does not read back under any known phys_base"
+        if phys.core is not None:
+            try:
+                phys.core.check_extent(src.size)
+            except DumpError as exc:
+                raise DumpError(f"cannot map the kernel image: {exc}", exc.kind) from None
+        raise DumpError(f"cannot map the kernel image: {why}", "unmapped")
     return mem, vmci, {"machine": machine, "image_mapping": mem.image_how}
