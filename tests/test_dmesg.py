@@ -159,3 +159,14 @@ def test_page_walk_agrees_with_the_image_mapping_and_reaches_the_direct_map(real
             assert node0 < 0xFFFFFFFF80000000
             phys = mem.translate(node0)
             assert mem.read(node0, 64) == mem.phys.read(phys, 64)
+
+
+@pytest.mark.parametrize("name,keep", [("makedumpfile-zlib", 5_000_000),
+                                       ("makedumpfile-flattened", 9_000_000)])
+def test_cut_real_dumps_are_truncated_errors(realdump, tmp_path, name, keep):
+    core = tmp_path / "vmcore"
+    with open(variant(realdump, name)["path"], "rb") as fh:
+        core.write_bytes(fh.read(keep))
+    res = run("cas-dmesg", input=json.dumps({"core": str(core), "workdir": str(tmp_path)}) + "\n")
+    assert res.returncode == 1 and res.record["error"]["kind"] == "truncated", res
+    assert "Traceback" not in res.stderr and not os.path.exists(tmp_path / "dmesg")
