@@ -22,7 +22,6 @@ Errors: ``not-found``, ``bad-record``, ``compressed``, ``not-a-dump``,
 
 import os
 import sys
-import tempfile
 
 from . import cli, jobdir, logpanic, logs, printk, records, vmem
 from .flattened import DumpError, open_source
@@ -55,6 +54,7 @@ def read(path: str):
 
 
 def _write_atomic(path: str, lines: list) -> None:
+    import tempfile  # only the filter writes: keep ``cas-dmesg FILE`` quick to start
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".dmesg.", dir=directory)
     try:
