@@ -93,6 +93,14 @@ def process(record: dict, keep_going: bool = False) -> dict:
             record["dmesg"] = {"file": None, "reason": message}
             return record
         raise StepError(message, getattr(exc, "kind", "os-error")) from None
+    except Exception as exc:  # a reader bug must not cost the job its crash analysis
+        if not keep_going:
+            raise
+        log_.debug("internal error", exc_info=True)
+        record["dmesg"] = {"file": None,
+                           "reason": f"{core}: internal error: {type(exc).__name__}: {exc}"}
+        log_.warning("no kernel log: %s", record["dmesg"]["reason"])
+        return record
     lines = log.lines()
     out = os.path.join(workdir, "dmesg")
     if not jobdir.inside(workdir, out):
