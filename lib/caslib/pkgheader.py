@@ -28,10 +28,11 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 
-import rpmfile
-
 from . import debpkg, elfnote
+from ._vendor import rpmfile as _rpmfile
 from .records import StepError
+
+rpmfile = _rpmfile()
 
 RPM_LEAD_MAGIC = b"\xed\xab\xee\xdb"
 RPM_HEADER_MAGIC = b"\x8e\xad\xe8\x01"

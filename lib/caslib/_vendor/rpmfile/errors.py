@@ -1,0 +1,9 @@
+"""
+Created on Jan 10, 2014
+
+@author: sean
+"""
+
+
+class RPMError(Exception):
+    pass
