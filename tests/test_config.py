@@ -69,17 +69,23 @@ def test_bad_value_is_one_line_naming_key_and_file(tmp_path, casenv, gz, extra, 
     assert not os.path.exists(tmp_path / "work")
 
 
-def test_missing_required_key(tmp_path, casenv, gz):
-    conf = write(tmp_path / "c.conf", f"[settings]\nkernels = {tmp_path}/k\n"
-                 f"database = {tmp_path}/db\n")
+def test_partial_file_overrides_defaults_key_by_key(tmp_path, casenv, gz):
+    conf = write(tmp_path / "c.conf", f"[settings]\nworkDirectory = {tmp_path}/w\n")
     res = run("cas-unpack", "--config", conf, "-i", "1", gz, env=casenv)
-    assert res.returncode == 2 and "workDirectory" in res.stderr and conf in res.stderr
+    assert res.returncode == 0, res
+    assert res.record["workdir"].startswith(str(tmp_path / "w") + os.sep)
+    cfg = config.load(conf, environ={})
+    assert cfg.workDirectory == str(tmp_path / "w")
+    assert cfg.kernels == config._default("kernels") and cfg.database == config._default("database")
+    assert cfg.crashTimeout == 1800
 
 
 def test_not_an_ini_file(tmp_path, casenv, gz):
-    conf = write(tmp_path / "c.conf", "workDirectory = /tmp\n")  # no section header
+    conf = write(tmp_path / "c.conf", "# site\nworkDirectory = /tmp\n")  # no section header
     res = run("cas-unpack", "--config", conf, "-i", "1", gz, env=casenv)
-    assert res.returncode == 2 and conf in res.stderr
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip().endswith(f"{conf}: line 2: a setting before any section "
+                                       "header (start the file with [settings])"), res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
 
@@ -90,7 +96,17 @@ def test_unknown_key_warns_and_keys_ignore_case(tmp_path, casenv, gz):
     res = run("cas-unpack", "--config", conf, "-i", "1", gz, env=casenv)
     assert res.returncode == 0, res
     assert res.record["workdir"].startswith(str(tmp_path / "w") + os.sep)
-    assert "frobnicate: unknown key" in res.stderr
+    assert "[settings] unknown key 'frobnicate', ignored" in res.stderr
+
+
+def test_mistyped_key_suggests_the_known_one(tmp_path, casenv, gz):
+    conf = write(tmp_path / "c.conf", settings(tmp_path, extra="kernal = /x\n"))
+    res = run("cas-unpack", "--config", conf, "-i", "1", gz, env=casenv)
+    assert res.returncode == 0, res
+    assert "unknown key 'kernal' (did you mean 'kernels'?)" in res.stderr
+    cfg = config.load(conf, environ={})
+    assert cfg.warnings == [f"{conf}: [settings] unknown key 'kernal' (did you mean 'kernels'?), "
+                            "ignored"]
 
 
 def test_debug_level(tmp_path, casenv, gz):
@@ -176,3 +192,66 @@ def test_other_user_is_refused(tmp_path, casenv, gz):
         assert "casuser 'root'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     finally:
         shutil.rmtree(top)
+
+
+def test_xdg_config_for_a_user_other_than_root(tmp_path, monkeypatch):
+    mine = tmp_path / "xdg" / "cas" / "cas.conf"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("[settings]\ncrashTimeout = 60\n")
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HOME": str(tmp_path)}
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert config.find_path(None, env) == str(mine)
+    assert config.find_path(None, dict(env, CAS_CONFIG="e")) == "e"
+    assert config.find_path("a", env) == "a"
+    assert config.load(None, env).crashTimeout == 60
+    # without XDG_CONFIG_HOME: ~/.config
+    assert config.user_config({"HOME": str(tmp_path)}) == str(tmp_path / ".config/cas/cas.conf")
+    # root never reads a per-user file: /etc/cas.conf, else the defaults
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert config.find_path(None, env) in (None, config.SYSTEM_CONFIG)
+
+
+def test_xdg_config_through_the_executable(tmp_path, casenv, gz):
+    """As a user other than root, the per-user file is found by the real executable."""
+    xdg = tmp_path / "cfg"
+    (xdg / "cas").mkdir(parents=True)
+    (xdg / "cas" / "cas.conf").write_text(f"[settings]\nworkDirectory = {tmp_path}/xw\n")
+    if os.geteuid() == 0:
+        pytest.skip("root never reads a per-user file (tested above with a non-root euid)")
+    env = dict(casenv, XDG_CONFIG_HOME=str(xdg), HOME=str(tmp_path))
+    res = run("cas-unpack", "-i", "1", gz, env=env)
+    assert res.returncode == 0 and res.record["workdir"].startswith(str(tmp_path / "xw")), res
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("rsa", "~/.ssh/id_rsa"), ("DSS", "~/.ssh/id_dsa"), ("ed25519", "~/.ssh/id_ed25519"),
+    ("ecdsa", "~/.ssh/id_ecdsa"), ("~/keys/cas", "~/keys/cas"), ("/etc/cas/key", "/etc/cas/key"),
+])
+def test_sshkey_names_a_key_type_or_a_path(tmp_path, value, expected):
+    conf = write(tmp_path / "c.conf", f"[settings]\nsshkey = {value}\n")
+    assert config.load(conf, environ={}).sshkey == os.path.expanduser(expected)
+
+
+@pytest.mark.parametrize("value", ["None", "none", ""])
+def test_buffersize_none_or_empty_is_the_default(tmp_path, value):
+    conf = write(tmp_path / "c.conf", f"[advanced]\nbuffersize = {value}\n")
+    assert config.load(conf, environ={}).buffersize == 64 * 1024 ** 2
+    conf = write(tmp_path / "d.conf", "[advanced]\nbuffersize = 8M\n")
+    assert config.load(conf, environ={}).buffersize == 8 * 1024 ** 2
+
+
+def test_rpm_filter_comma_separated_names_ignore_case(tmp_path):
+    from caslib import shelf
+    conf = write(tmp_path / "c.conf",
+                 "[settings]\nrpmFilter = Kernel-Debuginfo, kernel-PAE-debuginfo\n")
+    rpm, _ = shelf.filters(config.load(conf, environ={}))
+    assert rpm("/s/kernel-debuginfo-2.6.18-8.el5.x86_64.rpm")
+    assert rpm("/s/KERNEL-PAE-DEBUGINFO-2.6.18-8.el5.i686.rpm")
+    assert not rpm("/s/kernel-2.6.18-8.el5.x86_64.rpm")
+    assert not rpm("/s/kernel-debuginfo-2.6.18.x86_64.rpm.txt")
+    # a regex keeps find -regex semantics (case-sensitive, whole path)
+    conf = write(tmp_path / "r.conf", "[settings]\nrpmFilter = .*kernel-debuginfo-[0-9].*\\.rpm\n")
+    rpm, _ = shelf.filters(config.load(conf, environ={}))
+    assert rpm("/s/kernel-debuginfo-2.6.18.x86_64.rpm")
+    assert not rpm("/s/KERNEL-debuginfo-2.6.18.x86_64.rpm")
+    assert not rpm("/s/kernel-debuginfo-common-2.6.18.x86_64.rpm")

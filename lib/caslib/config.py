@@ -1,20 +1,24 @@
 """The CAS configuration file (DESIGN.md section 4; every key in man/cas.conf.5).
 
-Lookup order: ``--config FILE``, else ``$CAS_CONFIG``, else ``/etc/cas.conf``,
-else built-in defaults that work for an unprivileged user (everything under
-the user's XDG data and cache directories).  Values are typed here, once, so
+Lookup order: ``--config FILE``, else ``$CAS_CONFIG``, else (for a user other
+than root) ``$XDG_CONFIG_HOME/cas/cas.conf``, else ``/etc/cas.conf``, else
+built-in defaults that work for an unprivileged user (everything under the
+user's XDG data and cache directories).  A file need only set the keys it
+changes: every other key keeps its built-in default.  Values are typed here, once, so
 no step parses a string again; a bad value is a one-line error naming the
 key and the file.  Keys are matched without regard to case, and written in
 the original's camelCase in documentation.
 """
 
 import configparser
+import difflib
 import getpass
 import logging
 import os
 import shlex
 from dataclasses import dataclass, field
 
+from . import seedvalues
 from .records import UsageError
 
 SYSTEM_CONFIG = "/etc/cas.conf"
@@ -73,7 +77,7 @@ def _default(name: str):
 # key -> (section, type); the types are parsed by _parse below.
 KEYS = {
     "casuser": ("settings", "str"),
-    "sshkey": ("settings", "path"),
+    "sshkey": ("settings", "sshkey"),
     "kernels": ("settings", "path"),
     "regexExcludeDir": ("settings", "globs"),
     "regexExcludeFile": ("settings", "globs"),
@@ -95,10 +99,8 @@ KEYS = {
     "purgeLimit": ("maintenance", "int"),
     "autoPurge": ("maintenance", "bool"),
     "crash_32": ("advanced", "optpath"),
-    "buffersize": ("advanced", "size"),
+    "buffersize": ("advanced", "optsize"),
 }
-# Keys a config file must set: where the shelf, the jobs and the database live.
-REQUIRED = ("kernels", "workDirectory", "database")
 _BY_LOWER = {k.lower(): k for k in KEYS}
 _SIZE_SUFFIX = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
 
@@ -132,6 +134,14 @@ def _parse(kind: str, raw: str, key: str, where: str):
     def bad(expected: str):
         return UsageError(f"{where}: {key} = {raw!r}: expected {expected}")
 
+    if kind == "optsize":  # the original documented "None" (or nothing) as the default
+        if raw.lower() in ("", "none"):
+            return _default(key)
+        kind = "size"
+    if kind == "sshkey":
+        if not raw:
+            return _default(key)
+        return seedvalues.sshkey(raw)
     if kind == "str":
         if not raw:
             raise bad("a non-empty value")
@@ -186,6 +196,17 @@ def _parse(kind: str, raw: str, key: str, where: str):
     raise AssertionError(kind)
 
 
+def user_config(environ) -> str | None:
+    """``$XDG_CONFIG_HOME/cas/cas.conf`` (default ``~/.config``) for a user other than root."""
+    if os.geteuid() == 0:
+        return None
+    base = environ.get("XDG_CONFIG_HOME")
+    if not base or not os.path.isabs(base):
+        home = environ.get("HOME") or os.path.expanduser("~")
+        base = os.path.join(home, ".config")
+    return os.path.join(base, "cas", "cas.conf")
+
+
 def find_path(explicit: str | None, environ=None) -> str | None:
     """The config file in force, or None for the built-in defaults."""
     environ = os.environ if environ is None else environ
@@ -193,6 +214,9 @@ def find_path(explicit: str | None, environ=None) -> str | None:
         return explicit
     if environ.get("CAS_CONFIG"):
         return environ["CAS_CONFIG"]
+    mine = user_config(environ)
+    if mine and os.path.exists(mine):
+        return mine
     if os.path.exists(SYSTEM_CONFIG):
         return SYSTEM_CONFIG
     return None
@@ -216,11 +240,13 @@ def load(explicit: str | None = None, environ=None) -> Config:
             parser.read_file(fh)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read config: {exc.strerror}") from None
+    except configparser.MissingSectionHeaderError as exc:
+        raise UsageError(f"{path}: line {exc.lineno}: a setting before any section header "
+                         "(start the file with [settings])") from None
     except (configparser.Error, UnicodeDecodeError) as exc:
         first = " ".join(str(exc).split())
         raise UsageError(f"{path}: not a valid config file: {first}") from None
     cfg.path = os.path.abspath(path)
-    seen = set()
     for section in parser.sections():
         if section.lower() == "pipeline":
             for step, command in parser.items(section):
@@ -238,16 +264,19 @@ def load(explicit: str | None = None, environ=None) -> Config:
         for raw_key, raw_value in parser.items(section):
             key = _BY_LOWER.get(raw_key.lower())
             if key is None:
-                cfg.warnings.append(f"{path}: [{section}] {raw_key}: unknown key, ignored")
+                cfg.warnings.append(f"{path}: [{section}] {_unknown(raw_key)}, ignored")
                 continue
             want = KEYS[key][0]
             if section.lower() != want:
                 cfg.warnings.append(f"{path}: {raw_key} belongs in [{want}], read from [{section}]")
             cfg.values[key] = _parse(KEYS[key][1], raw_value, key, path)
-            seen.add(key)
-    missing = [k for k in REQUIRED if k not in seen]
-    if missing:
-        raise UsageError(f"{path}: required key {missing[0]} is missing from [settings]")
     for line in cfg.warnings:
         logging.getLogger("cas").warning("%s", line)
     return cfg
+
+
+def _unknown(raw_key: str) -> str:
+    """"unknown key 'kernal' (did you mean 'kernels'?)": the nearest known key, if any is close."""
+    near = difflib.get_close_matches(raw_key.lower(), list(_BY_LOWER), n=1, cutoff=0.75)
+    hint = f" (did you mean {_BY_LOWER[near[0]]!r}?)" if near else ""
+    return f"unknown key {raw_key!r}{hint}"
