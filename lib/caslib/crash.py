@@ -220,7 +220,7 @@ def _prepare(record: dict, cfg, workdir: str, core: str, vmlinux: str) -> tuple:
     module_dir = module_tree(record.get("modules")) if record.get("modules") else None
     env = {"CAS_CORE": core, "CAS_VMLINUX": vmlinux, "CAS_RELEASE": kernel.get("release"),
            "CAS_MACHINE": kernel.get("machine"), "CAS_WORKDIR": workdir}
-    plan = snippets.build(snippets.default_directory(cfg), env, workdir, module_dir)
+    plan = snippets.build(snippets.default_directories(cfg), env, workdir, module_dir)
     for name in plan.targets + [OUTPUT, FAILED_OUTPUT]:
         _remove(os.path.join(workdir, name))  # results of an earlier run of this job
     write_atomic(os.path.join(workdir, COMMANDS), plan.text())

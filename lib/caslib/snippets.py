@@ -1,9 +1,12 @@
 """Build ``crash.in`` from the snippets directory, as the original CAS did.
 
 Why snippets: sites add their own first-look commands without touching
-CAS.  The directory (config key ``snippets``; default ``/var/lib/cas/snippets``
-when it exists, else the defaults shipped in this package) is read in sorted
-order:
+CAS.  The directory is the config key ``snippets``; without it, the shipped
+snippets (``/usr/share/cas/snippets`` from the packages, else
+``/var/lib/cas/snippets`` as the original CAS kept them, else the copy in this
+package) merged with the site's ``/etc/cas/snippets.d``, where a file of the
+same name replaces a shipped one (an empty file masks it).  Files are read in
+sorted order of their names:
 
 - a plain file holds crash commands, one a line; ``# comments`` and blank
   lines are dropped; ``cmd >> name`` writes the split result ``name`` in the
@@ -25,7 +28,9 @@ from dataclasses import dataclass, field
 from . import logs
 from .records import StepError
 
+SHARE_SNIPPETS = "/usr/share/cas/snippets"
 SYSTEM_SNIPPETS = "/var/lib/cas/snippets"
+SITE_SNIPPETS = "/etc/cas/snippets.d"
 PACKAGE_SNIPPETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "snippets")
 SNIPPET_TIMEOUT = 60  # seconds an executable snippet may take
 _SKIP_SUFFIXES = ("~", ".swp", ".bak", ".orig", ".rej", ".rpmnew", ".rpmsave", ".tmp")
@@ -47,13 +52,22 @@ class Plan:
 
 
 def default_directory(cfg) -> str:
-    """The snippets directory in force: config, else /var/lib/cas/snippets, else the package's."""
+    """The shipped snippets directory in force: config, else the first that exists."""
     configured = cfg.get("snippets") if cfg is not None else None
     if configured:
         return configured
-    if os.path.isdir(SYSTEM_SNIPPETS):
-        return SYSTEM_SNIPPETS
+    for candidate in (SHARE_SNIPPETS, SYSTEM_SNIPPETS):
+        if os.path.isdir(candidate):
+            return candidate
     return PACKAGE_SNIPPETS
+
+
+def default_directories(cfg, site: str = SITE_SNIPPETS) -> list:
+    """The directories read, in order: the configured one alone, else shipped then site."""
+    first = default_directory(cfg)
+    if cfg is not None and cfg.get("snippets"):
+        return [first]
+    return [first, site] if os.path.isdir(site) else [first]
 
 
 def _skipped(name: str) -> bool:
@@ -61,7 +75,40 @@ def _skipped(name: str) -> bool:
             or name.startswith("#"))
 
 
-def snippet_files(directory: str) -> list:
+def snippet_files(directory) -> list:
+    """Snippet files of one directory, or of several merged by name (a later one wins).
+
+    Sorted by file name; an empty file in a later directory masks the name.
+    StepError when a directory cannot be listed or nothing is left.
+    """
+    if not isinstance(directory, str):
+        chosen = {}
+        for one in directory:
+            try:
+                for path in _files_of(one):
+                    chosen[os.path.basename(path)] = path
+            except StepError as exc:
+                if one == directory[0] or "holds no snippet files" not in str(exc):
+                    raise
+        paths = [chosen[n] for n in sorted(chosen) if not _masked(chosen[n], directory[0])]
+        if not paths:
+            raise StepError(f"snippets directories {', '.join(directory)}: hold no snippet files",
+                            "config")
+        return paths
+    return _files_of(directory)
+
+
+def _masked(path: str, first: str) -> bool:
+    """A site file that is empty (or a link to /dev/null) switches a shipped snippet off."""
+    if os.path.dirname(path) == first.rstrip("/"):
+        return False
+    try:
+        return os.path.realpath(path) == "/dev/null" or os.path.getsize(path) == 0
+    except OSError:
+        return False
+
+
+def _files_of(directory: str) -> list:
     """Regular files of ``directory`` in sorted order; StepError when it cannot be listed."""
     try:
         names = sorted(os.listdir(directory))
@@ -160,8 +207,8 @@ def crash_word(path: str) -> str:
     return f'"{path}"' if re.search(r"\s", path) else path
 
 
-def build(directory: str, env_vars: dict, workdir: str, module_dir: str | None = None) -> Plan:
-    """Read the snippets of ``directory`` into a Plan (StepError naming a bad snippet)."""
+def build(directory, env_vars: dict, workdir: str, module_dir: str | None = None) -> Plan:
+    """Read the snippets of ``directory`` (or a list, merged) into a Plan; StepError names a bad one."""
     plan = Plan()
     if module_dir:
         plan.commands.append(f"mod -S {crash_word(module_dir)}")
