@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: deps test demo realdump bench fuzz clean
+.PHONY: deps test demo realdump bench fuzz clean install install-data rpm deb
 
 deps:
 	@sh tests/install-deps
@@ -30,5 +30,54 @@ bench: $(VENV)/.installed
 fuzz: $(VENV)/.installed
 	CAS_FUZZ_CASES=10000 $(PY) -m pytest -q -p no:cacheprovider tests/test_ident_fuzz.py tests/test_printk.py
 
+# Packaging: the RPM installs everything with "make install", the Debian package
+# installs the Python part with pybuild and the rest with "make install-data".
+DESTDIR  ?=
+PREFIX   ?= /usr
+SITELIB  ?= $(PREFIX)/lib/python3/dist-packages
+UNITDIR  ?= /lib/systemd/system
+ZSHDIR   ?= $(PREFIX)/share/zsh/vendor-completions
+VERSION   = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' lib/caslib/__init__.py)
+COMMANDS  = $(notdir $(wildcard bin/*))
+
+install: install-data
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SITELIB) $(DESTDIR)$(PREFIX)/share/man/man1 \
+	    $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/doc/cas/examples
+	for c in $(COMMANDS); do \
+	    sed '1s|^#!.*python3.*|#!/usr/bin/python3|' bin/$$c > $(DESTDIR)$(PREFIX)/bin/$$c; \
+	    chmod 755 $(DESTDIR)$(PREFIX)/bin/$$c; done
+	cd lib && find caslib -name __pycache__ -prune -o -type f ! -name '*.pyc' -print \
+	    | while read f; do install -D -m 644 "$$f" "$(DESTDIR)$(SITELIB)/$$f"; done
+	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 644 etc/cas.conf.example etc/cas.conf.minimal $(DESTDIR)$(PREFIX)/share/doc/cas/examples/
+
+install-data:
+	install -D -m 644 etc/cas.conf $(DESTDIR)/etc/cas.conf
+	install -d $(DESTDIR)/etc/cas/snippets.d $(DESTDIR)$(PREFIX)/share/cas/snippets
+	install -m 644 lib/caslib/snippets/[0-9]* $(DESTDIR)$(PREFIX)/share/cas/snippets/
+	install -D -m 644 completion/cas.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/cas
+	for c in $(filter-out cas,$(COMMANDS)); do \
+	    ln -sf cas $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$c; done
+	install -D -m 644 completion/_cas $(DESTDIR)$(ZSHDIR)/_cas
+	install -d $(DESTDIR)$(UNITDIR)
+	for u in etc/systemd/*.service etc/systemd/*.timer; do \
+	    [ ! -e "$$u" ] || install -m 644 "$$u" $(DESTDIR)$(UNITDIR)/; done
+
+# cas-<version>.tar.gz of this tree for rpmbuild, then the noarch RPM into dist/
+rpm:
+	rm -rf build/rpm && mkdir -p build/rpm/SOURCES dist
+	tar -czf build/rpm/SOURCES/cas-$(VERSION).tar.gz --transform 's|^\.|cas-$(VERSION)|' \
+	    --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist --exclude=./debian \
+	    --exclude=./demo --exclude=__pycache__ --exclude=.pytest_cache .
+	rpmbuild -bb --define "_topdir $(CURDIR)/build/rpm" --define "version $(VERSION)" cas.spec
+	cp build/rpm/RPMS/noarch/cas-$(VERSION)-*.noarch.rpm dist/
+
+# dpkg-buildpackage writes to ..; copy the results into dist/
+deb:
+	mkdir -p dist
+	dpkg-buildpackage -us -uc -b
+	cp ../cas_$(VERSION)_all.deb ../cas_$(VERSION)_*.buildinfo ../cas_$(VERSION)_*.changes dist/
+
 clean:
-	rm -rf $(VENV) build lib/*.egg-info demo
+	rm -rf $(VENV) build lib/*.egg-info demo dist

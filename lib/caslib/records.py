@@ -66,8 +66,11 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def argument_parser(prog: str, description: str, epilog: str | None = None) -> ArgumentParser:
-    return ArgumentParser(prog=prog, description=description, epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+    parser = ArgumentParser(prog=prog, description=description, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    return parser
 
 
 def error_record(record: dict, step: str, message: str, kind: str = "failed") -> dict:
