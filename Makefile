@@ -60,9 +60,11 @@ install-data:
 	for c in $(filter-out cas,$(COMMANDS)); do \
 	    ln -sf cas $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$c; done
 	install -D -m 644 completion/_cas $(DESTDIR)$(ZSHDIR)/_cas
-	install -d $(DESTDIR)$(UNITDIR)
 	for u in etc/systemd/*.service etc/systemd/*.timer; do \
-	    [ ! -e "$$u" ] || install -m 644 "$$u" $(DESTDIR)$(UNITDIR)/; done
+	    [ ! -e "$$u" ] || install -D -m 644 "$$u" $(DESTDIR)$(UNITDIR)/$${u##*/}; done
+
+# On a Debian host the RPM database is empty: build requirements are checked by apt.
+RPMDEPS = $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
 
 # cas-<version>.tar.gz of this tree for rpmbuild, then the noarch RPM into dist/
 rpm:
@@ -70,13 +72,16 @@ rpm:
 	tar -czf build/rpm/SOURCES/cas-$(VERSION).tar.gz --transform 's|^\.|cas-$(VERSION)|' \
 	    --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist --exclude=./debian \
 	    --exclude=./demo --exclude=__pycache__ --exclude=.pytest_cache .
-	rpmbuild -bb --define "_topdir $(CURDIR)/build/rpm" --define "version $(VERSION)" cas.spec
+	env PATH=$(SYSPATH) rpmbuild -bb $(RPMDEPS) --define "_topdir $(CURDIR)/build/rpm" --define "version $(VERSION)" cas.spec
 	cp build/rpm/RPMS/noarch/cas-$(VERSION)-*.noarch.rpm dist/
+
+# Packages are built with the system's Python, not the test venv's.
+SYSPATH = /usr/sbin:/usr/bin:/sbin:/bin
 
 # dpkg-buildpackage writes to ..; copy the results into dist/
 deb:
 	mkdir -p dist
-	dpkg-buildpackage -us -uc -b
+	env PATH=$(SYSPATH) dpkg-buildpackage -us -uc -b
 	cp ../cas_$(VERSION)_all.deb ../cas_$(VERSION)_*.buildinfo ../cas_$(VERSION)_*.changes dist/
 
 clean:
