@@ -78,11 +78,11 @@ rpm:
 # Packages are built with the system's Python, not the test venv's.
 SYSPATH = /usr/sbin:/usr/bin:/sbin:/bin
 
-# dpkg-buildpackage writes to ..; copy the results into dist/
+# dpkg-buildpackage writes to ..; move the results into dist/
 deb:
 	mkdir -p dist
 	env PATH=$(SYSPATH) dpkg-buildpackage -us -uc -b
-	cp ../cas_$(VERSION)_all.deb ../cas_$(VERSION)_*.buildinfo ../cas_$(VERSION)_*.changes dist/
+	mv ../cas_$(VERSION)_all.deb ../cas_$(VERSION)_*.buildinfo ../cas_$(VERSION)_*.changes dist/
 
 clean:
 	rm -rf $(VENV) build lib/*.egg-info demo dist

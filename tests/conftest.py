@@ -13,6 +13,12 @@ BIN = os.path.join(ROOT, "bin")
 sys.path.insert(0, os.path.join(ROOT, "lib"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "packaging: builds, installs and purges the .deb (root; see test_packaging.py)")
+
+
 pytest_plugins = ["realdump.fixture"] if os.path.exists(
     os.path.join(ROOT, "tests", "realdump", "fixture.py")) else []
 

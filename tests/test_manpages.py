@@ -34,3 +34,23 @@ def test_setup_cfg_installs_every_command_and_page():
     for name in COMMANDS:
         assert f"bin/{name}\n" in setup
         assert f"man/{name}.1\n" in setup
+
+
+@pytest.mark.parametrize("page", sorted(os.listdir(os.path.join(ROOT, "man"))))
+def test_man_page_has_environment_files_and_exit_status(page):
+    with open(os.path.join(ROOT, "man", page)) as fh:
+        text = fh.read()
+    sections = re.findall(r'^\.SH "?([^"\n]+)"?$', text, re.M)
+    for wanted in ("ENVIRONMENT", "FILES", "EXIT STATUS"):
+        assert wanted in sections, f"{page} has no {wanted} section"
+    assert "CAS_CONFIG" in text.split(".SH ENVIRONMENT", 1)[1]
+
+
+def test_man_page_footers_agree_with_the_version():
+    from caslib import __version__
+    footers = set()
+    for page in sorted(os.listdir(os.path.join(ROOT, "man"))):
+        with open(os.path.join(ROOT, "man", page)) as fh:
+            th = fh.readline().split('"')
+        footers.add((th[1], th[3], th[5]))
+    assert footers == {(footers.copy().pop()[0], f"cas {__version__}", "Core Analysis System")}

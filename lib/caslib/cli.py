@@ -10,7 +10,8 @@ from .records import UsageError
 
 def add_config_option(parser) -> None:
     parser.add_argument("--config", metavar="FILE",
-                        help="config file (default: $CAS_CONFIG, else /etc/cas.conf, else built-in)")
+                        help="config file (default: $CAS_CONFIG, else $XDG_CONFIG_HOME/cas/cas.conf "
+                             "for a non-root user, else /etc/cas.conf, else built-in)")
 
 
 def load_config(args) -> config.Config:
