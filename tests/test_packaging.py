@@ -149,7 +149,7 @@ def test_deb_installs_and_analyses_a_real_dump_as_cas(packages, realdump):
                        "print(pkgheader.rpmfile.__name__)"])
         assert vendored.stdout.strip() in ("caslib._vendor.rpmfile", "rpmfile"), vendored
         complete = sh(["bash", "-c", "source /usr/share/bash-completion/bash_completion && "
-                       "_completion_loader cas-ident && complete -p cas-ident"])
+                       "_completion_loader cas-ident; complete -p cas-ident"])
         assert "_cas_complete" in complete.stdout, complete
 
         # a real dump, the real debuginfo RPM on the shelf of the packaged cas.conf
