@@ -1,6 +1,7 @@
 # CAS: make test (the whole suite), make demo (the main job on a real dump).
 PYTHON ?= python3
 VENV   ?= .venv
+PYTEST_ARGS ?=
 PY      = $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -16,7 +17,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 test: deps $(VENV)/.installed
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
 realdump: $(VENV)/.installed
 	$(PY) tests/realdump/build.py
