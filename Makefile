@@ -72,7 +72,7 @@ rpm:
 	rm -rf build/rpm && mkdir -p build/rpm/SOURCES dist
 	tar -czf build/rpm/SOURCES/cas-$(VERSION).tar.gz --transform 's|^\.|cas-$(VERSION)|' \
 	    --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist --exclude=./debian \
-	    --exclude=./demo --exclude=__pycache__ --exclude=.pytest_cache .
+	    --exclude=./demo --exclude=./.pybuild --exclude=__pycache__ --exclude=.pytest_cache .
 	env PATH=$(SYSPATH) rpmbuild -bb $(RPMDEPS) --define "_topdir $(CURDIR)/build/rpm" --define "version $(VERSION)" cas.spec
 	cp build/rpm/RPMS/noarch/cas-$(VERSION)-*.noarch.rpm dist/
 
@@ -86,4 +86,6 @@ deb:
 	mv ../cas_$(VERSION)_all.deb ../cas_$(VERSION)_*.buildinfo ../cas_$(VERSION)_*.changes dist/
 
 clean:
-	rm -rf $(VENV) build lib/*.egg-info demo dist
+	rm -rf $(VENV) build lib/*.egg-info demo dist .pybuild debian/cas debian/.debhelper \
+	    debian/*.debhelper debian/*.debhelper.log debian/*.substvars debian/debhelper-build-stamp \
+	    debian/files
