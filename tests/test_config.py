@@ -255,3 +255,14 @@ def test_rpm_filter_comma_separated_names_ignore_case(tmp_path):
     assert rpm("/s/kernel-debuginfo-2.6.18.x86_64.rpm")
     assert not rpm("/s/KERNEL-debuginfo-2.6.18.x86_64.rpm")
     assert not rpm("/s/kernel-debuginfo-common-2.6.18.x86_64.rpm")
+
+
+def test_sshkey_type_is_in_casusers_home_when_root_runs(tmp_path, monkeypatch):
+    """Root becomes casuser before ssh runs: a key type names casuser's ~/.ssh/id_<type>."""
+    nobody = pwd.getpwnam("nobody")
+    conf = write(tmp_path / "c.conf", "[settings]\nsshkey = ed25519\ncasuser = nobody\n")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert config.load(conf, environ={}).sshkey == os.path.join(nobody.pw_dir, ".ssh",
+                                                                "id_ed25519")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert config.load(conf, environ={}).sshkey == os.path.expanduser("~/.ssh/id_ed25519")

@@ -247,6 +247,7 @@ def load(explicit: str | None = None, environ=None) -> Config:
         first = " ".join(str(exc).split())
         raise UsageError(f"{path}: not a valid config file: {first}") from None
     cfg.path = os.path.abspath(path)
+    key_type = None
     for section in parser.sections():
         if section.lower() == "pipeline":
             for step, command in parser.items(section):
@@ -270,6 +271,10 @@ def load(explicit: str | None = None, environ=None) -> Config:
             if section.lower() != want:
                 cfg.warnings.append(f"{path}: {raw_key} belongs in [{want}], read from [{section}]")
             cfg.values[key] = _parse(KEYS[key][1], raw_value, key, path)
+            if key == "sshkey":
+                key_type = raw_value.strip() if seedvalues.is_key_type(raw_value) else None
+    if key_type:  # casuser may come later in the file
+        cfg.values["sshkey"] = seedvalues.sshkey(key_type, cfg.values["casuser"])
     for line in cfg.warnings:
         logging.getLogger("cas").warning("%s", line)
     return cfg

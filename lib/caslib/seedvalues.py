@@ -8,6 +8,7 @@ forms are accepted here beside the newer ones (a key path; a ``find -regex``).
 """
 
 import os
+import pwd
 import re
 
 from . import findregex
@@ -18,13 +19,30 @@ KEY_TYPES = ("rsa", "dsa", "dss", "ecdsa", "ecdsa-sk", "ed25519", "ed25519-sk")
 _NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
-def sshkey(raw: str) -> str:
-    """The key file: ``~/.ssh/id_<type>`` for a key type, else the path as given."""
+def is_key_type(raw: str) -> bool:
+    return raw.strip().lower() in KEY_TYPES
+
+
+def sshkey(raw: str, casuser: str | None = None) -> str:
+    """The key file: ``~/.ssh/id_<type>`` for a key type, else the path as given.
+
+    For a key type the ``~`` is ``casuser``'s home when root runs the command
+    (it becomes casuser before it uses the key), else the caller's.
+    """
     low = raw.lower()
     if low in KEY_TYPES:
         kind = "dsa" if low == "dss" else low.replace("-", "_")
-        return os.path.join(os.path.expanduser("~"), ".ssh", f"id_{kind}")
+        return os.path.join(_home(casuser), ".ssh", f"id_{kind}")
     return os.path.abspath(os.path.expanduser(raw))
+
+
+def _home(casuser: str | None) -> str:
+    if casuser and os.geteuid() == 0:
+        try:
+            return pwd.getpwnam(casuser).pw_dir
+        except KeyError:
+            pass  # cli.become_casuser reports the missing user
+    return os.path.expanduser("~")
 
 
 def name_list(value: str) -> list | None:
