@@ -119,11 +119,9 @@ def test_lintian_reports_no_errors(packages):
     assert errors == [], proc.stdout
 
 
-def _link_or_copy(src, dst):
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+def _copy(src, dst):
+    """A copy, not a hard link: a link changes the shared cache's ctimes under other readers."""
+    shutil.copyfile(src, dst)
 
 
 def test_deb_installs_and_analyses_a_real_dump_as_cas(packages, realdump):
@@ -157,8 +155,8 @@ def test_deb_installs_and_analyses_a_real_dump_as_cas(packages, realdump):
         core = next(d for d in realdump["dumps"] if d["name"] == "vmcore.makedumpfile-zlib")
         for sub in ("kernels", "incoming"):
             os.makedirs(os.path.join(STATE, sub), exist_ok=True)
-        _link_or_copy(rpm["path"], os.path.join(STATE, "kernels", os.path.basename(rpm["path"])))
-        _link_or_copy(core["path"], os.path.join(STATE, "incoming", "vmcore"))
+        _copy(rpm["path"], os.path.join(STATE, "kernels", os.path.basename(rpm["path"])))
+        _copy(core["path"], os.path.join(STATE, "incoming", "vmcore"))
         sh(["chown", "-R", "cas:cas", os.path.join(STATE, "kernels"),
             os.path.join(STATE, "incoming")])
         env = {"HOME": STATE, "PATH": SYSPATH}
