@@ -212,15 +212,39 @@ def test_xdg_config_for_a_user_other_than_root(tmp_path, monkeypatch):
 
 
 def test_xdg_config_through_the_executable(tmp_path, casenv, gz):
-    """As a user other than root, the per-user file is found by the real executable."""
-    xdg = tmp_path / "cfg"
-    (xdg / "cas").mkdir(parents=True)
-    (xdg / "cas" / "cas.conf").write_text(f"[settings]\nworkDirectory = {tmp_path}/xw\n")
-    if os.geteuid() == 0:
-        pytest.skip("root never reads a per-user file (tested above with a non-root euid)")
-    env = dict(casenv, XDG_CONFIG_HOME=str(xdg), HOME=str(tmp_path))
-    res = run("cas-unpack", "-i", "1", gz, env=env)
-    assert res.returncode == 0 and res.record["workdir"].startswith(str(tmp_path / "xw")), res
+    """As a user other than root, the per-user file is found by the real executable.
+
+    As root the command runs as nobody (with the system Python, which nobody can
+    execute), since root never reads a per-user file."""
+    if os.geteuid() != 0:
+        xdg = tmp_path / "cfg"
+        (xdg / "cas").mkdir(parents=True)
+        (xdg / "cas" / "cas.conf").write_text(f"[settings]\nworkDirectory = {tmp_path}/xw\n")
+        res = run("cas-unpack", "-i", "1", gz, env=dict(casenv, XDG_CONFIG_HOME=str(xdg)))
+        assert res.returncode == 0 and res.record["workdir"].startswith(str(tmp_path / "xw")), res
+        return
+    top = tempfile.mkdtemp(prefix="cas-xdg-")
+    try:
+        os.chmod(top, 0o777)
+        xdg = os.path.join(top, "cfg", "cas")
+        os.makedirs(xdg)
+        with open(os.path.join(xdg, "cas.conf"), "w") as fh:
+            fh.write(f"[settings]\nworkDirectory = {top}/xw\n")
+        for d in (os.path.join(top, "cfg"), xdg):
+            os.chmod(d, 0o755)
+        shutil.copy(gz, os.path.join(top, "vmcore.1.gz"))
+        os.chmod(os.path.join(top, "vmcore.1.gz"), 0o644)
+        env = {"PATH": "/usr/bin:/bin", "HOME": top, "XDG_CONFIG_HOME": os.path.join(top, "cfg"),
+               "XDG_DATA_HOME": os.path.join(top, "data"), "XDG_CACHE_HOME": os.path.join(top, "c")}
+        runuser = shutil.which("runuser", path="/usr/sbin:/usr/bin:/sbin:/bin")
+        proc = subprocess.run([runuser, "-u", "nobody", "--", "/usr/bin/python3",
+                               os.path.join(ROOT, "bin", "cas-unpack"), "-i", "1",
+                               os.path.join(top, "vmcore.1.gz")],
+                              env=env, cwd="/", capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert f'"workdir": "{top}/xw/1/' in proc.stdout, proc.stdout
+    finally:
+        shutil.rmtree(top)
 
 
 @pytest.mark.parametrize("value,expected", [
