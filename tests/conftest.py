@@ -57,8 +57,10 @@ def run(name: str, *args, input=None, env=None, timeout=600, cwd=None) -> Result
         input = "".join(json.dumps(r) + "\n" for r in input)
     elif isinstance(input, dict):
         input = json.dumps(input) + "\n"
+    # no input: stdin is /dev/null, never the test runner's (a filter would wait on it)
+    stdin = {"stdin": subprocess.DEVNULL} if input is None else {}
     proc = subprocess.run(command(name) + [str(a) for a in args], input=input, text=True,
-                          capture_output=True, env=env, timeout=timeout, cwd=cwd)
+                          capture_output=True, env=env, timeout=timeout, cwd=cwd, **stdin)
     return Result(proc)
 
 

@@ -52,6 +52,13 @@ def dump_kind(head: bytes) -> str | None:
     return None
 
 
+def is_vmlinux(name: str, head: bytes) -> bool:
+    """An ELF executable named ``vmlinux*`` (not a core, not ``vmlinuz``)."""
+    base = posixpath.basename(name)
+    return (base.startswith("vmlinux") and head[:4] == b"\x7fELF" and len(head) >= 18
+            and struct.unpack_from("<H" if head[5:6] == b"\x01" else ">H", head, 16)[0] == 2)
+
+
 def is_tar(head: bytes) -> bool:
     """POSIX ustar or GNU tar header (``ustar\\0`` / ``ustar  \\0`` at byte 257)."""
     return len(head) >= 512 and head[257:262] == b"ustar"
@@ -117,6 +124,7 @@ class Peeler:
         self.name = name
         self.local_path = local_path
         self.depth = 0
+        self.vmlinux: Candidate | None = None  # a ``vmlinux`` ELF member, kept (see tar())
 
     def where(self, member: str | None) -> str:
         return f"{self.name}: member {member!r}" if member else self.name
@@ -180,12 +188,20 @@ class Peeler:
                 if not m.isreg() or m.size == 0:
                     continue
                 member = m.name if outer is None else f"{outer}/{m.name}"
-                if best is not None and best.kind:
+                if best is not None and best.kind and (
+                        self.vmlinux or not posixpath.basename(m.name).startswith("vmlinux")):
                     self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
                                   where, m.name, f"{m.size:,}")
                     continue
                 inner, ls = self.strip(Peekable(archive.extractfile(m)), layers, member)
                 head = inner.peek(HEAD)
+                if self.vmlinux is None and is_vmlinux(m.name, head):
+                    # the customer sent the kernel too: kept aside, cas-findkernel checks it
+                    path, size = self.out.write(inner, m.size)
+                    self.vmlinux = Candidate(path, size, ls, member, None)
+                    self.log.info("%s: keeping member %r (%s bytes): a vmlinux", where, m.name,
+                                  f"{size:,}")
+                    continue
                 if (best is not None and len(ls) == len(layers) and not dump_kind(head)
                         and not is_tar(head) and not is_zip(head) and m.size <= best.size):
                     self.log.info("%s: skipping member %r (%s bytes): not a dump, not the "
