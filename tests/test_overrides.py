@@ -1,0 +1,146 @@
+"""Overrides: --release in a pipe, --vmlinux, --package, and the customer's own vmlinux."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import command, run, sha256
+
+pytestmark = pytest.mark.realdump
+
+
+def _dump(manifest, variant="makedumpfile-zlib"):
+    return next(d["path"] for d in manifest["dumps"] if d["variant"] == variant)
+
+
+def _vmlinux(manifest):
+    return next(f for f in manifest["files"] if f["role"] == "debug-vmlinux")
+
+
+def _rpm(manifest, decoy=False):
+    return next(r for r in manifest["rpms"] if r["decoy"] == decoy and
+                (decoy or r["payload"] == "zstd"))
+
+
+@pytest.fixture
+def conf(tmp_path, casenv):
+    """A config with an empty shelf, or with the real zstd RPM when asked."""
+    def make(shelf_rpm=None):
+        shelf = tmp_path / "kernels"
+        shelf.mkdir(exist_ok=True)
+        if shelf_rpm:
+            os.symlink(shelf_rpm, shelf / os.path.basename(shelf_rpm))
+        path = tmp_path / "cas.conf"
+        path.write_text(
+            "[settings]\n"
+            f"kernels = {shelf}\nworkDirectory = {tmp_path / 'work'}\n"
+            f"database = {tmp_path / 'cas.db'}\ndebugs = {tmp_path / 'debugs'}\n"
+            "debuginfodUrls =\n")
+        assert run("cas-admin", "--config", path, env=casenv).returncode == 0
+        return str(path)
+    return make
+
+
+def test_findkernel_release_in_a_pipe_overrides_the_record(realdump, conf, casenv, tmp_path):
+    path = conf(_rpm(realdump)["path"])
+    real = realdump["kernel"]
+    record = {"workdir": str(tmp_path), "extra": [1, 2],
+              "kernel": {"release": "6.1.0-99-cloud-amd64", "machine": "x86_64",
+                         "build_id": "ab" * 20}}
+    # a real pipe, as a user types it: cat record | cas-findkernel --release R
+    cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    find = subprocess.Popen(command("cas-findkernel") + ["--config", path, "--release",
+                                                         real["release"]],
+                            stdin=cat.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=casenv)
+    cat.stdout.close()
+    cat.stdin.write(json.dumps(record) + "\n")
+    cat.stdin.close()
+    out, err = find.communicate(timeout=120)
+    cat.wait(10)
+    assert find.returncode == 0, err
+    rec = json.loads(out)
+    assert rec["kernel"]["release"] == real["release"]
+    assert rec["kernel"]["build_id"] == "ab" * 20  # the dump's word stays in the record
+    assert rec["extra"] == [1, 2] and rec["workdir"] == str(tmp_path)
+    info = rec["debuginfo"]
+    assert info["override"] == "release" and info["identified"] == "6.1.0-99-cloud-amd64"
+    assert info["rpm"] == str(tmp_path / "kernels" / os.path.basename(_rpm(realdump)["path"]))
+
+
+def test_findkernel_vmlinux_is_checked_like_any_input(conf, casenv, tmp_path):
+    path = conf()
+    for bad, kind in ((tmp_path / "absent", "not-found"), ("/etc/hostname", "bad-vmlinux"),
+                      (tmp_path, "unreadable")):
+        res = run("cas-findkernel", "--config", path, "--vmlinux", bad, env=casenv)
+        assert res.returncode == 1, res
+        assert res.record["error"]["kind"] == kind, res
+        assert str(bad) in res.record["error"]["message"]
+        assert "Traceback" not in res.stderr
+    res = run("cas", "--config", path, "-i", "x", "-f", "/etc/hostname", "--vmlinux",
+              tmp_path / "absent", env=casenv)
+    assert res.returncode == 2 and "--vmlinux" in res.stderr
+
+
+def test_cas_release_reaches_findkernel(realdump, conf, casenv):
+    path = conf()
+    res = run("cas", "--config", path, "-i", "rel", "-f", _dump(realdump), "--release",
+              "6.1.0-99-cloud-amd64", "--json", env=casenv)
+    assert res.returncode == 1
+    err = res.record["error"]
+    assert err["step"] == "cas-findkernel" and "6.1.0-99-cloud-amd64" in err["message"]
+
+
+def test_cas_package_with_an_empty_shelf(realdump, conf, casenv):
+    path = conf()
+    res = run("cas", "--config", path, "-i", "pkg", "-f", _dump(realdump), "--package",
+              _rpm(realdump)["path"], "--json", env=casenv, timeout=1800)
+    assert res.returncode == 0, res
+    rec = res.record
+    assert rec["debuginfo"]["override"] == "package"
+    assert rec["debuginfo"]["vmlinux"] == _rpm(realdump)["vmlinux_member"]
+    with open(os.path.join(rec["workdir"], "traceback")) as fh:
+        assert "sysrq_handle_crash" in fh.read()
+
+
+def test_cas_forced_wrong_vmlinux_fails_clearly(realdump, conf, casenv, tmp_path):
+    decoy = _rpm(realdump, decoy=True)
+    out = tmp_path / "decoy"
+    res = run("cas-extract", "--config", conf(), "--rpm", decoy["path"], "--member",
+              decoy["vmlinux_member"], "--workdir", out, env=casenv)
+    assert res.returncode == 0, res
+    wrong = res.record["vmlinux"]
+    res = run("cas", "--config", os.path.join(tmp_path, "cas.conf"), "-i", "wrong", "-f",
+              _dump(realdump), "--vmlinux", wrong, "--json", env=casenv, timeout=1800)
+    assert res.returncode == 1, res
+    rec = res.record
+    assert rec["debuginfo"]["override"] == "vmlinux"
+    assert rec["error"]["step"] == "cas-crash"
+    assert rec["error"]["kind"] in ("mismatch", "bad-vmlinux"), rec["error"]
+    assert "panic" not in (rec.get("crash") or {})
+    assert "Traceback" not in res.stderr
+
+
+def test_the_customers_vmlinux_in_the_archive_is_used(realdump, conf, casenv, tmp_path):
+    top = tmp_path / "customer"
+    top.mkdir()
+    os.symlink(_dump(realdump), top / "vmcore")
+    os.symlink(_vmlinux(realdump)["path"], top / "vmlinux")
+    tarball = tmp_path / "case.tar"
+    # the core first: the vmlinux after it must still be kept
+    subprocess.run(["tar", "-chf", str(tarball), "-C", str(top), "vmcore", "vmlinux"], check=True)
+    res = run("cas", "--config", conf(), "-i", "cust", "-f", tarball, "--json", env=casenv,
+              timeout=1800)
+    assert res.returncode == 0, res
+    rec = res.record
+    kept = rec["customer_vmlinux"]
+    assert kept["member"] == "vmlinux" and kept["build_id"] == realdump["kernel"]["build_id"]
+    assert kept["file"] == os.path.join(rec["workdir"], "vmlinux")
+    assert rec["debuginfo"]["source"] == "archive" and rec["debuginfo"]["override"] == "vmlinux"
+    assert rec["vmlinux"] == kept["file"]
+    assert sha256(rec["vmlinux"]) == _vmlinux(realdump)["sha256"]
+    assert os.path.getsize(rec["core"]) == os.path.getsize(_dump(realdump))
+    with open(os.path.join(rec["workdir"], "traceback")) as fh:
+        assert "sysrq_handle_crash" in fh.read()
