@@ -234,3 +234,42 @@ def test_a_record_cannot_point_cas_extract_at_another_url(realdump, rpm_server, 
     record["debuginfo"]["build_id"] = "../../etc"
     res = run("cas-extract", "--config", conf, input=record, env=env)
     assert res.returncode == 1 and res.record["error"]["kind"] == "bad-record"
+
+
+# -- the client's parsers, alone ------------------------------------------------------------
+def test_limits_follow_the_elfutils_variables():
+    from caslib.debuginfod import DEFAULT_MAXTIME, DEFAULT_TIMEOUT, Limits
+
+    lim = Limits({"DEBUGINFOD_TIMEOUT": "5", "DEBUGINFOD_MAXSIZE": "1000",
+                  "DEBUGINFOD_MAXTIME": "60"})
+    assert (lim.timeout, lim.maxsize, lim.maxtime) == (5, 1000, 60)
+    assert lim.headers()["X-DEBUGINFOD-MAXSIZE"] == "1000"
+    lim = Limits({"DEBUGINFOD_TIMEOUT": "soon", "DEBUGINFOD_MAXSIZE": "-1"})
+    assert (lim.timeout, lim.maxsize, lim.maxtime) == (DEFAULT_TIMEOUT, None, DEFAULT_MAXTIME)
+    assert "X-DEBUGINFOD-MAXSIZE" not in Limits({}).headers()
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "0g" * 20, "../etc", "a" * 3, "ab" * 65, None, 7])
+def test_bad_build_ids_are_refused(bad):
+    from caslib.debuginfod import check_build_id
+    from caslib.records import StepError
+
+    with pytest.raises(StepError) as exc:
+        check_build_id(bad)
+    assert exc.value.kind == "bad-record"
+
+
+def test_only_configured_servers_and_http_urls():
+    from caslib.config import defaults
+    from caslib.debuginfod import check_url, servers
+    from caslib.records import StepError
+
+    cfg = defaults()
+    cfg.values["debuginfodUrls"] = ["http://a.example/", "file:///etc", "https://b.example/x"]
+    assert servers(cfg) == ["http://a.example", "https://b.example/x"]
+    bid = "ab" * 20
+    assert check_url(f"https://b.example/x/buildid/{bid}/debuginfo", cfg, bid)
+    for url in (f"http://c.example/buildid/{bid}/debuginfo", f"http://a.example/buildid/{bid}/x",
+                f"file:///etc/buildid/{bid}/debuginfo", None):
+        with pytest.raises(StepError):
+            check_url(url, cfg, bid)

@@ -141,8 +141,21 @@ class Misses:
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(why + "\n")
             os.replace(tmp, path)
+            self._prune()
         except OSError as exc:  # remembering is an optimisation; the answer stays right
             log.debug("cannot remember the miss in %s: %s", self.dir, exc)
+
+
+    def _prune(self) -> None:
+        """Forget misses a day old: the directory stays small however many kernels pass."""
+        now = time.time()
+        with os.scandir(self.dir) as it:
+            for entry in it:
+                try:
+                    if now - entry.stat().st_mtime > max(self.seconds, 86400):
+                        os.unlink(entry.path)
+                except OSError:
+                    pass
 
 
 def _ask(url: str, limits: Limits) -> dict:
