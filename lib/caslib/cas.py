@@ -168,6 +168,10 @@ def summary(record: dict) -> str:
         f"Kernel:   {kernel.get('release') or 'unknown'} ({kernel.get('machine') or '?'})",
         f"Panic:    {panic.get('message') or 'unknown'}",
     ]
+    info = record.get("debuginfo") or {}
+    if info.get("override") or info.get("source"):  # not simply the shelf: say where from
+        lines.append(f"Debug:    {info.get('override') or info.get('source')} "
+                     f"{info.get('url') or info.get('file') or info.get('rpm') or ''}".rstrip())
     if panic.get("task"):
         lines.append(f"Task:     {panic['task']} (pid {panic.get('pid')}, cpu {panic.get('cpu')})")
     strip = record.get("strip")
