@@ -13,6 +13,11 @@ BIN = os.path.join(ROOT, "bin")
 sys.path.insert(0, os.path.join(ROOT, "lib"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+# a login shell on Debian may set DEBUGINFOD_URLS (libdebuginfod-common): tests never ask
+# a public server; the debuginfod tests set their own loopback servers
+for _name in ("DEBUGINFOD_URLS", "DEBUGINFOD_TIMEOUT", "DEBUGINFOD_MAXSIZE", "DEBUGINFOD_MAXTIME"):
+    os.environ.pop(_name, None)
+
 pytest_plugins = ["realdump.fixture"] if os.path.exists(
     os.path.join(ROOT, "tests", "realdump", "fixture.py")) else []
 

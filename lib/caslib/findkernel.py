@@ -229,6 +229,8 @@ def main(argv=None) -> int:
                  "package": args.package and os.path.abspath(args.package)}
         initial = None
         if _stdin_has_records():  # in a pipe: the options override each record
+            if args.build_id and not args.release:
+                raise records.UsageError(f"{STEP}: in a pipe, --build-id goes with --release")
             if args.release:
                 force.update(release=args.release, machine=args.machine, build_id=args.build_id)
         elif args.release or args.build_id:
