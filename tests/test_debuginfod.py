@@ -8,12 +8,14 @@ wrong build-id, a file over DEBUGINFOD_MAXSIZE.
 """
 
 import glob
+import json
 import os
+import subprocess
 import time
 
 import pytest
 
-from conftest import run, sha256
+from conftest import command, run, sha256
 from debuginfod_fixture import Debuginfod, Peer, link_dir, need_debuginfod, free_port
 
 pytestmark = pytest.mark.realdump
@@ -126,6 +128,28 @@ def test_the_debian_dbg_package_is_served_too(realdump, deb_server, site, tmp_pa
     assert found.record["debuginfo"]["server"] == deb_server.url
     assert extracted.returncode == 0, extracted
     assert sha256(extracted.record["vmlinux"]) == _debug_vmlinux(realdump)["sha256"]
+
+
+def test_two_jobs_at_once_download_once(realdump, rpm_server, site, tmp_path):
+    conf, env = site([rpm_server.url])
+    found = run("cas-findkernel", "--config", conf, input=_record(realdump, tmp_path), env=env)
+    assert found.returncode == 0, found
+    procs = []
+    for n in range(2):
+        workdir = tmp_path / f"job{n}"
+        workdir.mkdir()
+        rec = dict(found.record, workdir=str(workdir))
+        proc = subprocess.Popen(command("cas-extract") + ["--config", conf], env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        proc.stdin.write(json.dumps(rec) + "\n")
+        proc.stdin.close()
+        procs.append(proc)
+    results = [(p.stdout.read(), p.stderr.read(), p.wait(600)) for p in procs]
+    assert [r[2] for r in results] == [0, 0], results
+    assert sum("downloading" in r[1] for r in results) == 1, results
+    paths = [json.loads(r[0])["vmlinux"] for r in results]
+    assert os.path.samefile(*paths)
 
 
 def test_env_debuginfod_urls_is_the_default(realdump, rpm_server, tmp_path, casenv):
