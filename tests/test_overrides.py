@@ -1,6 +1,7 @@
 """Overrides: --release in a pipe, --vmlinux, --package, and the customer's own vmlinux."""
 
 import json
+import mmap
 import os
 import subprocess
 
@@ -121,6 +122,35 @@ def test_cas_forced_wrong_vmlinux_fails_clearly(realdump, conf, casenv, tmp_path
     assert rec["error"]["kind"] in ("mismatch", "bad-vmlinux"), rec["error"]
     assert "panic" not in (rec.get("crash") or {})
     assert "Traceback" not in res.stderr
+
+
+def test_cas_forced_vmlinux_of_another_build_stops_at_crashs_version_check(
+        realdump, conf, casenv, tmp_path):
+    """The real debug vmlinux with its banner's package version changed: what crash sees of
+    a rebuild of the same release.  crash warns "kernel version inconsistency" and would go
+    on; with a forced vmlinux the job fails instead of mailing that analysis."""
+    other = tmp_path / "vmlinux-other-build"
+    subprocess.run(["cp", "--reflink=auto", _vmlinux(realdump)["path"], str(other)], check=True)
+    version = realdump["kernel_package_version"].encode()
+    other_version = version[:-1] + (b"8" if version.endswith(b"9") else b"9")
+    changed = 0
+    with open(other, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as mem:
+        at = mem.find(b"Debian " + version + b" (")
+        while at != -1:
+            mem[at:at + 7 + len(version)] = b"Debian " + other_version
+            changed += 1
+            at = mem.find(b"Debian " + version + b" (", at + 1)
+    assert changed, "no banner found in the vmlinux"
+    res = run("cas", "--config", conf(), "-i", "other", "-f", _dump(realdump), "--vmlinux",
+              other, "--json", env=casenv, timeout=1800)
+    assert res.returncode == 1, res
+    rec = res.record
+    assert rec["error"]["step"] == "cas-crash" and rec["error"]["kind"] == "mismatch", rec
+    assert "kernel version inconsistency" in rec["error"]["message"]
+    assert "panic" not in rec["crash"]
+    for name in ("traceback", "sys", "log"):
+        assert not os.path.exists(os.path.join(rec["workdir"], name)), name
+    assert os.path.exists(os.path.join(rec["workdir"], "crash.out"))
 
 
 def test_the_customers_vmlinux_in_the_archive_is_used(realdump, conf, casenv, tmp_path):
