@@ -174,3 +174,35 @@ def test_the_customers_vmlinux_in_the_archive_is_used(realdump, conf, casenv, tm
     assert os.path.getsize(rec["core"]) == os.path.getsize(_dump(realdump))
     with open(os.path.join(rec["workdir"], "traceback")) as fh:
         assert "sysrq_handle_crash" in fh.read()
+
+
+def test_a_zip_keeps_the_vmlinux_and_a_foreign_one_is_not_used(realdump, conf, casenv, tmp_path):
+    path = conf()
+    top = tmp_path / "customer"
+    top.mkdir()
+    os.symlink(_dump(realdump), top / "vmcore")
+    os.symlink(_vmlinux(realdump)["path"], top / "vmlinux")
+    archive = tmp_path / "case.zip"
+    subprocess.run(["zip", "-q", "-0", str(archive), "vmcore", "vmlinux"], cwd=top, check=True)
+    res = run("cas-unpack", "--config", path, "-i", "zip", archive, env=casenv)
+    assert res.returncode == 0, res
+    kept = res.record["customer_vmlinux"]
+    assert kept["build_id"] == realdump["kernel"]["build_id"] and kept["member"] == "vmlinux"
+    assert sha256(kept["file"]) == _vmlinux(realdump)["sha256"]
+    assert os.path.getsize(res.record["core"]) == os.path.getsize(_dump(realdump))
+    # a vmlinux of another kernel in the archive is kept but never used
+    decoy = _rpm(realdump, decoy=True)
+    got = run("cas-extract", "--config", path, "--rpm", decoy["path"], "--member",
+              decoy["vmlinux_member"], "--workdir", tmp_path / "decoy", env=casenv)
+    os.unlink(top / "vmlinux")
+    os.symlink(got.record["vmlinux"], top / "vmlinux-other")
+    tarball = tmp_path / "other.tar"
+    subprocess.run(["tar", "-chf", str(tarball), "-C", str(top), "vmlinux-other", "vmcore"],
+                   check=True)
+    unpacked = run("cas-unpack", "--config", path, "-i", "other", tarball, env=casenv)
+    assert unpacked.returncode == 0, unpacked
+    assert unpacked.record["customer_vmlinux"]["build_id"] == decoy["vmlinux_build_id"]
+    ident = run("cas-ident", "--config", path, input=unpacked.record, env=casenv)
+    found = run("cas-findkernel", "--config", path, input=ident.record, env=casenv)
+    assert found.returncode == 1 and found.record["error"]["kind"] == "not-found"
+    assert "not used" in found.stderr

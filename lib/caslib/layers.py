@@ -196,11 +196,7 @@ class Peeler:
                 inner, ls = self.strip(Peekable(archive.extractfile(m)), layers, member)
                 head = inner.peek(HEAD)
                 if self.vmlinux is None and is_vmlinux(m.name, head):
-                    # the customer sent the kernel too: kept aside, cas-findkernel checks it
-                    path, size = self.out.write(inner, m.size)
-                    self.vmlinux = Candidate(path, size, ls, member, None)
-                    self.log.info("%s: keeping member %r (%s bytes): a vmlinux", where, m.name,
-                                  f"{size:,}")
+                    self._keep_vmlinux(inner, ls, member, m.size, where)
                     continue
                 if (best is not None and len(ls) == len(layers) and not dump_kind(head)
                         and not is_tar(head) and not is_zip(head) and m.size <= best.size):
@@ -261,6 +257,13 @@ class Peeler:
             check_zip_member(info, mode, target, where)
             if not info.is_dir() and target is None and info.file_size > 0:
                 files.append(info)
+        for info in [i for i in files if posixpath.basename(i.filename).startswith("vmlinux")]:
+            with archive.open(info) as fh:
+                inner, ls = self.strip(Peekable(fh), layers, info.filename, quiet=True)
+                if self.vmlinux is None and is_vmlinux(info.filename, inner.peek(HEAD)):
+                    member = info.filename if outer is None else f"{outer}/{info.filename}"
+                    self._keep_vmlinux(inner, ls, member, info.file_size, where)
+                    files.remove(info)
         if not files:
             raise StepError(f"{where}: zip archive holds no regular file", "no-core")
         chosen, kind = None, None
@@ -286,6 +289,13 @@ class Peeler:
         return cand
 
     # -- helpers -------------------------------------------------------------
+
+    def _keep_vmlinux(self, stream, layers, member, size_hint, where) -> None:
+        """The customer sent the kernel too: kept aside (``self.vmlinux``); cas-findkernel
+        uses it when its build-id is the dump's."""
+        path, size = self.out.write(stream, size_hint)
+        self.vmlinux = Candidate(path, size, layers, member, None)
+        self.log.info("%s: keeping member %r (%s bytes): a vmlinux", where, member, f"{size:,}")
 
     def _keep_better(self, best, cand):
         if cand is None:
