@@ -175,6 +175,10 @@ def summary(record: dict) -> str:
         f"Kernel:   {kernel.get('release') or 'unknown'} ({kernel.get('machine') or '?'})",
         f"Panic:    {panic.get('message') or 'unknown'}",
     ]
+    info = record.get("debuginfo") or {}
+    if info.get("override") or info.get("source"):  # not simply the shelf: say where from
+        lines.append(f"Debug:    {info.get('override') or info.get('source')} "
+                     f"{info.get('url') or info.get('file') or info.get('rpm') or ''}".rstrip())
     if panic.get("task"):
         lines.append(f"Task:     {panic['task']} (pid {panic.get('pid')}, cpu {panic.get('cpu')})")
     strip = record.get("strip")
@@ -202,6 +206,9 @@ def run_pipeline(args, cfg) -> int:
         ["strip"] if args.strip else []) + ["crash", "mail"]
     argvs = {n: step_command(n, cfg) for n in names}
     argvs["unpack"] += ["-i", args.identifier, "--job", args.job or args.identifier, args.file]
+    for opt in ("release", "vmlinux", "package"):  # overrides: cas-findkernel applies them
+        if getattr(args, opt):
+            argvs["findkernel"].append(f"--{opt}={getattr(args, opt)}")
     if args.modules:
         argvs["extract"].append("-m")
     if args.email:
@@ -295,6 +302,11 @@ def main(argv=None) -> int:
                             help="shrink the core with makedumpfile -c -d 31 before crash")
         parser.add_argument("--job", help="file the run under this job name (default: the identifier)")
         parser.add_argument("--json", action="store_true", help="print the final record, not a summary")
+        parser.add_argument("--release", metavar="R",
+                            help="look up this kernel release instead of the identified one")
+        parser.add_argument("--vmlinux", metavar="FILE", help="use this vmlinux for the dump")
+        parser.add_argument("--package", metavar="PKG",
+                            help="take the vmlinux from this debuginfo package")
         cli.add_config_option(parser)
         args = parser.parse_args(argv)
         if args.compress:
@@ -311,6 +323,14 @@ def main(argv=None) -> int:
                 check_address(args.email)
         except StepError as exc:
             raise UsageError(f"{PROG}: {exc.message}") from None
+        if sum(bool(x) for x in (args.release, args.vmlinux, args.package)) > 1:
+            raise UsageError(f"{PROG}: give one of --release, --vmlinux, --package")
+        for opt in ("vmlinux", "package"):
+            path = getattr(args, opt)
+            if path is not None:
+                if not os.path.isfile(path):
+                    raise UsageError(f"{PROG}: --{opt} {path}: no such file")
+                setattr(args, opt, os.path.abspath(path))
         cfg = cli.load_config(args)
         return run_pipeline(args, cfg)
 
