@@ -89,8 +89,11 @@ def test_cas_release_reaches_findkernel(realdump, conf, casenv):
     path = conf()
     res = run("cas", "--config", path, "-i", "rel", "-f", _dump(realdump), "--release",
               "6.1.0-99-cloud-amd64", "--json", env=casenv)
-    assert res.returncode == 1
-    err = res.record["error"]
+    # no debuginfo for the forced release: the job ends log-only (exit 3), the
+    # findkernel error kept as analysis_error
+    assert res.returncode == 3, res
+    assert res.record["analysis"] == "log-only"
+    err = res.record["analysis_error"]
     assert err["step"] == "cas-findkernel" and "6.1.0-99-cloud-amd64" in err["message"]
 
 
@@ -115,8 +118,11 @@ def test_cas_forced_wrong_vmlinux_fails_clearly(realdump, conf, casenv, tmp_path
     wrong = res.record["vmlinux"]
     res = run("cas", "--config", os.path.join(tmp_path, "cas.conf"), "-i", "wrong", "-f",
               _dump(realdump), "--vmlinux", wrong, "--json", env=casenv, timeout=1800)
-    assert res.returncode == 1, res
+    # crash refuses the forced vmlinux: the job ends log-only (exit 3) with crash's error
+    assert res.returncode == 3, res
     rec = res.record
+    assert rec["analysis"] == "log-only" and "error" not in rec
+    rec["error"] = rec["analysis_error"]
     assert rec["debuginfo"]["override"] == "vmlinux"
     assert rec["error"]["step"] == "cas-crash"
     assert rec["error"]["kind"] in ("mismatch", "bad-vmlinux"), rec["error"]
@@ -143,8 +149,10 @@ def test_cas_forced_vmlinux_of_another_build_stops_at_crashs_version_check(
     assert changed, "no banner found in the vmlinux"
     res = run("cas", "--config", conf(), "-i", "other", "-f", _dump(realdump), "--vmlinux",
               other, "--json", env=casenv, timeout=1800)
-    assert res.returncode == 1, res
+    assert res.returncode == 3, res  # log-only: crash's version check stopped the analysis
     rec = res.record
+    assert rec["analysis"] == "log-only" and "error" not in rec
+    rec["error"] = rec["analysis_error"]
     assert rec["error"]["step"] == "cas-crash" and rec["error"]["kind"] == "mismatch", rec
     assert "kernel version inconsistency" in rec["error"]["message"]
     assert "panic" not in rec["crash"]
