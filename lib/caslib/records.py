@@ -66,8 +66,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def argument_parser(prog: str, description: str, epilog: str | None = None) -> ArgumentParser:
-    return ArgumentParser(prog=prog, description=description, epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The parser every command starts from; it brings ``--version`` (``cas-ident 0.2.0``)."""
+    from caslib import __version__
+    parser = ArgumentParser(prog=prog, description=description, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}",
+                        help="print the command's name and the CAS version, and exit")
+    return parser
 
 
 def error_record(record: dict, step: str, message: str, kind: str = "failed") -> dict:
