@@ -1,4 +1,4 @@
-"""The record contract every CAS filter shares (DESIGN.md section 1).
+"""The record contract every CAS filter shares (man/cas-records.7).
 
 A filter is a function ``process(record) -> record``.  This module owns
 everything around it so no filter re-implements it: reading JSON lines from
@@ -166,7 +166,7 @@ def run(step: str, process: Callable[[dict], dict], initial: Iterable[dict] | No
     """Drive a filter: records from ``initial`` (built from arguments) or stdin.
 
     Each record is written and flushed as soon as it is done, so a pipeline
-    streams.  Returns the exit status of DESIGN.md section 1.
+    streams.  Returns the exit status of man/cas-records.7.
     """
     stdin = stdin if stdin is not None else sys.stdin
     stdout = stdout if stdout is not None else sys.stdout

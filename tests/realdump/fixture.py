@@ -30,6 +30,14 @@ def pytest_configure(config):
         "markers", "realdump: uses the real-dump test bed (built on first use, minutes cold)")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the test bed, directly or through another fixture, is marked
+    realdump, so ``-m realdump`` (or ``-m "not realdump"``) selects all of them."""
+    for item in items:
+        if "realdump" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realdump)
+
+
 def _tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
@@ -70,8 +78,15 @@ def build_manifest(timeout: int = TIMEOUT) -> dict:
 
 
 @pytest.fixture(scope="session")
-def realdump() -> dict:
+def realdump(request) -> dict:
     """The real-dump manifest (see tests/realdump/README.md for its keys)."""
+    root = build.cache_root(None)
+    if not build.cached_manifest(root, None):  # cold: say why the run stops for minutes
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"\nrealdump: building the real-dump test bed in {root} "
+                                f"(a Debian kernel panicked under QEMU: minutes, ~2 GB; "
+                                f"done once)", bold=True)
     try:
         return build_manifest()
     except RuntimeError as exc:
