@@ -83,3 +83,13 @@ def test_nothing_refers_to_a_path_outside_the_repository():
                 if outside.search(line):
                     offenders.append(f"{rel}:{lineno}: {line.strip()[:100].decode(errors='replace')}")
     assert not offenders, "references outside the repository:\n" + "\n".join(offenders)
+
+
+def test_setup_cfg_installs_every_man_page():
+    with open(os.path.join(ROOT, "setup.cfg")) as fh:
+        setup = fh.read()
+    for page in PAGES:
+        name = os.path.basename(page)
+        section = name.rsplit(".", 1)[1]
+        assert re.search(rf"^share/man/man{section} =\n(?:    .*\n)*    man/{re.escape(name)}\n",
+                         setup, re.M), f"setup.cfg does not install {name}"
