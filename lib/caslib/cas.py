@@ -98,6 +98,7 @@ class Pipeline:
         self.first_record: dict | None = None
         self.started = time.monotonic()
         self.ended: dict[int, float] = {}  # step index -> when it exited
+        self.noted: list[threading.Event] = []  # set once ended[index] is written
 
     def spawn(self, name, argv, stdin, env):
         try:
@@ -105,6 +106,7 @@ class Pipeline:
         except OSError as exc:
             raise UsageError(f"{PROG}: cannot start {name} ({argv[0]}): {exc.strerror}") from None
         self.procs.append((name, proc))
+        self.noted.append(threading.Event())
         threading.Thread(target=self._report, args=(name, proc, len(self.procs) - 1),
                          daemon=True).start()
         return proc
@@ -116,8 +118,13 @@ class Pipeline:
         code = proc.wait()
         now = time.monotonic()
         self.ended[index] = now
-        before = self.ended.get(index - 1)
-        took = now - (before if before is not None and before <= now else self.started)
+        self.noted[index].set()
+        before = None
+        # normally the step before has exited already (that ended our input) and its thread
+        # notes when at once; a step that ended before its input did worked since the start
+        if index > 0 and self.noted[index - 1].wait(1.0):
+            before = self.ended[index - 1]
+        took = max(0.0, now - before) if before is not None else now - self.started
         if code == 0:
             logs.get().info("%s done (%.1f s)", name, took)
         elif code == 1:
