@@ -8,7 +8,7 @@ buffer, page cache, a previous kernel after kexec, guests), so the scan
 collects every distinct hit within ``buffersize`` bytes and only answers
 when they agree: OSRELEASE hits must all name one release (the banner
 then only supplies the version string), and without OSRELEASE every banner
-must.  Otherwise it reports the candidates as ambiguous (FORMATS.md A5;
+must.  Otherwise it reports the candidates as ambiguous (doc/formats.md section 6;
 retrace-server ``get_kernel_release`` scans 64 MB the same way, less
 carefully).
 

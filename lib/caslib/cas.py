@@ -104,6 +104,8 @@ class Pipeline:
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.first_record: dict | None = None
         self.started = time.monotonic()
+        self.ended: dict[int, float] = {}  # step index -> when it exited
+        self.noted: list[threading.Event] = []  # set once ended[index] is written
 
     def spawn(self, name, argv, stdin, env):
         try:
@@ -111,13 +113,25 @@ class Pipeline:
         except OSError as exc:
             raise UsageError(f"{PROG}: cannot start {name} ({argv[0]}): {exc.strerror}") from None
         self.procs.append((name, proc))
-        threading.Thread(target=self._report, args=(name, proc), daemon=True).start()
+        self.noted.append(threading.Event())
+        threading.Thread(target=self._report, args=(name, proc, len(self.procs) - 1),
+                         daemon=True).start()
         return proc
 
-    def _report(self, name, proc) -> None:
-        """One progress line per step, when it ends."""
+    def _report(self, name, proc, index) -> None:
+        """One progress line per step, when it ends, with the step's own time: all steps
+        start together, but a step works from when its input ended (the step before it
+        exited) until it exits."""
         code = proc.wait()
-        took = time.monotonic() - self.started
+        now = time.monotonic()
+        self.ended[index] = now
+        self.noted[index].set()
+        before = None
+        # normally the step before has exited already (that ended our input) and its thread
+        # notes when at once; a step that ended before its input did worked since the start
+        if index > 0 and self.noted[index - 1].wait(1.0):
+            before = self.ended[index - 1]
+        took = max(0.0, now - before) if before is not None else now - self.started
         if code == 0:
             logs.get().info("%s done (%.1f s)", name, took)
         elif code == 1:

@@ -1,4 +1,4 @@
-"""The CAS configuration file (DESIGN.md section 4; every key in man/cas.conf.5).
+"""The CAS configuration file (every key in man/cas.conf.5).
 
 Lookup order: ``--config FILE``, else ``$CAS_CONFIG``, else ``/etc/cas.conf``,
 else built-in defaults that work for an unprivileged user (everything under

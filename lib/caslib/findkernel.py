@@ -1,7 +1,7 @@
 """cas-findkernel: find the debuginfo package that holds the vmlinux of a dump's kernel.
 
 Reads ``kernel`` ({release, machine, build_id, ...}, written by cas-ident)
-and adds ``debuginfo`` (DESIGN.md section 2):
+and adds ``debuginfo`` (man/cas-records.7):
   {rpm, name, epoch, version, release, arch, payload, format, vmlinux,
    modules_prefix, match}
 ``rpm`` is the package's absolute path (also for .deb/.ddeb); ``release``
@@ -36,7 +36,7 @@ log = logs.get()
 _SELECT = ("SELECT p.path, p.name, p.epoch, p.version, p.release, p.arch, p.payload, p.format,"
            " k.vmlinux, k.modules_prefix, k.release, k.machine, k.build_id"
            " FROM kernels k JOIN packages p ON p.id = k.package")
-# among equals: RPM before deb, then the payload that extracts fastest (FORMATS.md C), then path
+# among equals: RPM before deb, then the payload that extracts fastest (doc/formats.md section 9), then path
 _ORDER = (" ORDER BY p.format = 'deb', CASE p.payload WHEN 'zstd' THEN 0 WHEN 'gzip' THEN 1"
           " WHEN 'lzma' THEN 2 WHEN 'xz' THEN 3 WHEN 'bzip2' THEN 4 ELSE 5 END, p.path, k.vmlinux")
 

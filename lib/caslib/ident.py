@@ -74,7 +74,7 @@ def _iso(ts) -> str | None:
 
 
 def _sniff(head: bytes) -> str | None:
-    """The format named by the first bytes (FORMATS.md A0), or None."""
+    """The format named by the first bytes (doc/formats.md section 1), or None."""
     if head[:4] == b"\x7fELF":
         return "elf"
     if head[:8] == b"KDUMP   ":

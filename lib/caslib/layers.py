@@ -2,8 +2,8 @@
 
 Why: customers send ``vmcore.12345.tar.bz2``, ``vmcore.zst``, zips, and now
 and then a file compressed twice; file names lie, magic bytes do not.  Each
-layer is recognised from the first bytes of the stream (FORMATS.md "Nested
-compression": gzip, bzip2, xz, lzma-alone, zstd; tar by ``ustar`` at byte
+layer is recognised from the first bytes of the stream (doc/formats.md
+section 7: gzip, bzip2, xz, lzma-alone, zstd; tar by ``ustar`` at byte
 257; zip by ``PK\\3\\4``) and removed while streaming, until a raw file is left.
 
 Archives: the member whose own first bytes are a kernel dump (ELF
@@ -37,7 +37,7 @@ TAR_BUFSIZE = 1 << 20
 
 
 def dump_kind(head: bytes) -> str | None:
-    """The kernel dump format whose magic starts ``head`` (FORMATS.md A0), else None."""
+    """The kernel dump format whose magic starts ``head`` (doc/formats.md section 1), else None."""
     if head[:4] == b"\x7fELF" and len(head) >= 18:
         order = "<" if head[5:6] == b"\x01" else ">"
         if struct.unpack_from(order + "H", head, 16)[0] == 4:  # e_type ET_CORE

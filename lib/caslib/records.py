@@ -1,4 +1,4 @@
-"""The record contract every CAS filter shares (DESIGN.md section 1).
+"""The record contract every CAS filter shares (man/cas-records.7).
 
 A filter is a function ``process(record) -> record``.  This module owns
 everything around it so no filter re-implements it: reading JSON lines from
@@ -66,8 +66,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def argument_parser(prog: str, description: str, epilog: str | None = None) -> ArgumentParser:
-    return ArgumentParser(prog=prog, description=description, epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The parser every command starts from; it brings ``--version`` (``cas-ident 0.2.0``)."""
+    from caslib import __version__
+    parser = ArgumentParser(prog=prog, description=description, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}",
+                        help="print the command's name and the CAS version, and exit")
+    return parser
 
 
 def error_record(record: dict, step: str, message: str, kind: str = "failed") -> dict:
@@ -161,7 +166,7 @@ def run(step: str, process: Callable[[dict], dict], initial: Iterable[dict] | No
     """Drive a filter: records from ``initial`` (built from arguments) or stdin.
 
     Each record is written and flushed as soon as it is done, so a pipeline
-    streams.  Returns the exit status of DESIGN.md section 1.
+    streams.  Returns the exit status of man/cas-records.7.
     """
     stdin = stdin if stdin is not None else sys.stdin
     stdout = stdout if stdout is not None else sys.stdout

@@ -2,7 +2,7 @@
 
 ``process(record, cfg) -> record`` reads ``id``, ``job`` (optional, default
 the identifier) and ``source`` (a path or an http/https/ftp URL), creates
-the job directory and adds, per DESIGN.md section 2:
+the job directory and adds, per man/cas-records.7:
 
 ``workdir``     the new job directory ``<workDirectory>/<job>/<YYYY.MM.DD.HH.MM.SS>``
 ``core``        absolute path of the raw core inside it, named as the input
@@ -37,7 +37,7 @@ from .progress import Progress
 from .records import StepError
 
 STEP = "cas-unpack"
-# Names the job directory holds besides the core (DESIGN.md section 3).
+# Names the job directory holds besides the core (man/cas-records.7, THE JOB DIRECTORY).
 RESERVED = {"crash", "crash.in", "crash.out", "traceback", "sys", "log", "modules", "memory", "usr",
             "vmlinux"}
 SUFFIXES = (".tar", ".tgz", ".tbz", ".tbz2", ".txz", ".tzst", ".tlz", ".gz", ".bz2", ".xz",

@@ -933,11 +933,24 @@ def rpm_query(path: str) -> dict:
             "payload_compressor": out[4], "payload_flags": out[5], "files": files}
 
 
-def decoy_releases(uname_r: str) -> list:
+def abi_shift(uname_r: str, delta: int) -> str:
+    """6.1.0-56-cloud-amd64, +1 -> 6.1.0-57-cloud-amd64: the same flavour, another ABI."""
     m = re.match(r"^(\d+\.\d+\.\d+)-(\d+)-(.*)$", uname_r)
-    base, abi, flavour = m.group(1), int(m.group(2)), m.group(3)
-    other = "amd64" if flavour != "amd64" else "cloud-amd64"
-    return [f"{base}-{abi - 1}-{flavour}", f"{base}-{abi}-{other}", f"{base}-{abi + 1}-{flavour}"]
+    return f"{m.group(1)}-{int(m.group(2)) + delta}-{m.group(3)}"
+
+
+def decoys(uname_r: str) -> dict:
+    """THE decoy rule, in one place: the releases of the decoy packages built next to the
+    real one, by role. The manifest records them ("decoys"); tests read them from there, so
+    nothing depends on which kernel the mirror serves."""
+    m = re.match(r"^(\d+\.\d+\.\d+-\d+)-(.*)$", uname_r)
+    other = "amd64" if m.group(2) != "amd64" else "cloud-amd64"
+    return {"older": abi_shift(uname_r, -1), "other_flavour": f"{m.group(1)}-{other}",
+            "newer": abi_shift(uname_r, +1)}
+
+
+def decoy_releases(uname_r: str) -> list:
+    return list(decoys(uname_r).values())
 
 
 def step_rpms(kernel_dir: str, kinfo: dict, kernel: dict, out: str) -> dict:
@@ -1061,6 +1074,7 @@ def write_manifest(cache: Cache, kernel: dict, total_seconds: float) -> str:
         "modules": [os.path.join(kdir, m) for m in ki["debug_modules"]],
         "dumps": dumps,
         "rpms": rpms,
+        "decoys": decoys(kernel["uname_r"]),
         "files": files,
         "facts": facts,
         "build_seconds": {**{n: s["seconds"] for n, s in st.items()},

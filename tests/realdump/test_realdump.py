@@ -117,6 +117,21 @@ def test_rpm_names_and_decoys():
     assert build.decoy_releases("6.1.0-56-amd64")[1] == "6.1.0-56-cloud-amd64"
 
 
+@pytest.mark.parametrize("release", ["6.1.0-9-cloud-amd64", "6.1.0-50-cloud-amd64",
+                                     "6.1.0-57-cloud-amd64", "6.1.0-99-amd64"])
+def test_decoy_rule_follows_the_kernel(release):
+    """Whatever the mirror serves: the decoys are ABI - 1, the other flavour and ABI + 1 of
+    that kernel, never the kernel itself, and an ABI + 2 release is none of them."""
+    base, abi, flavour = release.split("-", 2)
+    d = build.decoys(release)
+    assert d["older"] == f"{base}-{int(abi) - 1}-{flavour}"
+    assert d["newer"] == f"{base}-{int(abi) + 1}-{flavour}"
+    assert d["other_flavour"].startswith(f"{base}-{abi}-")
+    assert d["other_flavour"] != release
+    assert build.decoy_releases(release) == [d["older"], d["other_flavour"], d["newer"]]
+    assert release not in d.values() and build.abi_shift(release, 2) not in d.values()
+
+
 def test_parse_crash_sys():
     text = ("      KERNEL: /x/vmlinux\n    DUMPFILE: d  [PARTIAL DUMP]\nLOAD AVERAGE: 0.00\n"
             "    NODENAME: casdemo\n     RELEASE: 6.1.0-56-cloud-amd64\n"
@@ -159,8 +174,8 @@ def test_manifest_lists_every_file_with_its_size(realdump):
 @pytest.mark.realdump
 def test_kernel_facts_agree_across_independent_sources(realdump):
     k, facts = realdump["kernel"], realdump["facts"]
-    assert k["hostname"] == "casdemo" and k["machine"] == "x86_64"
-    assert k["panic"] == "sysrq triggered crash"
+    assert k["hostname"] == build.HOSTNAME and k["machine"] == "x86_64"
+    assert k["panic"] == build.PANIC_TEXT
     assert k["release"] == facts["readelf_vmcoreinfo"]["OSRELEASE"]
     assert k["build_id"] == facts["readelf_vmcoreinfo"]["BUILD-ID"]
     assert k["build_id"] == facts["readelf_vmlinux_build_id"]
