@@ -49,9 +49,25 @@ def _dump(manifest, *variants) -> dict:
 
 
 def _record(manifest, dump, workdir, **extra) -> dict:
+    """A record as cas-extract hands it on: every file in a job directory under the
+    workDirectory of _config(<workdir's parent>), hard-linked from the real-dump cache."""
     k = manifest["kernel"]
-    return {"id": "real", "job": "real", "workdir": str(workdir), "core": dump["path"],
-            "vmlinux": manifest["vmlinux"], "ticket": "INC-7",
+    job = workdir.parent / "work" / "real" / "2026.01.02.03.04.05"
+    job.mkdir(parents=True, exist_ok=True)
+
+    def linked(path, sub=""):
+        os.makedirs(job / sub, exist_ok=True)
+        dst = job / sub / os.path.basename(path)
+        if not dst.exists():
+            os.link(path, dst)
+        return str(dst)
+
+    extra = dict(extra)
+    vmlinux = linked(extra.pop("vmlinux", manifest["vmlinux"]), "vml")
+    if extra.get("modules"):
+        extra["modules"] = [linked(m, "mods") for m in extra["modules"]]
+    return {"id": "real", "job": "real", "workdir": str(job), "core": linked(dump["path"]),
+            "vmlinux": vmlinux, "ticket": "INC-7",
             "kernel": {"release": k["release"], "machine": k["machine"]}, **extra}
 
 

@@ -31,8 +31,11 @@ def get() -> logging.Logger:
 
 
 def job_log_path(record: dict) -> str | None:
+    from .jobdir import is_valid_name  # jobdir imports records, which imports us
+
     workdir, job = record.get("workdir"), record.get("job")
-    if not workdir or not job or not os.path.isdir(workdir):
+    if not isinstance(workdir, str) or not is_valid_name(job) or "\0" in workdir \
+            or not os.path.isdir(workdir):
         return None
     return os.path.join(workdir, f"{job}.log")
 

@@ -77,22 +77,74 @@ def error_record(record: dict, step: str, message: str, kind: str = "failed") ->
     return out
 
 
+MAX_LINE = 16 * 1024 * 1024  # characters of one record line; records are small
+MAX_DEPTH = 64               # nesting of one record; the contract needs 4
+
+
+def _lines(stream) -> Iterator[tuple[str, bool]]:
+    """(line, too_long) with at most MAX_LINE characters held, however long the line is."""
+    while True:
+        line = stream.readline(MAX_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE and not line.endswith("\n"):
+            head = line[:200]
+            while line and not line.endswith("\n"):  # skip the rest of that line
+                line = stream.readline(MAX_LINE)
+            yield head, True
+            continue
+        yield line, False
+
+
+def _depth(value) -> int:
+    """Nesting depth of a parsed value, without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                return depth
+            todo.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
 def read_records(stream, step: str) -> Iterator[dict]:
-    """Yield records from JSON lines; a line that is not an object becomes an error record."""
-    for lineno, line in enumerate(stream, 1):
+    """Yield records from JSON lines; a line that is not a sound object becomes an error record
+    (its message also on stderr), and the lines after it are still read."""
+    for lineno, (line, too_long) in enumerate(_lines(stream), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            yield error_record({"input": line.rstrip("\n")[:200]}, step,
-                               f"stdin line {lineno}: not JSON ({exc.msg})", "bad-record")
-            continue
-        if not isinstance(record, dict):
-            yield error_record({"input": line.rstrip("\n")[:200]}, step,
-                               f"stdin line {lineno}: not a JSON object", "bad-record")
+        shown = {"input": line.rstrip("\n")[:200]}
+        why = None
+        if too_long:
+            why = f"stdin line {lineno}: longer than {MAX_LINE} characters"
+        else:
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                why = f"stdin line {lineno}: not JSON ({exc.msg})"
+            except RecursionError:
+                why = f"stdin line {lineno}: nested deeper than {MAX_DEPTH} levels"
+            else:
+                if not isinstance(record, dict):
+                    why = f"stdin line {lineno}: not a JSON object"
+                elif _depth(record) > MAX_DEPTH:
+                    why = f"stdin line {lineno}: nested deeper than {MAX_DEPTH} levels"
+        if why:
+            logging.getLogger("cas").error("%s", why)
+            yield error_record(shown, step, why, "bad-record")
             continue
         yield record
+
+
+_record_check = None  # set by cli.load_config: pathsafety.check_record
+
+
+def set_record_check(check) -> None:
+    """Install the check every record gets before its step runs (``check(record, trusted)``)."""
+    global _record_check
+    _record_check = check
 
 
 def write_record(record: dict, stream) -> None:
@@ -109,15 +161,23 @@ def _one_line(exc: BaseException) -> str:
 
 
 def apply(step: str, process: Callable[[dict], dict], record: dict,
-          log: logging.Logger | None = None) -> dict:
+          log: logging.Logger | None = None, trusted: bool = False) -> dict:
     """Run ``process`` on one record under the contract; never raises.
 
-    Error records pass through untouched.  The job's process log (when the
-    record names a ``workdir`` and ``job``) receives this step's log lines.
+    Error records pass through untouched.  The record is checked first
+    (names, types, paths: ``pathsafety``; ``trusted`` records came from the
+    command line), then the job's process log (when the record names a
+    ``workdir`` and ``job``) receives this step's log lines.
     """
     if "error" in record:
         return record
     log = log or logging.getLogger("cas")
+    if _record_check is not None:
+        try:
+            _record_check(record, trusted)
+        except StepError as exc:
+            log.error("%s", exc.message)
+            return error_record(record, step, exc.message, exc.kind)
     with logs.job_log(record):
         try:
             out = process(dict(record))
@@ -170,7 +230,7 @@ def run(step: str, process: Callable[[dict], dict], initial: Iterable[dict] | No
     status = EXIT_OK
     try:
         for record in source:
-            out = apply(step, process, record, log)
+            out = apply(step, process, record, log, trusted=initial is not None)
             if "error" in out:
                 status = EXIT_ERROR
             write_record(out, stdout)
