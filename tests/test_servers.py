@@ -223,10 +223,12 @@ def test_remote_crash_on_a_real_dump(tmp_path, registered, casenv, sshd, realdum
     by = {d["variant"]: d for d in realdump["dumps"]}
     dump = by.get("makedumpfile-lzo") or by.get("makedumpfile-zlib") or by["qemu-elf"]
     cfg = registered()
-    work = tmp_path / "remote job"
-    work.mkdir()
-    record = {"job": "r1", "workdir": str(work), "core": dump["path"],
-              "vmlinux": realdump["vmlinux"],
+    work = tmp_path / "work 1" / "r1" / "2026.01.02.03.04.05"  # blanks in the path
+    work.mkdir(parents=True)
+    os.link(dump["path"], work / "vmcore")  # a record's files lie in its job directory
+    os.link(realdump["vmlinux"], work / "vmlinux")
+    record = {"job": "r1", "workdir": str(work), "core": str(work / "vmcore"),
+              "vmlinux": str(work / "vmlinux"),
               "kernel": {"release": realdump["kernel"]["release"], "machine": "s390x"}}
     res = run("cas-crash", "--config", cfg, input=record, env=casenv, timeout=1200)
     assert res.returncode == 0, res
