@@ -27,7 +27,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from . import decompress
+from . import decompress, safetar
 from .records import StepError
 
 HEAD = 4096 + 8      # enough for every dump magic (sadump sits at 4096) and the tar header
@@ -174,9 +174,13 @@ class Peeler:
         self.log.info("%s: reading tar archive", where)
         best = None
         try:
-            archive = tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFSIZE)
+            archive = safetar.open_stream(stream, TAR_BUFSIZE)
             for m in archive:
                 check_tar_member(m, where)
+                limit = getattr(self.out, "max_size", None)
+                if m.issparse() and limit and m.size > limit:
+                    raise StepError(f"{where}: sparse member {m.name!r} declares {m.size:,} "
+                                    f"bytes, more than maxCoreSize {limit:,}", "unsafe")
                 if not m.isreg() or m.size == 0:
                     continue
                 member = m.name if outer is None else f"{outer}/{m.name}"
@@ -193,6 +197,9 @@ class Peeler:
                     continue
                 cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
                 best = self._keep_better(best, cand)
+        except safetar.UnsafeTar as exc:
+            self._drop(best)
+            raise StepError(f"{where}: unsafe tar header: {exc.message}", "unsafe") from None
         except tarfile.TarError as exc:
             self._drop(best)
             raise StepError(f"{where}: corrupt or truncated tar archive: {exc}", "corrupt") from None

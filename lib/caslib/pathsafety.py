@@ -173,10 +173,10 @@ def check_types(record: dict) -> None:
 
 def check_record(record: dict, trusted: bool = False) -> None:
     """All checks of the module docstring; ``trusted`` records (from argv) get types only."""
-    check_names(record)
     check_types(record)
-    if trusted:
+    if trusted:  # the command line's own checks say "usage"
         return
+    check_names(record)
     workdir = record.get("workdir")
     if workdir is not None:
         check_workdir(workdir)
@@ -252,3 +252,23 @@ def link_escapes(name: str, target: str) -> bool:
         return True
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
     return resolved == ".." or resolved.startswith("../")
+
+
+# -- names CAS writes in a job directory ---------------------------------------
+
+# Every fixed name a step writes (crash.py, the package snippets, mail.py, the
+# extracted tree's top directories) and the patterns of its temporary files.
+JOB_NAMES = {"crash", "crash.in", "crash.out", "crash.failed.out", "mail.eml", "traceback",
+             "sys", "log", "modules", "memory", "usr", "boot", "lib", "lib64", "opt"}
+_JOB_PREFIXES = ("crash.", "mail.", ".")
+_JOB_SUFFIXES = (".log", ".part", ".tmp", ".eml")
+
+
+def cas_writes(name: str, job: str | None = None) -> bool:
+    """True when CAS itself writes (or might write) a file called ``name`` in a job."""
+    if name in JOB_NAMES or name == f"{job}.log" or name.startswith(_JOB_PREFIXES):
+        return True
+    if name.endswith(_JOB_SUFFIXES) or ".tmp." in name:
+        return True
+    stem, dot, tail = name.rpartition(".")
+    return bool(dot) and tail.startswith("part") and tail[4:].isdigit()
