@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from . import cli, jobdir, logs, records
+from . import cli, jobdir, jobsreap, lifeline, logs, records
 from .mail import check_address
 from .records import StepError, UsageError
 
@@ -100,7 +100,8 @@ class Pipeline:
 
     def spawn(self, name, argv, stdin, env):
         try:
-            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=env)
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=env,
+                                    preexec_fn=lifeline.preexec())  # dies with cas
         except OSError as exc:
             raise UsageError(f"{PROG}: cannot start {name} ({argv[0]}): {exc.strerror}") from None
         self.procs.append((name, proc))
@@ -188,7 +189,8 @@ def run_pipeline(args, cfg) -> int:
     names = ["unpack", "ident", "findkernel", "extract"] + (["strip"] if args.strip else []) + [
         "crash", "mail"]
     argvs = {n: step_command(n, cfg) for n in names}
-    argvs["unpack"] += ["-i", args.identifier, "--job", args.job or args.identifier, args.file]
+    argvs["unpack"] += ["-i", args.identifier, "--job", args.job or args.identifier, "--",
+                        args.file]  # after --: a file named -rf is a file
     if args.modules:
         argvs["extract"].append("-m")
     if args.email:
@@ -198,6 +200,7 @@ def run_pipeline(args, cfg) -> int:
         env["CAS_CONFIG"] = cfg.path
     log.info("pipeline: %s", " | ".join(f"cas-{n}" if n in STEPS else n for n in names))
     jobs = Jobs(cfg)
+    jobsreap.reap(cfg)  # rows of runs killed before they could say so
     pipeline = Pipeline()
     source = args.file
     final: list[dict] = []

@@ -27,6 +27,7 @@ from .records import StepError
 
 KIND = "bad-record"
 _ROOTS: dict = {}  # "work", "shelf", "cache": set from the config by configure()
+_AS_GIVEN: dict = {}  # the same, as the config spells them (the shelf may be a symlink)
 
 # key -> (expected type, where the file must lie); dotted keys are inside a dict
 PATH_KEYS = {
@@ -44,10 +45,12 @@ DICT_KEYS = ("kernel", "debuginfo", "crash", "mail", "strip", "ident", "error")
 def configure(cfg) -> None:
     """Remember where jobs, the shelf and the cache live (``cli.load_config`` calls this)."""
     _ROOTS.clear()
+    _AS_GIVEN.clear()
     for name, key in (("work", "workDirectory"), ("shelf", "kernels"), ("cache", "debugs")):
         value = cfg.get(key) if cfg is not None else None
         if isinstance(value, str) and value:
             _ROOTS[name] = os.path.realpath(value)
+            _AS_GIVEN[name] = os.path.normpath(os.path.abspath(value))
 
 
 def bad(key: str, why: str) -> StepError:
@@ -139,7 +142,13 @@ def _inside(key: str, path, place: str, workdir: str | None) -> None:
         base = _ROOTS.get(place)
         if base is None:
             raise bad(key, f"no {'kernels' if place == 'shelf' else place} directory configured")
-    if not within(base, path):
+    if place == "shelf":  # the admin's shelf may hold symlinks; cas-admin indexed them
+        given = _AS_GIVEN.get(place, base)
+        inside = os.path.normpath(path).startswith(given.rstrip(os.sep) + os.sep) \
+            or within(base, path)
+    else:
+        inside = within(base, path)
+    if not inside:
         where = {"job": "the job directory", "shelf": "the shelf (kernels)",
                  "cache": "the extraction cache (debugs)"}[place]
         raise bad(key, f"{path} is outside {where} {base}")
