@@ -55,7 +55,7 @@ def _request(url: str):
 class Download:
     """``read(n)`` over a URL's body; StepError on HTTP errors, timeouts and short reads."""
 
-    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT, deadline=None):
         import http.client
         import urllib.error
         import urllib.request
@@ -64,6 +64,7 @@ class Download:
         self.url = url
         self.name = shown(url)
         self.timeout = timeout
+        self.deadline = deadline  # deadline.Deadline: the whole download, however it trickles
         self.pos = 0
         try:
             self.resp = urllib.request.urlopen(_request(url), timeout=timeout)
@@ -86,8 +87,13 @@ class Download:
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             n = 1 << 20
+        reader = self.resp.read
+        if self.deadline is not None:
+            self.deadline.check(self.pos)
+            # one recv at most per call, so a trickle meets the deadline check soon
+            reader = getattr(self.resp, "read1", self.resp.read)
         try:
-            data = self.resp.read(n)
+            data = reader(n)
         except (socket.timeout, TimeoutError):
             raise StepError(f"{self.name}: download stalled for {self.timeout:g} s after "
                             f"{self.pos:,} bytes", "timeout") from None

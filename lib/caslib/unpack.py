@@ -32,7 +32,7 @@ import os
 import re
 import stat
 
-from . import cli, compress, decompress, fetch, jobdir, layers, logs, pathsafety, records, sparse
+from . import cli, compress, deadline, decompress, fetch, jobdir, layers, logs, pathsafety, records, sparse
 from .progress import Progress
 from .records import StepError
 
@@ -179,11 +179,20 @@ class _Counting:
         return True
 
 
-def open_source(source: str, timeout: float):
+def open_source(source: str, timeout: float, total: float = deadline.DEFAULT):
     """Open the input before anything is created: (stream, name, size, local path or None)."""
     if fetch.is_url(source):
-        dl = fetch.Download(source, timeout)
+        dl = fetch.Download(source, timeout, deadline.Deadline(total, fetch.shown(source)))
         return dl, fetch.url_basename(source), dl.length, None
+    try:
+        st = os.stat(source)
+    except OSError:
+        st = None
+    if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise StepError(f"{source}: a device, not a dump file", "not-found")
+    if st is not None and stat.S_ISFIFO(st.st_mode):  # no writer, or a silent one: bounded
+        reader = deadline.open_fifo(source, deadline.Deadline(total, source))
+        return reader, os.path.basename(source), None, None
     try:
         # unbuffered: one read(2) per call, so a signal is never left waiting behind a
         # buffered loop on a pipe or fifo (and no extra copy for regular files)
@@ -243,7 +252,8 @@ def process(record: dict, cfg, timeout: float | None = None) -> dict:
         raise StepError("record has no source file or URL", "bad-record")
     if timeout is None:
         timeout = cfg.get("downloadTimeout", fetch.DEFAULT_TIMEOUT)
-    raw, name, size, local = open_source(source, timeout)
+    raw, name, size, local = open_source(source, timeout,
+                                         cfg.get("transferDeadline") or deadline.DEFAULT)
     try:
         workdir = jobdir.create(cfg.workDirectory, job)
         record["id"], record["job"], record["workdir"] = ident, job, workdir
