@@ -159,7 +159,7 @@ def check_types(record: dict) -> None:
     for key in DICT_KEYS:
         if key in record and record[key] is not None and not isinstance(record[key], dict):
             raise bad(key, f"expected an object, got {_shown(record[key])}")
-    for key in ("source", "workdir"):
+    for key in ("source", "workdir", "core", "vmlinux"):
         if key in record and record[key] is not None:
             _text(record, key, record[key])
     if record.get("email") is not None and not isinstance(record["email"], str):
