@@ -178,15 +178,17 @@ def apply(step: str, process: Callable[[dict], dict], record: dict,
         except StepError as exc:
             log.error("%s", exc.message)
             return error_record(record, step, exc.message, exc.kind)
-    with logs.job_log(record):
+    with logs.job_log(record), logs.hold_info() as drop_info:
         try:
             out = process(dict(record))
         except StepError as exc:
+            drop_info()  # the error is the one line; the narrative stays in the job log
             log.error("%s", exc.message)
             return error_record(exc.partial if exc.partial is not None else record,
                                 step, exc.message, exc.kind)
         except OSError as exc:
             message = _one_line(exc)
+            drop_info()
             log.error("%s", message)
             return error_record(record, step, message, "os-error")
         except KeyboardInterrupt as exc:
@@ -201,6 +203,7 @@ def apply(step: str, process: Callable[[dict], dict], record: dict,
         except Exception as exc:  # a bug: one line on stdout, the traceback only in the log
             log.debug("internal error", exc_info=True)
             message = f"internal error: {type(exc).__name__}: {_one_line(exc)}"
+            drop_info()
             log.error("%s", message)
             return error_record(record, step, message, "internal")
     return out
