@@ -245,10 +245,11 @@ def link_allowed(path: str) -> bool:
 
 # -- archive member names (tar, zip, cpio, packages) ------------------------
 
-def member_escapes(name: str) -> str | None:
-    """Why an archive member name would write outside a directory, else None."""
-    clean = name.replace("\\", "/")
-    if clean.startswith("/") or (len(clean) > 1 and clean[1] == ":"):
+def member_escapes(name: str, windows: bool = True) -> str | None:
+    """Why an archive member name would write outside a directory, else None.
+    ``windows``: also take ``\\`` as a separator and ``C:`` as absolute (zip)."""
+    clean = name.replace("\\", "/") if windows else name
+    if clean.startswith("/") or (windows and len(clean) > 1 and clean[1] == ":"):
         return "absolute path"
     if ".." in clean.split("/"):
         return "'..' leads out"
