@@ -255,7 +255,7 @@ def run_pipeline(args, cfg) -> int:
 
 
 def compress_only(args) -> int:
-    argv = step_command("unpack", cli.load_config(args)) + ["--compress", args.file]
+    argv = step_command("unpack", cli.load_config(args)) + [f"--compress={args.file}"]
     if args.config:
         argv += ["--config", args.config]
     return subprocess.call(argv)
