@@ -129,19 +129,34 @@ def test_crash_output_outside_never_reaches_the_mail_body(site):
     assert not (site.job / "mail.eml").exists()
 
 
-def test_crash_files_and_mail_file_and_modules_outside(site):
-    cases = [dict(site.ok, crash={"files": {"sys": "/etc/passwd"}}),
-             dict(site.ok, mail={"file": str(site.outside / "secret")}),
-             dict(site.ok, modules=[str(site.job / "vmcore"), "/etc/passwd"]),
-             dict(site.ok, vmlinux=str(site.job / ".." / ".." / ".." / "outside" / "secret")),
-             dict(site.ok, core=str(site.job / "vmcore") + "\n")]
-    res = site.run("cas-crash", input=cases)
-    assert res.returncode == 1 and len(res.records) == len(cases)
-    assert [r["error"]["kind"] for r in res.records] == ["bad-record"] * len(cases)
-    assert len(res.stderr.splitlines()) == len(cases) and "Traceback" not in res.stderr
-    for key, rec in zip(["crash.files.sys", "mail.file", "modules", "vmlinux", "core"],
-                        res.records):
+@pytest.mark.parametrize("name,cases,keys", [
+    ("cas-mail", [{"crash": {"files": {"sys": "/etc/passwd"}}},
+                  {"mail": {"file": "OUTSIDE/secret"}}], ["crash.files.sys", "mail.file"]),
+    ("cas-crash", [{"modules": ["JOB/vmcore", "/etc/passwd"]},
+                   {"vmlinux": "JOB/../../../outside/secret"},
+                   {"core": "JOB/vmcore\n"}], ["modules", "vmlinux", "core"]),
+    ("cas-ident", [{"core": "JOB/../../../outside/secret"}], ["core"]),
+])
+def test_files_a_step_opens_must_be_in_the_job(site, name, cases, keys):
+    def place(value):
+        if isinstance(value, str):
+            return value.replace("JOB", str(site.job)).replace("OUTSIDE", str(site.outside))
+        if isinstance(value, list):
+            return [place(v) for v in value]
+        return {k: place(v) for k, v in value.items()}
+
+    recs = [dict(site.ok, **place(case)) for case in cases]
+    res = site.run(name, input=recs)
+    assert res.returncode == 1 and len(res.records) == len(recs)
+    assert [r["error"]["kind"] for r in res.records] == ["bad-record"] * len(recs)
+    assert len(res.stderr.splitlines()) == len(recs) and "Traceback" not in res.stderr
+    for key, rec in zip(keys, res.records):
         assert f"'{key}'" in rec["error"]["message"], rec
+
+
+def test_a_record_core_without_workdir_is_not_read(site):
+    res = site.run("cas-ident", input={"core": str(site.outside / "secret")})
+    clean_error(res, "bad-record", "'core'", "no workdir")
 
 
 def test_symlinked_job_directory_cannot_lead_out(site):

@@ -39,6 +39,18 @@ PATH_KEYS = {
     "mail.file": "job",
     "debuginfo.rpm": "shelf",
 }
+# The record paths each step opens: only those must lie in their place (a key a step
+# passes on untouched is checked by the step that uses it).  ``workdir`` is always checked:
+# the job's log file is opened there.  A step not listed (a replacement) checks them all.
+USES = {
+    "cas-unpack": (),
+    "cas-ident": ("core",),
+    "cas-findkernel": (),
+    "cas-extract": ("debuginfo.rpm",),
+    "cas-strip": ("core", "vmlinux"),
+    "cas-crash": ("core", "vmlinux", "modules"),
+    "cas-mail": ("crash.output", "crash.files", "mail.file"),
+}
 DICT_KEYS = ("kernel", "debuginfo", "crash", "mail", "strip", "ident", "error")
 
 
@@ -180,8 +192,9 @@ def check_types(record: dict) -> None:
         raise bad("crash.files", f"expected an object of paths, got {_shown(files)}")
 
 
-def check_record(record: dict, trusted: bool = False) -> None:
-    """All checks of the module docstring; ``trusted`` records (from argv) get types only."""
+def check_record(record: dict, trusted: bool = False, step: str | None = None) -> None:
+    """All checks of the module docstring; ``trusted`` records (from argv) get types only;
+    ``step`` limits the path checks to the keys that step opens (``USES``)."""
     check_types(record)
     if trusted:  # the command line's own checks say "usage"
         return
@@ -193,7 +206,10 @@ def check_record(record: dict, trusted: bool = False) -> None:
         parent = os.path.basename(os.path.dirname(os.path.realpath(workdir)))
         if isinstance(job, str) and job != parent:
             raise bad("workdir", f"{workdir} is not a directory of job {job!r}")
+    uses = USES.get(step, tuple(PATH_KEYS))
     for dotted, place in PATH_KEYS.items():
+        if dotted not in uses:
+            continue
         present, value = _get(record, dotted)
         if not present or value is None:
             continue

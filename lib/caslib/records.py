@@ -142,7 +142,8 @@ _record_check = None  # set by cli.load_config: pathsafety.check_record
 
 
 def set_record_check(check) -> None:
-    """Install the check every record gets before its step runs (``check(record, trusted)``)."""
+    """Install the check every record gets before its step runs
+    (``check(record, trusted, step)``)."""
     global _record_check
     _record_check = check
 
@@ -174,7 +175,7 @@ def apply(step: str, process: Callable[[dict], dict], record: dict,
     log = log or logging.getLogger("cas")
     if _record_check is not None:
         try:
-            _record_check(record, trusted)
+            _record_check(record, trusted, step)
         except StepError as exc:
             log.error("%s", exc.message)
             return error_record(record, step, exc.message, exc.kind)
