@@ -17,7 +17,7 @@ import signal
 import sys
 from typing import Callable, Iterable, Iterator
 
-from . import logs
+from . import jsonlines, logs
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -77,60 +77,28 @@ def error_record(record: dict, step: str, message: str, kind: str = "failed") ->
     return out
 
 
-MAX_LINE = 16 * 1024 * 1024  # characters of one record line; records are small
-MAX_DEPTH = 64               # nesting of one record; the contract needs 4
-
-
-def _lines(stream) -> Iterator[tuple[str, bool]]:
-    """(line, too_long) with at most MAX_LINE characters held, however long the line is."""
-    while True:
-        line = stream.readline(MAX_LINE + 1)
-        if not line:
-            return
-        if len(line) > MAX_LINE and not line.endswith("\n"):
-            head = line[:200]
-            while line and not line.endswith("\n"):  # skip the rest of that line
-                line = stream.readline(MAX_LINE)
-            yield head, True
-            continue
-        yield line, False
-
-
-def _depth(value) -> int:
-    """Nesting depth of a parsed value, without recursion."""
-    deepest, todo = 0, [(value, 1)]
-    while todo:
-        node, depth = todo.pop()
-        if isinstance(node, (dict, list)):
-            deepest = max(deepest, depth)
-            if depth > MAX_DEPTH:
-                return depth
-            todo.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
-    return deepest
-
-
 def read_records(stream, step: str) -> Iterator[dict]:
     """Yield records from JSON lines; a line that is not a sound object becomes an error record
     (its message also on stderr), and the lines after it are still read."""
-    for lineno, (line, too_long) in enumerate(_lines(stream), 1):
+    for lineno, (line, too_long) in enumerate(jsonlines.bounded_lines(stream), 1):
         if not line.strip():
             continue
         shown = {"input": line.rstrip("\n")[:200]}
         why = None
         if too_long:
-            why = f"stdin line {lineno}: longer than {MAX_LINE} characters"
+            why = f"stdin line {lineno}: longer than {jsonlines.MAX_LINE} characters"
         else:
             try:
                 record = json.loads(line)
             except ValueError as exc:
                 why = f"stdin line {lineno}: not JSON ({exc.msg})"
             except RecursionError:
-                why = f"stdin line {lineno}: nested deeper than {MAX_DEPTH} levels"
+                why = f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
             else:
                 if not isinstance(record, dict):
                     why = f"stdin line {lineno}: not a JSON object"
-                elif _depth(record) > MAX_DEPTH:
-                    why = f"stdin line {lineno}: nested deeper than {MAX_DEPTH} levels"
+                elif jsonlines.depth(record) > jsonlines.MAX_DEPTH:
+                    why = f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
         if why:
             logging.getLogger("cas").error("%s", why)
             yield error_record(shown, step, why, "bad-record")
