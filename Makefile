@@ -50,7 +50,7 @@ bench: $(VENV)/.installed
 	for b in bench/*; do [ -x "$$b" ] && $(PY) "$$b"; done
 
 fuzz: $(VENV)/.installed
-	CAS_FUZZ_CASES=10000 $(PY) -m pytest -q -p no:cacheprovider tests/test_ident_fuzz.py tests/test_printk.py
+	CAS_FUZZ_CASES=10000 $(PY) -m pytest -q -p no:cacheprovider tests/test_ident_fuzz.py tests/test_printk.py tests/test_record_fuzz.py
 
 clean:
 	rm -rf $(VENV) build lib/*.egg-info demo

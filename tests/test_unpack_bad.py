@@ -222,7 +222,8 @@ def test_bad_identifier(setup, args, record):
         res = setup(*args, setup.data)
     else:
         res = setup(*args, input=dict(record, source=setup.data))
-    assert_clean_failure(res, setup.work, "usage", ["bad"])
+    # the command line's mistake is a usage error; a record's is a bad record
+    assert_clean_failure(res, setup.work, "usage" if record is None else "bad-record", ["bad"])
     assert not os.path.exists(setup.work)  # nothing created
 
 

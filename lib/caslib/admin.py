@@ -22,7 +22,7 @@ import sqlite3
 import sys
 import time
 
-from . import cli, db, findregex, index, logs, purge, records
+from . import cli, db, findregex, index, jobsreap, logs, purge, records
 from .progress import Progress
 from .records import StepError, UsageError
 
@@ -174,6 +174,8 @@ def main(argv=None) -> int:
         if args.wait < 0:
             raise UsageError(f"{PROG}: --wait must be >= 0")
         cfg = cli.load_config(args)
+        if not args.list and not args.dry_run:
+            jobsreap.reap(cfg)  # rows of cas runs that were killed
         try:
             return admin(args, cfg)
         except (StepError, findregex.RegexError) as exc:

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 
-from . import cli, jobdir, logs, records
+from . import cli, jobdir, jobsreap, lifeline, logs, records
 from .mail import check_address
 from .records import StepError, UsageError
 
@@ -109,7 +109,8 @@ class Pipeline:
 
     def spawn(self, name, argv, stdin, env):
         try:
-            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=env)
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=env,
+                                    preexec_fn=lifeline.preexec())  # dies with cas
         except OSError as exc:
             raise UsageError(f"{PROG}: cannot start {name} ({argv[0]}): {exc.strerror}") from None
         self.procs.append((name, proc))
@@ -219,7 +220,8 @@ def run_pipeline(args, cfg) -> int:
     names = ["unpack", "ident", "dmesg", "findkernel", "extract"] + (
         ["strip"] if args.strip else []) + ["crash", "mail"]
     argvs = {n: step_command(n, cfg) for n in names}
-    argvs["unpack"] += ["-i", args.identifier, "--job", args.job or args.identifier, args.file]
+    argvs["unpack"] += ["-i", args.identifier, "--job", args.job or args.identifier, "--",
+                        args.file]  # after --: a file named -rf is a file
     for opt in ("release", "vmlinux", "package"):  # overrides: cas-findkernel applies them
         if getattr(args, opt):
             argvs["findkernel"].append(f"--{opt}={getattr(args, opt)}")
@@ -234,6 +236,7 @@ def run_pipeline(args, cfg) -> int:
         env["CAS_CONFIG"] = cfg.path
     log.info("pipeline: %s", " | ".join(f"cas-{n}" if n in STEPS else n for n in names))
     jobs = Jobs(cfg)
+    jobsreap.reap(cfg)  # rows of runs killed before they could say so
     pipeline = Pipeline()
     source = args.file
     final: list[dict] = []
@@ -294,7 +297,7 @@ def run_pipeline(args, cfg) -> int:
 
 
 def compress_only(args) -> int:
-    argv = step_command("unpack", cli.load_config(args)) + ["--compress", args.file]
+    argv = step_command("unpack", cli.load_config(args)) + [f"--compress={args.file}"]
     if args.config:
         argv += ["--config", args.config]
     return subprocess.call(argv)

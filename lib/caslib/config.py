@@ -63,11 +63,13 @@ def _default(name: str):
         "mailFrom": None,
         "cacheLimit": 20 * 1024 ** 3,
         "downloadTimeout": 60,
+        "transferDeadline": 6 * 3600,
         "purgeLimit": 90,
         "autoPurge": False,
         "crash_32": None,
         "buffersize": 64 * 1024 ** 2,
         "debuginfodUrls": os.environ.get("DEBUGINFOD_URLS", "").split(),  # as elfutils reads it
+        "maxCoreSize": 64 * 1024 ** 4,
     }[name]
 
 
@@ -94,11 +96,15 @@ KEYS = {
     "cacheLimit": ("settings", "size"),
     "downloadTimeout": ("settings", "seconds"),
     "debuginfodUrls": ("settings", "words"),
+    "transferDeadline": ("settings", "seconds"),
     "purgeLimit": ("maintenance", "int"),
     "autoPurge": ("maintenance", "bool"),
     "crash_32": ("advanced", "optpath"),
     "buffersize": ("advanced", "size"),
+    "maxCoreSize": ("advanced", "size"),
 }
+# Sizes a typo must not turn into an exhausted machine: key -> (least, most) bytes.
+SIZE_BOUNDS = {"buffersize": (4096, 4 * 1024 ** 3)}
 # Keys a config file must set: where the shelf, the jobs and the database live.
 REQUIRED = ("kernels", "workDirectory", "database")
 _BY_LOWER = {k.lower(): k for k in KEYS}
@@ -134,6 +140,8 @@ def _parse(kind: str, raw: str, key: str, where: str):
     def bad(expected: str):
         return UsageError(f"{where}: {key} = {raw!r}: expected {expected}")
 
+    if ("\n" in raw or "\r" in raw) and kind not in ("globs", "words"):
+        raise bad("a value on one line")
     if kind == "str":
         if not raw:
             raise bad("a non-empty value")
@@ -145,7 +153,10 @@ def _parse(kind: str, raw: str, key: str, where: str):
             if kind == "optpath":
                 return None
             raise bad("a path")
-        return os.path.abspath(os.path.expanduser(raw))
+        path = os.path.expanduser(raw)
+        if not os.path.isabs(path):
+            raise bad("an absolute path (or ~/...)")
+        return os.path.normpath(path)
     if kind == "int":
         try:
             value = int(raw)
@@ -163,6 +174,9 @@ def _parse(kind: str, raw: str, key: str, where: str):
             raise bad("a size like 67108864, 64M or 2G" if kind == "size" else "seconds") from None
         if value <= 0:
             raise bad("a number > 0")
+        least, most = SIZE_BOUNDS.get(key, (1, None))
+        if value < least or (most is not None and value > most):
+            raise bad(f"a size from {least:,} to {most:,} bytes")
         return value
     if kind == "bool":
         low = raw.lower()
@@ -210,7 +224,7 @@ def load(explicit: str | None = None, environ=None) -> Config:
     cfg = defaults()
     if path is None:
         return cfg
-    parser = configparser.ConfigParser(interpolation=None, strict=False,
+    parser = configparser.ConfigParser(interpolation=None, strict=True,
                                        inline_comment_prefixes=None)
     parser.optionxform = str  # keep camelCase for messages
     try:
@@ -218,6 +232,9 @@ def load(explicit: str | None = None, environ=None) -> Config:
             parser.read_file(fh)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read config: {exc.strerror}") from None
+    except configparser.DuplicateOptionError as exc:
+        raise UsageError(f"{path}: {exc.option} is set twice in [{exc.section}] "
+                         f"(line {exc.lineno}); keep one") from None
     except (configparser.Error, UnicodeDecodeError) as exc:
         first = " ".join(str(exc).split())
         raise UsageError(f"{path}: not a valid config file: {first}") from None
@@ -245,6 +262,9 @@ def load(explicit: str | None = None, environ=None) -> Config:
             want = KEYS[key][0]
             if section.lower() != want:
                 cfg.warnings.append(f"{path}: {raw_key} belongs in [{want}], read from [{section}]")
+            if key in seen:
+                raise UsageError(f"{path}: {key} is set twice (again as {raw_key!r} in "
+                                 f"[{section}]); keep one")
             cfg.values[key] = _parse(KEYS[key][1], raw_value, key, path)
             seen.add(key)
     missing = [k for k in REQUIRED if k not in seen]

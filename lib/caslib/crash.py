@@ -222,6 +222,9 @@ def _prepare(record: dict, cfg, workdir: str, core: str, vmlinux: str) -> tuple:
     env = {"CAS_CORE": core, "CAS_VMLINUX": vmlinux, "CAS_RELEASE": kernel.get("release"),
            "CAS_MACHINE": kernel.get("machine"), "CAS_WORKDIR": workdir}
     plan = snippets.build(snippets.default_directory(cfg), env, workdir, module_dir)
+    if os.path.basename(core) in plan.targets and os.path.dirname(core) == workdir:
+        raise StepError(f"a snippet writes {os.path.basename(core)!r}, the name of the core; "
+                        "rename the snippet's target (the core is never overwritten)", "usage")
     for name in plan.targets + [OUTPUT, FAILED_OUTPUT]:
         _remove(os.path.join(workdir, name))  # results of an earlier run of this job
     write_atomic(os.path.join(workdir, COMMANDS), plan.text())

@@ -57,7 +57,7 @@ class Download:
     """``read(n)`` over a URL's body; StepError on HTTP errors, timeouts and short reads."""
 
     def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT, headers: dict | None = None,
-                 method: str | None = None):
+                 method: str | None = None, deadline=None):
         import http.client
         import urllib.error
         import urllib.request
@@ -66,6 +66,7 @@ class Download:
         self.url = url
         self.name = shown(url)
         self.timeout = timeout
+        self.deadline = deadline  # deadline.Deadline: the whole download, however it trickles
         self.pos = 0
         try:
             self.resp = urllib.request.urlopen(_request(url, headers, method), timeout=timeout)
@@ -91,8 +92,13 @@ class Download:
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             n = 1 << 20
+        reader = self.resp.read
+        if self.deadline is not None:
+            self.deadline.check(self.pos)
+            # one recv at most per call, so a trickle meets the deadline check soon
+            reader = getattr(self.resp, "read1", self.resp.read)
         try:
-            data = self.resp.read(n)
+            data = reader(n)
         except (socket.timeout, TimeoutError):
             raise StepError(f"{self.name}: download stalled for {self.timeout:g} s after "
                             f"{self.pos:,} bytes", "timeout") from None

@@ -41,24 +41,49 @@ _ORDER = (" ORDER BY p.format = 'deb', CASE p.payload WHEN 'zstd' THEN 0 WHEN 'g
           " WHEN 'lzma' THEN 2 WHEN 'xz' THEN 3 WHEN 'bzip2' THEN 4 ELSE 5 END, p.path, k.vmlinux")
 
 
-class Index:
-    """The kernels index, opened once per run (read only)."""
+BUSY_WAIT = 3.0  # seconds a reader waits for a writer's lock before saying so
 
-    def __init__(self, path: str, timeout: float = 30.0):
+
+class Index:
+    """The kernels index, opened once per run, read only.
+
+    A reader never writes (no journal-mode switch, no migration) and waits
+    only BUSY_WAIT seconds for a writer that holds the database exclusively
+    (``cas-admin`` indexing, ``locking_mode=EXCLUSIVE``): then a ``busy``
+    error record says who to wait for, instead of a silent 30 s stall.
+    """
+
+    def __init__(self, path: str, timeout: float = BUSY_WAIT):
         if not os.path.exists(path):
             raise StepError(f"no kernel index at {path}: run cas-admin to index the shelf",
                             "not-found")
-        self.path = path
-        self.conn = db.connect(path, timeout)
+        self.path, self.timeout = path, timeout
+        try:
+            self.conn = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True,
+                                        timeout=timeout)
+            self.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise self._friendly(exc) from None
+
+    def _friendly(self, exc: Exception) -> StepError:
+        err = db.friendly(exc, self.path, self.timeout)
+        if err.kind == "busy":
+            return StepError(f"{self.path}: the kernel index is locked by a writer (cas-admin "
+                             f"indexing?); gave up after {self.timeout:g} s, try again when it "
+                             "is done", "busy")
+        return err
 
     def query(self, where: str, args: tuple) -> list[tuple]:
         try:
             return self.conn.execute(f"{_SELECT} WHERE {where}{_ORDER}", args).fetchall()
         except sqlite3.Error as exc:
-            raise db.friendly(exc, self.path) from None
+            raise self._friendly(exc) from None
 
     def known_releases(self) -> list[tuple[str, str | None]]:
-        return self.conn.execute("SELECT DISTINCT release, machine FROM kernels").fetchall()
+        try:
+            return self.conn.execute("SELECT DISTINCT release, machine FROM kernels").fetchall()
+        except sqlite3.Error as exc:
+            raise self._friendly(exc) from None
 
     def near_releases(self, release: str, window: int = 50) -> list[tuple[str, str | None]]:
         """Indexed (release, machine) pairs that could be nearest to ``release``.
@@ -69,18 +94,24 @@ class Index:
         """
         parsed = kernelrelease.parse(release)
         q = "SELECT DISTINCT release, machine FROM kernels WHERE "
-        rows = set(self.conn.execute(q + "release < ? ORDER BY release DESC LIMIT ?",
-                                     (release, window)))
-        rows.update(self.conn.execute(q + "release > ? ORDER BY release LIMIT ?", (release, window)))
-        rows.update(self.conn.execute(q + "base = ? LIMIT ?", (parsed.base, window)))
+        rows = set(self._rows(q + "release < ? ORDER BY release DESC LIMIT ?",
+                              (release, window)))
+        rows.update(self._rows(q + "release > ? ORDER BY release LIMIT ?", (release, window)))
+        rows.update(self._rows(q + "base = ? LIMIT ?", (parsed.base, window)))
         major_minor = ".".join(release.split(".")[:2]) + "."
-        rows.update(self.conn.execute(
+        rows.update(self._rows(
             q + "release >= ? AND release < ? AND flavour = ? LIMIT ?",
             (major_minor, major_minor + "\uffff", parsed.flavour, 5 * window)))
         return sorted(rows, key=lambda r: (r[0], r[1] or ""))
 
     def package_count(self) -> int:
-        return self.conn.execute("SELECT count(DISTINCT package) FROM kernels").fetchone()[0]
+        return self._rows("SELECT count(DISTINCT package) FROM kernels", ())[0][0]
+
+    def _rows(self, sql: str, args: tuple) -> list:
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise self._friendly(exc) from None
 
 
 def _debuginfo(row: tuple, match: str) -> dict:

@@ -49,7 +49,7 @@ Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 import os
 import re
 
-from . import cli, elfcore, kdumphdr, logs, records, utsname, vmcoreinfo
+from . import cli, elfcore, kdumphdr, logs, pathsafety, records, utsname, vmcoreinfo
 from .flattened import DumpError, FileSource, FlattenedSource, is_flattened
 from .records import StepError
 
@@ -318,8 +318,10 @@ def _identify(plain, src, head, fmt, ident, buffersize) -> dict:
         where = (f"its {plain.size} bytes" if ident.ident["scanned"] >= plain.size
                  else f"its first {ident.ident['scanned']} bytes (--buffersize)")
         if fmt is None:
-            raise DumpError("no dump header (starts with " + head[:8].hex(" ")
-                            + f") and no kernel release in {where}", "not-a-dump")
+            magic = (f" (starts with {head[:8].hex(' ')})"
+                     if pathsafety.may_show_bytes(plain.path) else "")
+            raise DumpError(f"no dump header{magic} and no kernel release in {where}",
+                            "not-a-dump")
         raise DumpError(f"{ident.format} dump names no kernel in its headers nor in"
                         f" {where}", "unidentified")
     return ident.result(src)

@@ -19,7 +19,6 @@ a compressed or downloaded zip is first spooled into the job directory
 (sparse, removed afterwards); a local plain zip is read in place.
 """
 
-import posixpath
 import stat
 import struct
 import tarfile
@@ -27,7 +26,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from . import decompress
+from . import decompress, pathsafety, safetar
 from .records import StepError
 
 HEAD = 4096 + 8      # enough for every dump magic (sadump sits at 4096) and the tar header
@@ -182,9 +181,13 @@ class Peeler:
         self.log.info("%s: reading tar archive", where)
         best = None
         try:
-            archive = tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFSIZE)
+            archive = safetar.open_stream(stream, TAR_BUFSIZE)
             for m in archive:
                 check_tar_member(m, where)
+                limit = getattr(self.out, "max_size", None)
+                if m.issparse() and limit and m.size > limit:
+                    raise StepError(f"{where}: sparse member {m.name!r} declares {m.size:,} "
+                                    f"bytes, more than maxCoreSize {limit:,}", "unsafe")
                 if not m.isreg() or m.size == 0:
                     continue
                 member = m.name if outer is None else f"{outer}/{m.name}"
@@ -205,6 +208,9 @@ class Peeler:
                     continue
                 cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
                 best = self._keep_better(best, cand)
+        except safetar.UnsafeTar as exc:
+            self._drop(best)
+            raise StepError(f"{where}: unsafe tar header: {exc.message}", "unsafe") from None
         except tarfile.TarError as exc:
             self._drop(best)
             raise StepError(f"{where}: corrupt or truncated tar archive: {exc}", "corrupt") from None
@@ -316,24 +322,19 @@ class Peeler:
                       f"{best.size:,}", why)
 
 
-def _escapes(name: str) -> bool:
-    return name.startswith("/") or ".." in name.split("/")
-
-
 def check_tar_member(m: tarfile.TarInfo, where: str) -> None:
-    """Refuse members that would write outside a directory if someone extracted them."""
+    """Refuse members that would write outside a directory if someone extracted them
+    (the name rules live in pathsafety, shared with every archive reader)."""
     name = m.name
-    if name.startswith("/"):
-        raise StepError(f"{where}: unsafe tar member {name!r}: absolute path", "unsafe")
-    if ".." in name.split("/"):
-        raise StepError(f"{where}: unsafe tar member {name!r}: '..' leads out", "unsafe")
+    why = pathsafety.member_escapes(name, windows=False)
+    if why:
+        raise StepError(f"{where}: unsafe tar member {name!r}: {why}", "unsafe")
     if m.issym():
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(name), m.linkname))
-        if m.linkname.startswith("/") or target == ".." or target.startswith("../"):
+        if pathsafety.link_escapes(name, m.linkname):
             raise StepError(f"{where}: unsafe tar member {name!r}: symlink to {m.linkname!r} "
                             "points outside", "unsafe")
     elif m.islnk():
-        if _escapes(m.linkname):
+        if m.linkname.startswith("/") or ".." in m.linkname.split("/"):
             raise StepError(f"{where}: unsafe tar member {name!r}: hard link to "
                             f"{m.linkname!r} points outside", "unsafe")
     elif m.ischr() or m.isblk() or m.isfifo():
@@ -344,15 +345,11 @@ def check_tar_member(m: tarfile.TarInfo, where: str) -> None:
 
 def check_zip_member(info: zipfile.ZipInfo, mode: int, target: str | None, where: str) -> None:
     name = info.filename
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise StepError(f"{where}: unsafe zip member {name!r}: absolute path", "unsafe")
-    if ".." in name.replace("\\", "/").split("/"):
-        raise StepError(f"{where}: unsafe zip member {name!r}: '..' leads out", "unsafe")
-    if target is not None:
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-            raise StepError(f"{where}: unsafe zip member {name!r}: symlink to {target!r} "
-                            "points outside", "unsafe")
+    why = pathsafety.member_escapes(name)
+    if why:
+        raise StepError(f"{where}: unsafe zip member {name!r}: {why}", "unsafe")
+    if target is not None and pathsafety.link_escapes(name, target):
+        raise StepError(f"{where}: unsafe zip member {name!r}: symlink to {target!r} "
+                        "points outside", "unsafe")
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
         raise StepError(f"{where}: unsafe zip member {name!r}: device or fifo", "unsafe")
-

@@ -33,7 +33,7 @@ import sys
 import tempfile
 from email.message import EmailMessage
 
-from . import cli, jobdir, logonly, logs, records
+from . import cli, deadline, jobdir, logonly, logs, records
 from .records import StepError
 
 STEP = "cas-mail"
@@ -167,9 +167,14 @@ def send(msg: EmailMessage, smtphost: str, timeout: float = 60.0) -> None:
         smtp.send_message(msg)
 
 
-def _send_or_reason(msg, smtphost) -> str | None:
+SMTP_TIMEOUT = 60.0
+
+
+def _send_or_reason(msg, smtphost, total: float | None = None) -> str | None:
+    total = min(total or 2 * SMTP_TIMEOUT, 2 * SMTP_TIMEOUT)
     try:
-        send(msg, smtphost)
+        with deadline.alarm(total, "SMTP conversation"):  # a trickling server still ends
+            send(msg, smtphost, SMTP_TIMEOUT)
     except (OSError, smtplib.SMTPException, ValueError) as exc:
         return f"{smtphost}: {' '.join(str(exc).split()) or type(exc).__name__}"
     return None
@@ -193,7 +198,7 @@ def process(record: dict, cfg, to: str | None = None) -> dict:
         result["reason"] = "no recipient (-e): message saved only"
         log.info("no recipient: message saved as %s", path)
     else:
-        reason = _send_or_reason(msg, cfg.smtphost)
+        reason = _send_or_reason(msg, cfg.smtphost, cfg.get("transferDeadline"))
         if reason:
             record["mail"] = dict(result, reason=reason)
             raise StepError(f"mail to {to} not sent: {reason}; saved as {path}, "

@@ -32,14 +32,14 @@ import os
 import re
 import stat
 
-from . import cli, compress, decompress, fetch, jobdir, layers, logs, records, sparse
+from . import cli, compress, deadline, decompress, fetch, jobdir, layers, logs, pathsafety, records, sparse
 from .progress import Progress
 from .records import StepError
 
 STEP = "cas-unpack"
-# Names the job directory holds besides the core (man/cas-records.7, THE JOB DIRECTORY).
-RESERVED = {"crash", "crash.in", "crash.out", "traceback", "sys", "log", "modules", "memory", "usr",
-            "vmlinux"}
+# Names the job directory holds besides the core (man/cas-records.7, THE JOB DIRECTORY);
+# see pathsafety.cas_writes for every name and pattern CAS writes.
+RESERVED = pathsafety.JOB_NAMES
 SUFFIXES = (".tar", ".tgz", ".tbz", ".tbz2", ".txz", ".tzst", ".tlz", ".gz", ".bz2", ".xz",
             ".lzma", ".zst", ".zstd", ".zip")
 _SAFE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+:-]{0,199}")
@@ -55,7 +55,7 @@ def core_name(source_name: str, job: str) -> str:
             if name.lower().endswith(suffix) and len(name) > len(suffix):
                 name = name[: -len(suffix)]
                 changed = True
-    if not _SAFE.fullmatch(name) or name in RESERVED or name == f"{job}.log":
+    if not _SAFE.fullmatch(name) or pathsafety.cas_writes(name, job):
         return "vmcore"
     return name
 
@@ -63,7 +63,8 @@ def core_name(source_name: str, job: str) -> str:
 class Output:
     """Partial files in the job directory: created, written sparsely, renamed or removed."""
 
-    def __init__(self, workdir: str, core: str, log, tick=None):
+    def __init__(self, workdir: str, core: str, log, tick=None, max_size: int | None = None):
+        self.max_size = max_size  # maxCoreSize: no layer may unpack to more
         self.workdir = workdir
         self.core = core
         self.log = log
@@ -102,6 +103,11 @@ class Output:
                     if not data:
                         break
                     writer.write(data)
+                    if self.max_size and writer.size > self.max_size:
+                        self.discard(path)
+                        raise StepError(f"{self.workdir}: the core grows past maxCoreSize "
+                                        f"({self.max_size:,} bytes); stopped and removed the "
+                                        "partial file", "too-large")
                     if self.tick:
                         self.tick()
             writer.close()
@@ -173,11 +179,20 @@ class _Counting:
         return True
 
 
-def open_source(source: str, timeout: float):
+def open_source(source: str, timeout: float, total: float = deadline.DEFAULT):
     """Open the input before anything is created: (stream, name, size, local path or None)."""
     if fetch.is_url(source):
-        dl = fetch.Download(source, timeout)
+        dl = fetch.Download(source, timeout, deadline.Deadline(total, fetch.shown(source)))
         return dl, fetch.url_basename(source), dl.length, None
+    try:
+        st = os.stat(source)
+    except OSError:
+        st = None
+    if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise StepError(f"{source}: a device, not a dump file", "not-found")
+    if st is not None and stat.S_ISFIFO(st.st_mode):  # no writer, or a silent one: bounded
+        reader = deadline.open_fifo(source, deadline.Deadline(total, source))
+        return reader, os.path.basename(source), None, None
     try:
         # unbuffered: one read(2) per call, so a signal is never left waiting behind a
         # buffered loop on a pipe or fifo (and no extra copy for regular files)
@@ -209,6 +224,9 @@ def _raw_local(fh, local: str, size: int) -> bool:
 
 def _link_or_copy(fh, local: str, size: int, out: Output, progress, log) -> tuple[str, int]:
     """Hard-link the user's raw dump into the job directory, else copy it sparsely."""
+    if not pathsafety.link_allowed(local):  # someone else's file: a copy of our own
+        log.info("%s: raw file of another user, copying it", local)
+        return out.copy_file(fh.fileno(), size, progress)
     out.count += 1
     path = os.path.join(out.workdir, f"{out.core}.part{out.count}")
     try:
@@ -246,25 +264,26 @@ def process(record: dict, cfg, timeout: float | None = None) -> dict:
         raise StepError("record has no source file or URL", "bad-record")
     if timeout is None:
         timeout = cfg.get("downloadTimeout", fetch.DEFAULT_TIMEOUT)
-    raw, name, size, local = open_source(source, timeout)
+    raw, name, size, local = open_source(source, timeout,
+                                         cfg.get("transferDeadline") or deadline.DEFAULT)
     try:
         workdir = jobdir.create(cfg.workDirectory, job)
         record["id"], record["job"], record["workdir"] = ident, job, workdir
         record["source"] = source
         with logs.job_log(record):
-            return _unpack(record, raw, name, size, local, log)
+            return _unpack(record, raw, name, size, local, log, cfg.get("maxCoreSize"))
     finally:
         raw.close()
 
 
-def _unpack(record: dict, raw, name: str, size, local, log) -> dict:
+def _unpack(record: dict, raw, name: str, size, local, log, max_size=None) -> dict:
     workdir = record["workdir"]
     shown = fetch.shown(record["source"]) if local is None else record["source"]
     log.info("unpacking %s for %s into %s", shown, record["id"], workdir)
     counter = _Counting(raw)
     with Progress(f"unpack {name}", size) as progress:
         out = Output(workdir, core_name(name, record["job"]), log,
-                     tick=lambda: progress.update(counter.pos))
+                     tick=lambda: progress.update(counter.pos), max_size=max_size)
         try:
             if local is not None and _raw_local(raw, local, size):
                 path, core_bytes = _link_or_copy(raw, local, size, out, progress, log)
@@ -343,6 +362,9 @@ def main(argv=None) -> int:
             initial = [{"id": args.id, "job": args.job or args.id, "source": source}]
 
         def step(record):
+            if initial is None and isinstance(record.get("source"), str) \
+                    and not fetch.is_url(record["source"]):
+                pathsafety.check_source(record["source"])  # a record's file, not the user's
             if args.id is not None and "id" not in record:
                 record["id"] = args.id
             if args.job and "job" not in record:
