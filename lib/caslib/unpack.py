@@ -258,7 +258,8 @@ def _unpack(record: dict, raw, name: str, size, local, log) -> dict:
                 kind = layers.dump_kind(os.pread(raw.fileno(), layers.HEAD, 0))
                 peeled, member = [], None
             else:
-                cand = layers.Peeler(out, log, shown, local).peel(counter, size)
+                cand = layers.Peeler(out, log, shown, local,
+                                     raw.fileno() if local else None).peel(counter, size)
                 path, core_bytes, kind = cand.path, cand.size, cand.kind
                 peeled, member = cand.layers, cand.member
             core = out.finish(path)
