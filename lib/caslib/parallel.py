@@ -35,7 +35,6 @@ PIECE = 32 << 20          # decoded bytes of one piece held whole (xz -T0 -6 blo
 CHUNK = 1 << 20
 SCAN = 4 << 20            # bzip2: compressed bytes searched for stream starts at a time
 BZ_GROUP = 16             # bzip2 streams per piece (pbzip2 streams hold 900 kB each)
-ZSTD_BLOCK_MAX = 128 << 10  # RFC 8878 3.1.1.2.4: a block never decodes to more than this
 _BZ_START = re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)")
 
 
@@ -72,11 +71,12 @@ def open_reader(origin: Origin | None, codec: str, name: str, log, why_not: str 
             why = plan(origin)
         except (OSError, ValueError, struct.error) as exc:
             why = f"cannot read its layout ({exc})"
-        if not why:
+        if not isinstance(why, str) or not why:
             log.info("%s: decoding %s on %d threads", name, codec, n)
             if codec == "xz":
                 return xzblocks.ParallelXz(origin.fd, origin.start, origin.end, name, n,
-                                           max_block=PIECE, budget=n * PIECE, log=log)
+                                           max_block=PIECE, budget=n * PIECE, log=log,
+                                           blocks=why)
             pieces = _zstd_pieces(origin) if codec == "zstd" else _bz_pieces(origin)
             decode = _zstd_decode if codec == "zstd" else _bz_decode
             return Ordered(origin, codec, name, log, pieces, decode, n)
@@ -174,36 +174,19 @@ class Ordered:
 
 # -- xz: blocks with sizes (xz -T0, pixz, cas-unpack --compress) ---------------------
 
-def _xz_plan(origin: Origin) -> str:
-    """"" when the stream has two blocks or more whose headers carry their sizes."""
-    fd, pos = origin.fd, origin.start
-    head = os.pread(fd, 12, pos)
-    if len(head) < 12 or head[:6] != xzblocks.MAGIC:
-        return "no xz stream header"
-    check = xzblocks._CHECK_SIZES[head[7] & 0x0F]
-    pos += 12
-    block = os.pread(fd, 1024, pos)
-    if not block or block[0] == 0:
-        return "a stream without blocks"
-    bflags = block[1]
-    if not (bflags & 0x40 and bflags & 0x80):
-        return "blocks without sizes in their headers (single-threaded xz)"
-    comp, at = xzblocks._varint(block, 2)
-    unc, _ = xzblocks._varint(block, at)
-    if unc > PIECE:
-        return (f"blocks of {unc:,} bytes, larger than the {PIECE >> 20} MiB bound for "
-                "decoding one whole (xz -7 and above)")
-    pos += (block[0] + 1) * 4 + comp + (-comp % 4) + check
-    after = os.pread(fd, 1, pos)
-    if after and after != b"\0":
-        return ""                                    # a second block in this stream
-    index = os.pread(fd, 1 << 16, pos)               # one record: indicator, count, 2 sizes
-    count, at = xzblocks._varint(index, 1)
-    for _ in range(2 * count):
-        _, at = xzblocks._varint(index, at)
-    pos += at + (-at % 4) + 4 + 12                   # index padding, CRC32, stream footer
-    tail = os.pread(fd, min(1 << 16, max(origin.end - pos, 0)), pos).lstrip(b"\0")
-    return "" if tail else "a single block"
+def _xz_plan(origin: Origin):
+    """The blocks, from the streams' indexes, or why the stream stays on one thread."""
+    try:
+        blocks = xzblocks.index_blocks(origin.fd, origin.start, origin.end)
+    except ValueError as exc:
+        return f"cannot read its index ({exc}); the one-thread reader checks the stream"
+    if len(blocks) < 2:
+        return "a single block (xz -T1 and older xz write one)"
+    largest = max(b[2] for b in blocks)
+    if largest > PIECE:
+        return (f"blocks of up to {largest:,} bytes, larger than the {PIECE >> 20} MiB bound "
+                "for decoding one whole (xz -7 and above)")
+    return blocks
 
 
 # -- zstd: independent frames (RFC 8878 section 3.1) -------------------------------
@@ -233,16 +216,19 @@ def _frame_end(fd: int, pos: int, end: int) -> tuple[int, int | None, int]:
                                  f"{PIECE >> 20} MiB bound for decoding it whole")
     p = pos + at + fcs_len
     blocks = 0
+    win, win_at = b"", p           # block headers are read from a 1 MiB window
     while True:
-        b = os.pread(fd, 3, p)
-        if len(b) < 3 or p + 3 > end:
+        if p + 3 > win_at + len(win):
+            win_at, win = p, os.pread(fd, min(CHUNK, max(end - p, 0)), p)
+        b = win[p - win_at:p - win_at + 3]
+        if len(b) < 3:
             raise _Fallback(pos, "input ends inside the frame")
         value = b[0] | b[1] << 8 | b[2] << 16
         last, btype, bsize = value & 1, (value >> 1) & 3, value >> 3
         p += 3 + (1 if btype == 1 else bsize)
         blocks += 1
-        if blocks * ZSTD_BLOCK_MAX > 2 * PIECE:
-            raise _Fallback(pos, f"a frame larger than the {PIECE >> 20} MiB bound")
+        if p - pos > PIECE:
+            raise _Fallback(pos, f"a frame of more than {PIECE >> 20} MiB compressed")
         if last:
             break
     p += 4 if checksum else 0
