@@ -28,13 +28,14 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import decompress, xzblocks
+from . import decompress, sparse, xzblocks
 from .records import StepError
 
 PIECE = 32 << 20          # decoded bytes of one piece held whole (xz -T0 -6 blocks are 24 MiB)
 CHUNK = 1 << 20
 SCAN = 4 << 20            # bzip2: compressed bytes searched for stream starts at a time
 BZ_GROUP = 16             # bzip2 streams per piece (pbzip2 streams hold 900 kB each)
+_ZERO = sparse.zeros(CHUNK)   # zero chunks (most of a dump) share one object
 _BZ_START = re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)")
 
 
@@ -75,7 +76,7 @@ def open_reader(origin: Origin | None, codec: str, name: str, log, why_not: str 
             log.info("%s: decoding %s on %d threads", name, codec, n)
             if codec == "xz":
                 return xzblocks.ParallelXz(origin.fd, origin.start, origin.end, name, n,
-                                           max_block=PIECE, budget=n * PIECE, log=log,
+                                           max_block=PIECE, budget=n * PIECE // 2, log=log,
                                            blocks=why)
             pieces = _zstd_pieces(origin) if codec == "zstd" else _bz_pieces(origin)
             decode = _zstd_decode if codec == "zstd" else _bz_decode
@@ -264,11 +265,19 @@ def _zstd_pieces(origin: Origin):
 def _zstd_decode(frame: bytes) -> list:
     import zstandard
 
+    out, got = [], 0
     try:
-        out = zstandard.ZstdDecompressor().decompress(frame, max_output_size=PIECE)
+        reader = zstandard.ZstdDecompressor().stream_reader(frame, read_size=CHUNK)
+        while True:
+            part = reader.read(CHUNK)
+            if not part:
+                return out
+            got += len(part)
+            if got > PIECE:
+                raise _Fallback(f"a frame decoding to more than {PIECE >> 20} MiB")
+            out.append(_ZERO if part == _ZERO else part)
     except zstandard.ZstdError as exc:
         raise _Fallback(f"frame not decoded whole ({exc})") from None
-    return [out]
 
 
 # -- bzip2: concatenated streams (pbzip2) --------------------------------------------
@@ -325,7 +334,7 @@ def _bz_decode(piece) -> list:
             part = dec.decompress(view[a:b], CHUNK)
             while True:
                 if part:
-                    out.append(part)
+                    out.append(_ZERO if part == _ZERO else part)
                     got += len(part)
                     if got > PIECE:
                         raise _Fallback(f"streams decode to more than {PIECE >> 20} MiB")

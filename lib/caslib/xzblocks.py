@@ -31,7 +31,7 @@ import os
 import struct
 import zlib
 
-from . import decompress
+from . import decompress, sparse
 from .records import StepError
 
 MAGIC = b"\xfd7zXZ\x00"
@@ -39,6 +39,7 @@ MAX_BLOCK = 16 << 20          # uncompressed bytes of one block we decode whole
 BUDGET = 24 << 20             # uncompressed bytes in flight at once
 CHUNK = 1 << 20
 FEED = 256 << 10
+_ZERO = sparse.zeros(CHUNK)    # the object SparseWriter compares with: equal and identical
 _CHECK_SIZES = [0, 4, 4, 4, 8, 8, 8, 16, 16, 16, 32, 32, 32, 64, 64, 64]
 
 
@@ -98,7 +99,7 @@ def _decode(mini: bytes, unc: int) -> list:
 
     Asking for bounded pieces keeps the peak at one copy of the block (a
     single ``decompress()`` call builds the output in pieces and then joins
-    them, two copies).
+    them, two copies); zero pieces (most of a dump) share one object.
     """
     dec = lzma.LZMADecompressor(lzma.FORMAT_XZ)
     view, pos, out, got = memoryview(mini), 0, [], 0
@@ -112,8 +113,8 @@ def _decode(mini: bytes, unc: int) -> list:
             else:
                 piece = dec.decompress(b"", CHUNK)
             if piece:
-                out.append(piece)
                 got += len(piece)
+                out.append(_ZERO if piece == _ZERO else piece)
     except lzma.LZMAError as exc:
         raise ValueError(str(exc)) from None
     if not dec.eof:
