@@ -154,9 +154,7 @@ class Peeler:
             stream, layers = self.strip(Peekable(raw, origin), [], None)
             cand = self.rest(stream, layers, None, size_hint if not layers else None)
         finally:
-            for reader in self.opened:
-                reader.close()
-            self.opened.clear()
+            self._close_from(0)
         if cand is None:  # only possible for members; kept for clarity
             raise StepError(f"{self.name}: nothing to unpack", "empty")
         return cand
@@ -231,7 +229,7 @@ class Peeler:
                     self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
                                   where, m.name, f"{m.size:,}")
                     continue
-                origin = None
+                opened, origin = len(self.opened), None
                 if stream.origin is not None and m.sparse is None:
                     at = stream.origin.start + m.offset_data
                     origin = parallel.Origin(stream.origin.fd, at, at + m.size)
@@ -243,6 +241,7 @@ class Peeler:
                                   "largest", where, m.name, f"{m.size:,}")
                     continue
                 cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
+                self._close_from(opened)   # this member's decoder threads end here
                 best = self._keep_better(best, cand)
         except tarfile.TarError as exc:
             self._drop(best)
@@ -324,6 +323,10 @@ class Peeler:
         return cand
 
     # -- helpers -------------------------------------------------------------
+
+    def _close_from(self, n: int) -> None:
+        while len(self.opened) > n:
+            self.opened.pop().close()
 
     def _keep_better(self, best, cand):
         if cand is None:
