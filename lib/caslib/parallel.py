@@ -17,7 +17,8 @@ a pipe or download, or data inside another compressed layer.  A piece the
 pool cannot decode (too large, or not what the boundary scan promised) is
 handed to the ordinary one-thread reader from that piece's first byte, so
 errors are reported by the same code and with the same words as without
-threads.  xz uses ``xzblocks.ParallelXz`` (cas-extract's block decoder).
+threads.  xz uses ``xzblocks.ParallelXz`` (cas-extract's block decoder) with
+the blocks found by ``xzindex``.
 """
 
 import bz2
@@ -28,7 +29,7 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import decompress, sparse, xzblocks
+from . import decompress, sparse, xzblocks, xzindex
 from .records import StepError
 
 PIECE = 32 << 20          # decoded bytes of one piece held whole (xz -T0 -6 blocks are 24 MiB)
@@ -178,7 +179,7 @@ class Ordered:
 def _xz_plan(origin: Origin):
     """The blocks, from the streams' indexes, or why the stream stays on one thread."""
     try:
-        blocks = xzblocks.index_blocks(origin.fd, origin.start, origin.end)
+        blocks = xzindex.index_blocks(origin.fd, origin.start, origin.end)
     except ValueError as exc:
         return f"cannot read its index ({exc}); the one-thread reader checks the stream"
     if len(blocks) < 2:

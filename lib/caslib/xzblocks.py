@@ -17,8 +17,8 @@ sections 2.1 (stream header/footer), 3.1 (block header), 4 (index), 1.2
 A stream this reader cannot split (a block without sizes, as single-threaded
 ``xz`` writes, or blocks too large for the memory bound) is decoded by the
 ordinary sequential reader instead, from the start.  When the stream's end
-is known, ``index_blocks`` reads every block's position and sizes from the
-indexes instead (walking the streams from the last footer back, as
+is known, ``xzindex.index_blocks`` reads every block's position and sizes
+from the indexes instead (walking the streams from the last footer back, as
 ``xz --list`` does), which also splits blocks without sizes in their
 headers: each stream ``cas-unpack --compress`` writes is one such block.  Concatenated streams
 (``cat a.xz b.xz``, ``cas-unpack --compress`` writes one stream per block)
@@ -124,70 +124,6 @@ def _decode(mini: bytes, unc: int) -> list:
     return out
 
 
-MAX_INDEX = 32 << 20        # bytes of one stream's index we read
-
-
-class Block(tuple):
-    """(offset, unpadded size, uncompressed size, stream flags, check size) from an index."""
-
-
-def index_blocks(fd: int, start: int, end: int, limit: int = 1 << 22) -> list:
-    """Every block of the xz streams filling ``[start, end)`` of ``fd``, first to last.
-
-    Raises ValueError when the bytes are not whole streams (truncated, trailing
-    data, a damaged index): the sequential reader then reports what is wrong.
-    """
-    streams = []
-    pos = end
-    while pos > start:
-        tail = os.pread(fd, min(1 << 16, pos - start), max(start, pos - (1 << 16)))
-        stripped = tail.rstrip(b"\0")
-        pad = len(tail) - len(stripped)
-        if pad % 4 or not stripped:
-            raise ValueError("stream padding is not a multiple of four bytes")
-        pos -= pad
-        foot = os.pread(fd, 12, pos - 12)
-        if len(foot) < 12 or foot[10:12] != b"YZ" or pos - 12 < start:
-            raise ValueError("no stream footer at the end")
-        if struct.pack("<I", zlib.crc32(foot[4:10])) != foot[:4]:
-            raise ValueError("damaged stream footer")
-        index_size = (struct.unpack_from("<I", foot, 4)[0] + 1) * 4
-        if index_size > MAX_INDEX or pos - 12 - index_size < start + 12:
-            raise ValueError("index too large or outside the input")
-        index_at = pos - 12 - index_size
-        index = os.pread(fd, index_size, index_at)
-        if len(index) < index_size or index[0] != 0:
-            raise ValueError("no index where the footer says")
-        if struct.pack("<I", zlib.crc32(index[:-4])) != index[-4:]:
-            raise ValueError("damaged index")
-        count, at = _varint(index, 1)
-        if count > limit:
-            raise ValueError(f"more than {limit:,} blocks")
-        records = []
-        for _ in range(count):
-            unpadded, at = _varint(index, at)
-            unc, at = _varint(index, at)
-            records.append((unpadded, unc))
-        blocks_size = sum(u + (-u % 4) for u, _ in records)
-        head_at = index_at - blocks_size - 12
-        if head_at < start:
-            raise ValueError("the index describes more blocks than the input holds")
-        head = os.pread(fd, 12, head_at)
-        if head[:6] != MAGIC or head[6:8] != foot[8:10]:
-            raise ValueError("no stream header where the index says")
-        streams.append((head_at, head[6:8], records))
-        limit -= count
-        pos = head_at
-    blocks = []
-    for head_at, flags, records in reversed(streams):
-        at = head_at + 12
-        check = _CHECK_SIZES[flags[1] & 0x0F]
-        for unpadded, unc in records:
-            blocks.append(Block((at, unpadded, unc, flags, check)))
-            at += unpadded + (-unpadded % 4)
-    return blocks
-
-
 class _Unsplittable(Exception):
     pass
 
@@ -214,7 +150,7 @@ class ParallelXz:
         self.fallback = None
         self.switch_when_drained = False  # an unsplittable block follows the pending ones
         self.why = ""
-        self.index = list(reversed(blocks)) if blocks is not None else None  # from index_blocks
+        self.index = list(reversed(blocks)) if blocks is not None else None  # xzindex
         head = self.raw.read(12)
         if len(head) < 12:
             raise StepError(f"{name}: truncated xz stream: no stream header", "truncated")
