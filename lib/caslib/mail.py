@@ -15,7 +15,11 @@ the job name was validated when the job was made, everything else is body.
 
 Keys read: ``job``, ``id``, ``workdir``, ``kernel``, ``crash``, ``email``
 (the address, when ``-e`` is not given).  Error records pass through
-untouched, as for every filter.
+untouched, as for every filter, except one: an error of cas-findkernel,
+cas-extract or cas-crash on a record that carries ``dmesg`` (cas-dmesg's
+log) is mailed as a log-only report (logonly.py) and the record goes on
+with ``analysis: "log-only"`` and the error as ``analysis_error``; other
+records get ``analysis: "full"``.
 """
 
 import email.policy
@@ -25,10 +29,11 @@ import re
 import smtplib
 import socket
 import ssl
+import sys
 import tempfile
 from email.message import EmailMessage
 
-from . import cli, jobdir, logs, records
+from . import cli, jobdir, logonly, logs, records
 from .records import StepError
 
 STEP = "cas-mail"
@@ -87,6 +92,8 @@ def _output_data(crash: dict) -> str:
 
 def body(record: dict) -> str:
     """The text of the mail: a summary for a person, then the original CAS body."""
+    if record.get("analysis") == "log-only":
+        return logonly.body(record)
     kernel = record.get("kernel") or {}
     crash = record.get("crash") or {}
     panic = crash.get("panic") or {}
@@ -194,6 +201,7 @@ def process(record: dict, cfg, to: str | None = None) -> dict:
         result["sent"] = True
         log.info("mailed %s to %s via %s", path, to, cfg.smtphost)
     record["mail"] = result
+    record.setdefault("analysis", "full")
     return record
 
 
@@ -236,6 +244,8 @@ def main(argv=None) -> int:
         cfg = cli.load_config(args)
         if args.resend:
             return records.run(STEP, lambda r: resend(args.resend, cfg), [{}])
-        return records.run(STEP, lambda r: process(r, cfg, args.email))
+        # an analysis step's error record that carries the kernel log is mailed as log-only
+        source = (logonly.convert(r) for r in records.read_records(sys.stdin, STEP))
+        return records.run(STEP, lambda r: process(r, cfg, args.email), source)
 
     return records.main_wrapper(STEP, body_)
