@@ -17,8 +17,13 @@ Tar is read as a stream (``tarfile`` mode ``r|``) on top of the
 decompressor, in one pass.  Zip needs its central directory at the end, so
 a compressed or downloaded zip is first spooled into the job directory
 (sparse, removed afterwards); a local plain zip is read in place.
+
+A compression layer whose bytes sit at a known range of a seekable file (the
+local input, a member of a plain tar, a stored zip member) may be decoded on
+every core (``caslib.parallel``); anything else is decoded on one thread.
 """
 
+import os
 import stat
 import struct
 import tarfile
@@ -26,7 +31,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from . import decompress, pathsafety, safetar
+from . import decompress, parallel, pathsafety, safetar
 from .records import StepError
 
 HEAD = 4096 + 8      # enough for every dump magic (sadump sits at 4096) and the tar header
@@ -71,9 +76,10 @@ def is_zip(head: bytes) -> bool:
 class Peekable:
     """``read(n)`` over a stream whose first bytes can be looked at without consuming them."""
 
-    def __init__(self, raw):
+    def __init__(self, raw, origin: parallel.Origin | None = None):
         self.raw = raw
         self.buf = b""
+        self.origin = origin   # where these bytes are in a seekable file, if they are
 
     def peek(self, n: int) -> bytes:
         while len(self.buf) < n:
@@ -90,6 +96,21 @@ class Peekable:
             data, self.buf = self.buf[:n], self.buf[n:]
             return data
         return self.raw.read(n)
+
+    def readable(self):
+        return True
+
+
+class _Tracking:
+    """A parallel reader of the whole input that keeps the input counter (progress) current."""
+
+    def __init__(self, reader, counter):
+        self.reader, self.counter = reader, counter
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.reader.read(n)
+        self.counter.pos = max(self.counter.pos, self.reader.compressed_pos)
+        return data
 
     def readable(self):
         return True
@@ -117,12 +138,15 @@ class Peeler:
     ``out.discard(path)`` removes one.
     """
 
-    def __init__(self, out, log, name: str, local_path: str | None = None):
+    def __init__(self, out, log, name: str, local_path: str | None = None,
+                 fd: int | None = None):
         self.out = out
         self.log = log
         self.name = name
         self.local_path = local_path
+        self.fd = fd             # the local input, for reading compressed ranges with pread
         self.depth = 0
+        self.opened = []         # parallel readers, closed when peeling ends
         self.vmlinux: Candidate | None = None  # a ``vmlinux`` ELF member, kept (see tar())
 
     def where(self, member: str | None) -> str:
@@ -130,11 +154,32 @@ class Peeler:
 
     def peel(self, raw, size_hint: int | None = None) -> Candidate:
         """Peel ``raw`` (a binary stream over the whole input) down to one raw file."""
-        stream, layers = self.strip(Peekable(raw), [], None)
-        cand = self.rest(stream, layers, None, size_hint if not layers else None)
+        origin, self.counter = None, raw
+        if self.fd is not None and size_hint:
+            origin = parallel.Origin(self.fd, 0, size_hint)
+        try:
+            stream, layers = self.strip(Peekable(raw, origin), [], None)
+            cand = self.rest(stream, layers, None, size_hint if not layers else None)
+        finally:
+            self._close_from(0)
         if cand is None:  # only possible for members; kept for clarity
             raise StepError(f"{self.name}: nothing to unpack", "empty")
         return cand
+
+    def _open(self, stream: Peekable, codec: str, label: str, layers: list, member, quiet):
+        """The decoder for one layer: on every core when its bytes can be read by offset."""
+        if not quiet and codec in ("xz", "zstd", "bzip2", "gzip", "lzma"):
+            outer = [layer for layer in layers[:-1] if layer not in ("tar", "zip")]
+            why = ("inside another compressed layer" if outer else
+                   "an archive member that is not at a fixed offset" if member else
+                   "the input is a pipe or download, not a seekable file")
+            reader = parallel.open_reader(stream.origin, codec, label, self.log, why)
+            if reader is not None:
+                self.opened.append(reader)
+                if len(layers) == 1 and member is None and hasattr(self.counter, "pos"):
+                    return _Tracking(reader, self.counter)
+                return reader
+        return decompress.open_reader(stream, codec, label)
 
     def strip(self, stream: Peekable, layers: list, member, quiet=False):
         """Remove compression layers; returns the inner stream and the layers so far."""
@@ -150,7 +195,7 @@ class Peeler:
             if not quiet:
                 self.log.info("%s: peeling %s layer %d", self.where(member), codec, len(layers))
             label = f"{self.where(member)} ({'+'.join(layers)})"
-            stream = Peekable(decompress.open_reader(stream, codec, label))
+            stream = Peekable(self._open(stream, codec, label, layers, member, quiet))
 
     def rest(self, stream: Peekable, layers: list, member, size_hint=None) -> Candidate | None:
         """After compression: an archive to open, or the raw file to write."""
@@ -196,10 +241,15 @@ class Peeler:
                     self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
                                   where, m.name, f"{m.size:,}")
                     continue
-                inner, ls = self.strip(Peekable(archive.extractfile(m)), layers, member)
+                opened, origin = len(self.opened), None
+                if stream.origin is not None and m.sparse is None:
+                    at = stream.origin.start + m.offset_data
+                    origin = parallel.Origin(stream.origin.fd, at, at + m.size)
+                inner, ls = self.strip(Peekable(archive.extractfile(m), origin), layers, member)
                 head = inner.peek(HEAD)
                 if self.vmlinux is None and is_vmlinux(m.name, head):
                     self._keep_vmlinux(inner, ls, member, m.size, where)
+                    self._close_from(opened)
                     continue
                 if (best is not None and len(ls) == len(layers) and not dump_kind(head)
                         and not is_tar(head) and not is_zip(head) and m.size <= best.size):
@@ -207,6 +257,7 @@ class Peeler:
                                   "largest", where, m.name, f"{m.size:,}")
                     continue
                 cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
+                self._close_from(opened)   # this member's decoder threads end here
                 best = self._keep_better(best, cand)
         except safetar.UnsafeTar as exc:
             self._drop(best)
@@ -235,9 +286,10 @@ class Peeler:
             spool, _ = self.out.write(stream, None)
             path = spool
         best = None
+        fd = self.fd if path == self.local_path and self.fd is not None else os.open(path, os.O_RDONLY)
         try:
             with zipfile.ZipFile(path) as archive:
-                best = self._zip_choose(archive, layers, outer, where)
+                best = self._zip_choose(archive, layers, outer, where, fd)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
                 ValueError) as exc:
             self._drop(best)
@@ -247,12 +299,14 @@ class Peeler:
             self._drop(best)
             raise
         finally:
+            if fd != self.fd:
+                os.close(fd)
             if spool:
                 self.out.discard(spool)
         self._log_choice(where, best)
         return best
 
-    def _zip_choose(self, archive, layers, outer, where) -> Candidate:
+    def _zip_choose(self, archive, layers, outer, where, fd) -> Candidate:
         files = []
         for info in archive.infolist():
             mode = info.external_attr >> 16
@@ -288,13 +342,17 @@ class Peeler:
                               f"{info.file_size:,}")
         member = chosen.filename if outer is None else f"{outer}/{chosen.filename}"
         with archive.open(chosen) as fh:
-            inner, ls = self.strip(Peekable(fh), layers, member)
+            inner, ls = self.strip(Peekable(fh, stored_origin(fd, chosen)), layers, member)
             cand = self.rest(inner, ls, member, chosen.file_size if ls == layers else None)
         if cand is None:
             raise StepError(f"{where}: member {chosen.filename!r} is empty", "no-core")
         return cand
 
     # -- helpers -------------------------------------------------------------
+
+    def _close_from(self, n: int) -> None:
+        while len(self.opened) > n:
+            self.opened.pop().close()
 
     def _keep_vmlinux(self, stream, layers, member, size_hint, where) -> None:
         """The customer sent the kernel too: kept aside (``self.vmlinux``); cas-findkernel
@@ -320,6 +378,18 @@ class Peeler:
         why = f"{best.kind} dump by magic" if best.kind else "largest regular file, no dump magic"
         self.log.info("%s: chose member %r (%s bytes): %s", where, best.member,
                       f"{best.size:,}", why)
+
+
+def stored_origin(fd: int, info: zipfile.ZipInfo) -> parallel.Origin | None:
+    """Where a stored (uncompressed, unencrypted) zip member's bytes are, from its local header."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
+        return None
+    head = os.pread(fd, 30, info.header_offset)
+    if len(head) < 30 or head[:4] != b"PK\x03\x04":
+        return None
+    name_len, extra_len = struct.unpack_from("<HH", head, 26)
+    start = info.header_offset + 30 + name_len + extra_len
+    return parallel.Origin(fd, start, start + info.compress_size)
 
 
 def check_tar_member(m: tarfile.TarInfo, where: str) -> None:

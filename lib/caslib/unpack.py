@@ -290,7 +290,7 @@ def _unpack(record: dict, raw, name: str, size, local, log, max_size=None) -> di
                 kind = layers.dump_kind(os.pread(raw.fileno(), layers.HEAD, 0))
                 peeled, member = [], None
             else:
-                peeler = layers.Peeler(out, log, shown, local)
+                peeler = layers.Peeler(out, log, shown, local, raw.fileno() if local else None)
                 cand = peeler.peel(counter, size)
                 path, core_bytes, kind = cand.path, cand.size, cand.kind
                 peeled, member = cand.layers, cand.member
