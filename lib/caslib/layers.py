@@ -24,6 +24,7 @@ every core (``caslib.parallel``); anything else is decoded on one thread.
 """
 
 import os
+import posixpath
 import stat
 import struct
 import tarfile
