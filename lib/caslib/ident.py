@@ -49,7 +49,7 @@ Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 import os
 import re
 
-from . import cli, elfcore, kdumphdr, logs, records, utsname, vmcoreinfo
+from . import cli, elfcore, jobdir, kdumphdr, logs, records, splitdump, utsname, vmcoreinfo
 from .flattened import DumpError, FileSource, FlattenedSource, is_flattened
 from .records import StepError
 
@@ -186,15 +186,25 @@ def _ident_elf(src, head, ident: Identification) -> None:
 
 def _ident_kdump(src, head, ident: Identification) -> None:
     hdr = kdumphdr.read_header(src, head)
-    kdumphdr.check_extent(src, hdr, src.size)
+    incomplete = kdumphdr.check_extent(src, hdr, src.size)
     if ident.format != "flattened":
         ident.format = hdr.format
     ident.ident.update(header_version=hdr.header_version, block_size=hdr.block_size,
                        word_size=hdr.bits, endian="little" if hdr.endian == "<" else "big")
+    if hdr.sub_layout in ("i386", "arm32"):
+        ident.ident["sub_header_abi"] = hdr.sub_layout
     if hdr.compression:
         ident.ident["compression"] = hdr.compression
-    if hdr.status & kdumphdr.STATUS_INCOMPLETE:
+    warnings = list(hdr.warnings)
+    if incomplete:
         ident.ident["incomplete"] = True
+        warnings.append(f"incomplete dump: {incomplete}")
+    part = hdr.split()
+    if part:
+        ident.ident["split"] = dict(index=0 if part["start_pfn"] == 0 else None, count=None,
+                                    **part)
+    if warnings:
+        ident.ident["warnings"] = warnings
     if hdr.sub.get("dump_level") is not None and hdr.header_version >= 1:
         ident.ident["dump_level"] = hdr.sub["dump_level"]
     notes = elfcore.parse_notes(hdr.notes, hdr.endian) if hdr.notes else []
@@ -346,11 +356,56 @@ def process(record: dict, cfg=None, buffersize: int | None = None) -> dict:
             partial["format"] = found.format
             partial["ident"] = {"candidates": found.ident["candidates"]}
         raise StepError(f"{core}: {exc}", exc.kind, partial) from None
+    part = facts["ident"].pop("split", None)
     record.update(facts)
+    if part is not None:
+        record["split"] = part
+    _split_set(record, core)
+    for warning in facts["ident"].get("warnings", []):
+        logs.get().warning("%s: %s", os.path.basename(core), warning)
     k = facts["kernel"]
     logs.get().info("%s: %s (%s) from %s via %s", os.path.basename(core), k["release"],
                     k["machine"] or "unknown machine", facts["format"], facts["ident_method"])
     return record
+
+
+def _split_set(record: dict, core: str) -> None:
+    """A record with ``cores`` (parts of one split dump): check and order them, and say
+    ``split`` for the whole set; ``core`` becomes its first part."""
+    cores = record.get("cores")
+    if cores is None:
+        return
+    if not isinstance(cores, list) or not cores or not all(
+            isinstance(c, str) and os.path.isabs(c) for c in cores) or core not in cores:
+        raise StepError("cores must be a list of absolute paths holding core", "bad-record")
+    workdir = record.get("workdir")
+    for c in cores:
+        if isinstance(workdir, str) and not jobdir.inside(workdir, c):
+            raise StepError(f"{c}: outside the job directory {workdir}", "bad-record")
+        if not os.path.isfile(c):
+            raise StepError(f"{c}: no such file", "not-found")
+    if len(cores) == 1 and "split" not in record:
+        return
+    try:
+        whole, warnings = splitdump.describe(cores)
+    except DumpError as exc:
+        raise StepError(str(exc), exc.kind, dict(record)) from None
+    record["cores"] = [p["core"] for p in whole["parts"]]
+    record["core"] = record["cores"][0]
+    record["split"] = whole
+    if warnings:
+        record["ident"].setdefault("warnings", []).extend(warnings)
+    logs.get().info("split dump in %d parts: %s", len(cores),
+                    ", ".join(os.path.basename(c) for c in record["cores"]))
+
+
+def _initial(files: list) -> list | None:
+    """One record per dump: the parts of a split dump given together make one."""
+    if not files:
+        return None
+    paths = [os.path.abspath(f) for f in files]
+    return [{"core": g[0]} if len(g) == 1 else {"core": g[0], "cores": g}
+            for g in splitdump.group(paths)]
 
 
 def _size(text: str) -> int:
@@ -379,6 +434,6 @@ def main(argv=None) -> int:
                 raise records.UsageError(f"{STEP}: --buffersize {args.buffersize!r}: expected a"
                                          " size like 67108864, 64M or 1G") from None
         cfg = cli.load_config(args)
-        initial = [{"core": os.path.abspath(f)} for f in args.files] or None
+        initial = _initial(args.files)
         return records.run(STEP, lambda r: process(r, cfg, buffersize), initial)
     return records.main_wrapper(STEP, body)

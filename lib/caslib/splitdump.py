@@ -1,0 +1,93 @@
+"""Parts of one ``makedumpfile --split`` dump: recognise them, group them, order them.
+
+Why: ``makedumpfile --split`` writes one dump as N kdump files, each with the
+whole header (utsname, timestamp, VMCOREINFO) and a sub-header that says
+``split`` and the pfn range ``[start_pfn, end_pfn)`` it holds
+(``kdump_sub_header``, makedumpfile ``diskdump_mod.h``).  crash needs all of
+them on one command line; a part alone is a dump with holes.  Parts of one
+dump share the header's utsname and timestamp and the VMCOREINFO text; the
+header does not say how many parts there are, so the count is known only
+when the ranges of the parts at hand cover ``0..max_mapnr`` without a gap.
+"""
+
+import hashlib
+
+from . import kdumphdr
+from .flattened import DumpError, open_source
+
+
+def part_info(path: str) -> dict | None:
+    """``{fingerprint, start_pfn, end_pfn, max_mapnr}`` of a split part, else None."""
+    try:
+        with open_source(path) as src:
+            head = src.read(0, kdumphdr.HEADER_READ)
+            if head[:8] != b"KDUMP   ":
+                return None
+            hdr = kdumphdr.read_header(src, head)
+    except (OSError, DumpError):
+        return None
+    rng = hdr.split()
+    if rng is None:
+        return None
+    mapnr = (hdr.sub.get("max_mapnr_64") if hdr.header_version >= 6 else None) or hdr.max_mapnr
+    digest = hashlib.sha256(head[12:402] + hdr.timestamp.to_bytes(8, "little", signed=True)
+                            + hdr.vmcoreinfo).hexdigest()[:16]
+    return dict(fingerprint=digest, max_mapnr=mapnr, **rng)
+
+
+def group(paths: list) -> list:
+    """``paths`` as groups: the parts of one dump together (ordered by start_pfn, in the
+    place of the first of them), every other file alone."""
+    infos = {p: part_info(p) for p in paths}
+    out, seen = [], {}
+    for p in paths:
+        info = infos[p]
+        if info is None:
+            out.append([p])
+            continue
+        if info["fingerprint"] in seen:
+            seen[info["fingerprint"]].append(p)
+            continue
+        seen[info["fingerprint"]] = [p]
+        out.append(seen[info["fingerprint"]])
+    for parts in seen.values():
+        parts.sort(key=lambda p: infos[p]["start_pfn"])
+    return out
+
+
+def describe(parts: list) -> tuple[dict, list]:
+    """The record's ``split`` for ``parts`` (paths, ordered), and warnings.
+
+    Raises DumpError when a file is not a split part or belongs to another dump.
+    """
+    infos = []
+    for p in parts:
+        info = part_info(p)
+        if info is None:
+            raise DumpError(f"{p}: not a part of a makedumpfile --split dump", "not-split")
+        infos.append((p, info))
+    infos.sort(key=lambda pi: pi[1]["start_pfn"])
+    first = infos[0][1]
+    for p, info in infos[1:]:
+        if info["fingerprint"] != first["fingerprint"]:
+            raise DumpError(f"{p}: a part of another dump than {infos[0][0]} (its header's "
+                            "utsname, time or VMCOREINFO differ)", "split-mismatch")
+    warnings, pfn = [], 0
+    for p, info in infos:
+        if info["start_pfn"] > pfn:
+            warnings.append(f"split dump: pages {pfn:#x}..{info['start_pfn']:#x} are in no part"
+                            " at hand (a part is missing)")
+        elif info["start_pfn"] < pfn:
+            warnings.append(f"split dump: {p} overlaps the part before it")
+        pfn = max(pfn, info["end_pfn"])
+    if pfn < first["max_mapnr"]:
+        warnings.append(f"split dump: pages {pfn:#x}..{first['max_mapnr']:#x} are in no part"
+                        " at hand (a part is missing)")
+    complete = not warnings
+    result = {"count": len(infos) if complete else None, "complete": complete,
+              "start_pfn": infos[0][1]["start_pfn"], "end_pfn": pfn,
+              "fingerprint": first["fingerprint"],
+              "parts": [{"core": p, "index": i if complete else None,
+                         "start_pfn": info["start_pfn"], "end_pfn": info["end_pfn"]}
+                        for i, (p, info) in enumerate(infos)]}
+    return result, warnings
