@@ -49,13 +49,14 @@ import shutil
 import socket
 import stat
 
-from . import bounded, cli, logs, panic, records, servers, snippets
+from . import bounded, cli, crashdate, logs, panic, records, servers, snippets
 from .records import StepError
 
 STEP = "cas-crash"
 WRAPPER, COMMANDS, OUTPUT, FAILED_OUTPUT = "crash", "crash.in", "crash.out", "crash.failed.out"
 CRASH_PACKAGE = "install the crash package (Debian/Ubuntu: apt-get install crash; Fedora/RHEL: dnf install crash)"
 _MISMATCH = ("do not match", "kernel version inconsistency")
+RETRY_OPTIONS = ("--zero_excluded", "--minimal")
 
 
 class Target:
@@ -157,14 +158,32 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
         raise
 
 
-def wrapper_text(crash: str, vmlinux: str, core: str) -> str:
-    """The job's ``crash`` script: this core with this vmlinux, arguments passed on."""
+def wrapper_text(crash: str, vmlinux: str, core: str, more: tuple = ()) -> str:
+    """The job's ``crash`` script: this core (and the further parts of a split dump,
+    ``more``) with this vmlinux, arguments passed on."""
     q = shlex.quote
+    cores = " ".join(q(c) for c in (core, *more))
     return ("#!/bin/sh\n"
             "# Written by cas-crash: opens this job's core with its vmlinux in crash.\n"
             "# Run it with no arguments for an interactive session; arguments are passed on\n"
             f"# (cas-crash runs it in this directory as: ./crash -i {COMMANDS}).\n"
-            f"exec {q(crash)} {q(vmlinux)} {q(core)} \"$@\"\n")
+            f"exec {q(crash)} {q(vmlinux)} {cores} \"$@\"\n")
+
+
+def _more_cores(record: dict, core: str, workdir: str) -> tuple:
+    """The further parts of a split dump (``cores`` from cas-unpack/cas-ident), checked."""
+    cores = record.get("cores")
+    if cores is None:
+        return ()
+    if not isinstance(cores, list) or core not in cores:
+        raise StepError("cores must be a list of paths that holds core", "bad-record")
+    from . import jobdir
+    for c in cores:
+        if not isinstance(c, str) or not os.path.isabs(c) or not jobdir.inside(workdir, c):
+            raise StepError(f"cores: {c!r} is not a path inside {workdir}", "bad-record")
+        if not os.path.isfile(c):
+            raise StepError(f"{c}: no such file (cores)", "not-found")
+    return tuple(c for c in cores if c != core)
 
 
 def _lines(path: str) -> list:
@@ -224,7 +243,9 @@ def _prepare(record: dict, cfg, workdir: str, core: str, vmlinux: str) -> tuple:
     for name in plan.targets + [OUTPUT, FAILED_OUTPUT]:
         _remove(os.path.join(workdir, name))  # results of an earlier run of this job
     write_atomic(os.path.join(workdir, COMMANDS), plan.text())
-    write_atomic(os.path.join(workdir, WRAPPER), wrapper_text(target.crash, vmlinux, core), 0o755)
+    more = _more_cores(record, core, workdir)
+    write_atomic(os.path.join(workdir, WRAPPER), wrapper_text(target.crash, vmlinux, core, more),
+                 0o755)
     return target, plan
 
 
@@ -285,7 +306,7 @@ def process(record: dict, cfg) -> dict:
     out_lines = _lines(out_path)
     result = {"server": target.name, "command": shlex.join(argv),
               "exit_status": outcome.exit_status, "output": out_path,
-              "degraded": False, "init_error": None}
+              "degraded": False, "init_error": None, "opened_with": None}
     partial = dict(record, crash=result)
     started = outcome.timed_out or _started(out_lines, workdir, plan.targets)
     if target.server and outcome.exit_status == 255 and not started:
@@ -293,19 +314,26 @@ def process(record: dict, cfg) -> dict:
                         f"{servers.ssh_failure(''.join(out_lines), 255)}", "ssh", partial)
     if not started:
         first_error = _why_not_started(out_lines, outcome, core, vmlinux, partial)
-        log.warning("crash cannot open the dump (%s); trying again with --minimal", first_error)
         os.replace(out_path, os.path.join(workdir, FAILED_OUTPUT))
-        for name in plan.targets:
-            _remove(os.path.join(workdir, name))
-        outcome, argv = _run(cfg, target, workdir, ["--minimal", "-i", COMMANDS], out_path)
-        out_lines = _lines(out_path)
-        result.update(command=shlex.join(argv), exit_status=outcome.exit_status,
-                      degraded=True, init_error=first_error)
-        if not outcome.timed_out and not _started(out_lines, workdir, plan.targets):
+        result["init_error"] = first_error
+        for option in RETRY_OPTIONS:  # excluded pages read as zeros, then the minimal mode
+            log.warning("crash cannot open the dump (%s); trying again with %s", first_error,
+                        option)
+            for name in plan.targets:
+                _remove(os.path.join(workdir, name))
+            outcome, argv = _run(cfg, target, workdir, [option, "-i", COMMANDS], out_path)
+            out_lines = _lines(out_path)
+            result.update(command=shlex.join(argv), exit_status=outcome.exit_status,
+                          degraded=option == "--minimal", opened_with=option)
+            if outcome.timed_out or _started(out_lines, workdir, plan.targets):
+                break
+        else:
             again = panic.init_error(out_lines) or first_error
-            raise StepError(f"crash cannot open {core} with {vmlinux}, even with --minimal: "
-                            f"{again}", "crash-init", partial)
+            raise StepError(f"crash cannot open {core} with {vmlinux}, even with "
+                            f"{' or '.join(RETRY_OPTIONS)}: {again}", "crash-init", partial)
+        log.info("crash opened the dump with %s", result["opened_with"])
     _summarise(result, plan, workdir, out_lines, outcome, cfg)
+    crashdate.fill(record, result, _lines(result["files"].get("sys", "")) + out_lines)
     if result["note"]:
         log.warning("%s (%s)", result["note"], out_path)
     if result["mismatch"]:

@@ -27,7 +27,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from . import decompress
+from . import decompress, kdumpdir, splitdump
 from .records import StepError
 
 HEAD = 4096 + 8      # enough for every dump magic (sadump sits at 4096) and the tar header
@@ -117,6 +117,8 @@ class Peeler:
         self.name = name
         self.local_path = local_path
         self.depth = 0
+        self.parts: list = []     # further parts of a split dump, kept beside the best
+        self.side: dict = {}      # kdump directory text files kept: record key -> Candidate
 
     def where(self, member: str | None) -> str:
         return f"{self.name}: member {member!r}" if member else self.name
@@ -180,6 +182,11 @@ class Peeler:
                 if not m.isreg() or m.size == 0:
                     continue
                 member = m.name if outer is None else f"{outer}/{m.name}"
+                if self._side_file(archive, m, layers, member):
+                    continue
+                if best is not None and best.kind == "kdump" and self._split_part(
+                        archive, m, layers, member, best):
+                    continue
                 if best is not None and best.kind:
                     self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
                                   where, m.name, f"{m.size:,}")
@@ -268,6 +275,36 @@ class Peeler:
         if cand is None:
             raise StepError(f"{where}: member {chosen.filename!r} is empty", "no-core")
         return cand
+
+    # -- kdump directories: split parts and vmcore-dmesg.txt -----------------
+
+    def _side_file(self, archive, m, layers, member) -> bool:
+        """Keep a kdump directory's ``vmcore-dmesg.txt`` (named so, and text) beside the dump."""
+        key = kdumpdir.SIDE_FILES.get(posixpath.basename(m.name))
+        if key is None or key in self.side or m.size > kdumpdir.MAX_SIDE:
+            return False
+        stream = Peekable(archive.extractfile(m))
+        if not kdumpdir.is_text(stream.peek(HEAD)):
+            return False
+        path, size = self.out.write(stream, m.size)
+        self.side[key] = Candidate(path, size, list(layers), member, None)
+        self.log.info("%s: keeping member %r (%s bytes) as %s", self.name, m.name,
+                      f"{size:,}", key)
+        return True
+
+    def _split_part(self, archive, m, layers, member, best) -> bool:
+        """Keep another part of the split dump ``best`` is a part of."""
+        if not self.parts and splitdump.part_info(best.path) is None:
+            return False
+        inner, ls = self.strip(Peekable(archive.extractfile(m)), layers, member, quiet=True)
+        if not splitdump.is_part_head(inner.peek(splitdump.PEEK)):
+            return False
+        cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
+        if cand is not None:
+            self.parts.append(cand)
+            self.log.info("%s: keeping member %r (%s bytes): another part of the split dump",
+                          self.name, m.name, f"{cand.size:,}")
+        return True
 
     # -- helpers -------------------------------------------------------------
 

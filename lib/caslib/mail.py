@@ -28,7 +28,7 @@ import ssl
 import tempfile
 from email.message import EmailMessage
 
-from . import cli, jobdir, logs, records
+from . import cli, jobdir, kdumpdir, logs, records
 from .records import StepError
 
 STEP = "cas-mail"
@@ -111,6 +111,18 @@ def body(record: dict) -> str:
         lines.append("Note:        crash timed out; the output is partial")
     if crash.get("degraded"):
         lines.append("Note:        crash could only open the dump in --minimal mode")
+    elif crash.get("opened_with"):
+        lines.append(f"Note:        crash could only open the dump with {crash['opened_with']}")
+    split = record.get("split")
+    if isinstance(split, dict) and isinstance(split.get("parts"), list):
+        lines.append(f"Dump:        split by makedumpfile --split into {len(split['parts'])}"
+                     " parts, all given to crash"
+                     + ("" if split.get("complete") else " (a part is missing)"))
+    if not panic.get("message") or crash.get("degraded"):
+        quoted = kdumpdir.dmesg_panic(record)
+        if quoted:
+            lines.append("From vmcore-dmesg.txt:")
+            lines += [f"    {line}" for line in quoted]
     lines += [
         "",
         f"Location: {record.get('workdir')}",

@@ -12,7 +12,7 @@ when the ranges of the parts at hand cover ``0..max_mapnr`` without a gap.
 
 import hashlib
 
-from . import kdumphdr
+from . import kdumphdr, kdumplayout
 from .flattened import DumpError, open_source
 
 
@@ -91,3 +91,20 @@ def describe(parts: list) -> tuple[dict, list]:
                          "start_pfn": info["start_pfn"], "end_pfn": info["end_pfn"]}
                         for i, (p, info) in enumerate(infos)]}
     return result, warnings
+
+
+PEEK = (64 << 10) + 16   # a header and the start of a sub-header after a block of up to 64 KiB
+
+
+def is_part_head(head: bytes) -> bool:
+    """Do the first bytes of a stream (``PEEK`` of them) start a split part?"""
+    if head[:8] != b"KDUMP   " or len(head) < kdumphdr.HEADER_READ:
+        return False
+    cands = kdumplayout.candidates(head)
+    if not cands:
+        return False
+    _points, e, bits, f, _failed = cands[0]
+    at = f["block_size"] + (12 if bits == 64 else 8)
+    if f["version"] < 2 or f["sub_hdr_size"] < 1 or len(head) < at + 4:
+        return False
+    return int.from_bytes(head[at:at + 4], "little" if e == "<" else "big") != 0

@@ -32,7 +32,7 @@ import os
 import re
 import stat
 
-from . import cli, compress, decompress, fetch, jobdir, layers, logs, records, sparse
+from . import cli, compress, decompress, fetch, jobdir, kdumpdir, layers, logs, records, sparse
 from .progress import Progress
 from .records import StepError
 
@@ -233,6 +233,11 @@ def process(record: dict, cfg, timeout: float | None = None) -> dict:
         raise StepError("record has no source file or URL", "bad-record")
     if timeout is None:
         timeout = cfg.get("downloadTimeout", fetch.DEFAULT_TIMEOUT)
+    if not fetch.is_url(source) and os.path.isdir(source):  # a kdump directory
+        workdir = jobdir.create(cfg.workDirectory, job)
+        record.update(id=ident, job=job, workdir=workdir)
+        with logs.job_log(record):
+            return kdumpdir.unpack_directory(record, source, log)
     raw, name, size, local = open_source(source, timeout)
     try:
         workdir = jobdir.create(cfg.workDirectory, job)
@@ -253,15 +258,20 @@ def _unpack(record: dict, raw, name: str, size, local, log) -> dict:
         out = Output(workdir, core_name(name, record["job"]), log,
                      tick=lambda: progress.update(counter.pos))
         try:
+            peeler = None
             if local is not None and _raw_local(raw, local, size):
                 path, core_bytes = _link_or_copy(raw, local, size, out, progress, log)
                 kind = layers.dump_kind(os.pread(raw.fileno(), layers.HEAD, 0))
                 peeled, member = [], None
             else:
-                cand = layers.Peeler(out, log, shown, local).peel(counter, size)
+                peeler = layers.Peeler(out, log, shown, local)
+                cand = peeler.peel(counter, size)
                 path, core_bytes, kind = cand.path, cand.size, cand.kind
                 peeled, member = cand.layers, cand.member
             core = out.finish(path)
+            if peeler is not None:
+                kdumpdir.finish_extras(out, core, [p.path for p in peeler.parts],
+                                       {k: c.path for k, c in peeler.side.items()}, record, log)
         except StepError as exc:
             out.cleanup()
             raise StepError(exc.message, exc.kind, partial=record) from None
