@@ -15,12 +15,13 @@ interactive session), ``crash.in`` (the commands, built from the snippets
 directory by caslib.snippets), ``crash.out`` (everything crash printed) and
 the split results the snippets redirect to (by default ``traceback``,
 ``sys``, ``log``, ``modules``, ``memory``).  When crash cannot open the dump
-it is tried once more with ``--minimal`` (the first output is kept as
-``crash.failed.out``) so the kernel log still comes out.
+it is tried again with ``--zero_excluded``, then ``--minimal`` (the first
+output is kept as ``crash.failed.out``) so the kernel log still comes out.
+``cores`` (the parts of a split dump) are all given to crash.
 
 Adds ``crash``: ``{server, command, exit_status, output, files, panic,
-version, degraded, init_error, timed_out, note, failed_commands, warnings,
-mismatch, seconds}`` where ``files`` maps result names to absolute paths, ``panic`` is
+version, degraded, init_error, opened_with, date, crash_time_from, timed_out,
+note, failed_commands, warnings, mismatch, seconds}`` where ``files`` maps result names to absolute paths, ``panic`` is
 caslib.panic.summary (message, task, pid, cpu, task_address, rip,
 backtrace, oops) and ``failed_commands`` lists ``{command, error}`` for each
 command crash reported an error for (a failing command is a result, not a
@@ -38,7 +39,7 @@ Errors (error record, exit 1): ``bad-record``, ``not-found``, ``missing-tool``
 (crash not installed), ``bad-snippet``, ``no-server``, ``mismatch`` (crash
 says vmlinux and core do not match), ``bad-vmlinux`` (crash cannot use the
 vmlinux: no debug data, not a kernel), ``crash-init`` (crash cannot read the
-core, or cannot open it even with --minimal), ``ssh`` (the server could not
+core, or cannot open it even with --zero_excluded or --minimal), ``ssh`` (the server could not
 be reached).
 """
 
