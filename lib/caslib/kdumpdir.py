@@ -102,11 +102,12 @@ def finish_extras(out, core: str, parts: list, side: dict, record: dict, log) ->
                  ", ".join(os.path.basename(c) for c in cores))
 
 
-def unpack_directory(record: dict, source: str, log) -> dict:
-    """cas-unpack of a kdump directory: ``record`` has id, job and workdir already."""
+def unpack_directory(record: dict, source: str, choice: tuple, log) -> dict:
+    """cas-unpack of a kdump directory (``choice`` from ``choose``): ``record`` has id,
+    job and workdir already."""
     from .progress import Progress
     from .unpack import Output, _link_or_copy, _raw_local, core_name
-    chosen, side, others = choose(source, log)
+    chosen, side, others = choice
     workdir = record["workdir"]
     log.info("unpacking kdump directory %s for %s into %s", source, record["id"], workdir)
     for name in others:

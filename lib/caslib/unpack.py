@@ -234,10 +234,10 @@ def process(record: dict, cfg, timeout: float | None = None) -> dict:
     if timeout is None:
         timeout = cfg.get("downloadTimeout", fetch.DEFAULT_TIMEOUT)
     if not fetch.is_url(source) and os.path.isdir(source):  # a kdump directory
-        workdir = jobdir.create(cfg.workDirectory, job)
-        record.update(id=ident, job=job, workdir=workdir)
+        chosen = kdumpdir.choose(source, log)  # before the job directory: input is checked first
+        record.update(id=ident, job=job, workdir=jobdir.create(cfg.workDirectory, job))
         with logs.job_log(record):
-            return kdumpdir.unpack_directory(record, source, log)
+            return kdumpdir.unpack_directory(record, source, chosen, log)
     raw, name, size, local = open_source(source, timeout)
     try:
         workdir = jobdir.create(cfg.workDirectory, job)
