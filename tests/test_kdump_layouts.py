@@ -132,3 +132,30 @@ def test_split_parts_are_grouped_and_a_missing_part_is_said(tmp_path):
                    vmcoreinfo=VMCI, timestamp=STAMP + 1, split=(0x4000, 0x8000))
     res = run("cas-ident", input=[{"core": parts[0], "cores": [parts[0], other]}])
     assert res.returncode == 1 and res.record["error"]["kind"] == "split-mismatch"
+
+
+@pytest.mark.parametrize("version,at,time_fmt,endian", [
+    (9, 324, "QQ", "<"), (8, 324, "QQ", ">"), (7, 328, "qq", "<"), (7, 316, "ii", ">")])
+def test_lkcd_header_names_the_kernel(version, at, time_fmt, endian, tmp_path):
+    """LKCD dump_header (lkcd dump.h): magic, version, header_size, dump_level, page_size,
+    memory_size/start/end, num_dump_pages, panic_string[256] @52, the time (packed u64
+    pair in v8+, else a native timeval: 64-bit aligned or 32-bit), utsname."""
+    import struct
+    head = bytearray(0x10000)
+    struct.pack_into(endian + "QIIII", head, 0, 0xA8190173618F23ED, version, 0x10000, 31, 4096)
+    head[52:52 + 20] = b"Oops: kernel NULL pointer"[:20]
+    time_at = {324: 308, 328: 312, 316: 308}[at]
+    struct.pack_into(endian + time_fmt, head, time_at, STAMP, 0)
+    for i, k in enumerate(("sysname", "nodename", "release", "version", "machine", "domainname")):
+        value = dict(UTS, machine="s390x").get(k, "").encode()
+        head[at + 65 * i:at + 65 * i + len(value)] = value
+    path = tmp_path / "lkcd.dump"
+    path.write_bytes(bytes(head))
+    res = ident(str(path))
+    assert res.returncode == 0, res.stderr
+    rec = res.record
+    assert rec["format"] == "lkcd" and rec["ident_method"] == "utsname"
+    assert rec["kernel"]["release"] == RELEASE and rec["kernel"]["machine"] == "s390x"
+    assert rec["kernel"]["hostname"] == "board" and rec["kernel"]["crash_time"] == \
+        "2023-11-14T22:13:20Z"
+    assert rec["ident"]["panic_string"].startswith("Oops")

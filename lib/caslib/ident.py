@@ -234,6 +234,31 @@ def _ident_kdump(src, head, ident: Identification) -> None:
             ident.ident["utsname_at"] = how
 
 
+# LKCD dump_header (lkcd dump.h; crash lkcd_dump_v8.h): u64 magic, u32 version, header_size,
+# dump_level, page_size, u64 memory_size, memory_start, memory_end, u32 num_dump_pages,
+# char panic_string[256] @52, the crash time, then six 65-byte utsname fields.  The time
+# is {u64 sec, u64 usec} in packed v8+ headers (utsname @324), a native struct timeval
+# before: 64-bit aligned (@328) or 32-bit (@316).
+LKCD_UTSNAME_AT = ((324, 308, "Q"), (328, 312, "Q"), (316, 308, "I"))
+
+
+def _ident_lkcd(head: bytes, ident: Identification) -> None:
+    """The utsname and crash time of an LKCD header (v7..v9), where its sysname says Linux."""
+    e = "<" if int.from_bytes(head[:8], "little") in LKCD_MAGICS else ">"
+    ident.ident["header_version"] = int.from_bytes(head[8:12], "little" if e == "<" else "big")
+    for at, time_at, word in LKCD_UTSNAME_AT:
+        uts = kdumphdr.parse_utsname(head[at:at + 390])
+        if uts["sysname"] == "Linux" and uts["release"]:
+            _apply_utsname(ident, uts, "lkcd header utsname")
+            import struct
+            ident.set("crash_time", _iso(struct.unpack_from(e + word, head, time_at)[0]),
+                      "lkcd header time")
+            panic = head[52:308].split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+            if panic and panic.isprintable():
+                ident.ident["panic_string"] = panic
+            return
+
+
 def _ident_scan(path: str, ident: Identification, buffersize: int, start: int = 0) -> None:
     from . import bannerscan  # only the fallback needs it: keep start-up short
     from .progress import Progress
@@ -313,6 +338,8 @@ def _identify(plain, src, head, fmt, ident, buffersize) -> dict:
         _ident_elf(src, head, ident)
     elif fmt in ("kdump", "diskdump"):
         _ident_kdump(src, head, ident)
+    elif fmt == "lkcd":
+        _ident_lkcd(head, ident)
     if ident.kernel["release"]:
         ident.method = "vmcoreinfo" if "VMCOREINFO" in ident.sources["release"] \
             else "utsname"
