@@ -101,9 +101,10 @@ def test_split_zlib_parts_in_a_tarball_through_cas(realdump, site, smtpd, tmp_pa
     subprocess.run(["tar", "-czf", str(tarball), "-C", str(tmp_path), d.name], check=True)
     before = len(smtpd.messages)
     res = run("cas", "--config", site["conf"], "-i", "tar1", "-f", str(tarball), "-e",
-              "user@localhost", "--json")
+              "user@localhost", "--strip", "--json")
     rec, _log = check_split_job(res, realdump, len(s["paths"]), smtpd, before)
     assert rec["layers"] == ["gzip", "tar"]
+    assert rec["strip"]["replaced"] is False and "split" in rec["strip"]["reason"]
     assert os.path.basename(rec["vmcore_dmesg"]) == "vmcore-dmesg.txt"
 
 

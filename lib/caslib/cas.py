@@ -170,6 +170,9 @@ def summary(record: dict) -> str:
     ]
     if panic.get("task"):
         lines.append(f"Task:     {panic['task']} (pid {panic.get('pid')}, cpu {panic.get('cpu')})")
+    split = record.get("split")
+    if isinstance(split, dict) and isinstance(split.get("parts"), list):
+        lines.append(f"Dump:     split into {len(split['parts'])} parts (makedumpfile --split)")
     strip = record.get("strip")
     if strip:
         lines.append(f"Strip:    saved {strip['saved_bytes']:,} bytes" if strip.get("replaced")

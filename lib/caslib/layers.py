@@ -312,6 +312,9 @@ class Peeler:
         if cand is None:
             return best
         if best is None or cand.rank() > best.rank():
+            if best is not None:
+                self.log.info("%s: not used: member %r (%s bytes)", self.name, best.member,
+                              f"{best.size:,}")
             self._drop(best)
             return cand
         self.out.discard(cand.path)
