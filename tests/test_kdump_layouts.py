@@ -159,3 +159,18 @@ def test_lkcd_header_names_the_kernel(version, at, time_fmt, endian, tmp_path):
     assert rec["kernel"]["hostname"] == "board" and rec["kernel"]["crash_time"] == \
         "2023-11-14T22:13:20Z"
     assert rec["ident"]["panic_string"].startswith("Oops")
+
+
+def test_header_that_fits_both_word_sizes_says_so(tmp_path):
+    """A 64-bit header with time 0 and tv_usec 4096 also reads as a plausible 32-bit one
+    (its usec lands on the 32-bit block_size); the sub-header with VMCOREINFO decides."""
+    import struct
+    path = str(tmp_path / "vmcore")
+    kdumpgen.write(path, max_mapnr=0x1000, utsname=dict(UTS, machine="x86_64"),
+                   vmcoreinfo=VMCI, timestamp=0)
+    with open(path, "r+b") as fh:
+        fh.seek(416)
+        fh.write(struct.pack("<q", 4096))  # tv_usec of the 64-bit timeval
+    rec = ident(path).record
+    assert rec["ident"]["word_size"] == 64 and rec["kernel"]["release"] == RELEASE
+    assert any("fits the 64-bit" in w and "32-bit" in w for w in rec["ident"]["warnings"]), rec
