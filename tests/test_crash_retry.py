@@ -42,3 +42,32 @@ def test_zero_excluded_is_tried_before_minimal(realdump, tmp_path):
     assert c["date"] and res.record["kernel"]["crash_time"].endswith("Z")
     assert c["crash_time_from"] == "crash sys DATE"
     assert "DATE:" in _read(c["files"]["sys"])
+
+
+def test_crash_that_cannot_run_leaves_the_panic_of_vmcore_dmesg(realdump, tmp_path):
+    """crash refuses every start (a test script: the failure is what is simulated); the
+    kdump directory's real vmcore-dmesg.txt (makedumpfile --dump-dmesg) gives the panic,
+    and cas-mail quotes it."""
+    refuse = tmp_path / "crash-that-never-starts"
+    refuse.write_text("#!/bin/sh\necho 'crash 8.0.2'\n"
+                      "echo 'crash: cannot determine base kernel version'\nexit 1\n")
+    refuse.chmod(0o755)
+    dump = _dump(realdump, "makedumpfile-zlib")
+    record = _record(realdump, dump, tmp_path / "job")
+    os.makedirs(record["workdir"])
+    dmesg = os.path.join(record["workdir"], "vmcore-dmesg.txt")
+    shutil.copy(realdump["split"]["dmesg"], dmesg)
+    record["vmcore_dmesg"] = dmesg
+    res = _crash(tmp_path, record, crashCommand=str(refuse))
+    assert res.returncode == 0, res
+    c = res.record["crash"]
+    assert c["degraded"] is True and c["opened_with"] is None
+    assert "vmcore-dmesg.txt" in c["note"] and "cannot determine" in c["note"]
+    assert c["panic"]["message"] == "sysrq triggered crash"
+    from conftest import run
+    mailed = run("cas-mail", "--config", str(tmp_path / "cas.conf"), input=res.record)
+    assert mailed.returncode == 0, mailed
+    with open(mailed.record["mail"]["file"]) as fh:
+        body = fh.read()
+    assert "From vmcore-dmesg.txt:" in body and "Kernel panic - not syncing: sysrq" in body
+    assert "Panic:       sysrq triggered crash" in body

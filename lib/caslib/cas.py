@@ -37,8 +37,10 @@ def step_command(step: str, cfg) -> list:
     """argv of one step: the config's replacement, else our sibling executable, else PATH."""
     if step in cfg.pipeline:
         return list(cfg.pipeline[step])
-    if step == "strip":
-        return [sys.executable, "-m", "caslib.strip"]
+    if step == "strip":  # this caslib's, not whichever one -m would find on sys.path
+        lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        return [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "from caslib.strip import main; sys.exit(main())", lib]
     name = f"cas-{step}"
     here = os.path.dirname(os.path.realpath(sys.argv[0] or __file__))
     sibling = os.path.join(here, name)

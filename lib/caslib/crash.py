@@ -17,7 +17,9 @@ the split results the snippets redirect to (by default ``traceback``,
 ``sys``, ``log``, ``modules``, ``memory``).  When crash cannot open the dump
 it is tried again with ``--zero_excluded``, then ``--minimal`` (the first
 output is kept as ``crash.failed.out``) so the kernel log still comes out.
-``cores`` (the parts of a split dump) are all given to crash.
+``cores`` (the parts of a split dump) are all given to crash.  When even
+``--minimal`` fails and the job holds a kdump directory's ``vmcore_dmesg``, the
+record says ``degraded`` with a ``note`` and the panic read from that file.
 
 Adds ``crash``: ``{server, command, exit_status, output, files, panic,
 version, degraded, init_error, opened_with, date, crash_time_from, timed_out,
@@ -330,8 +332,21 @@ def process(record: dict, cfg) -> dict:
                 break
         else:
             again = panic.init_error(out_lines) or first_error
-            raise StepError(f"crash cannot open {core} with {vmlinux}, even with "
-                            f"{' or '.join(RETRY_OPTIONS)}: {again}", "crash-init", partial)
+            message = (f"crash cannot open {core} with {vmlinux}, even with "
+                       f"{' or '.join(RETRY_OPTIONS)}: {again}")
+            from .kdumpdir import dmesg_panic
+            quoted = dmesg_panic(record)
+            if not quoted:
+                raise StepError(message, "crash-init", partial)
+            # the kdump directory's vmcore-dmesg.txt still tells the panic: the job goes on
+            result.update(files={}, panic=panic.summary([], [], quoted), timed_out=False,
+                          version=panic.crash_version(out_lines), failed_commands=[],
+                          warnings=_warnings(out_lines), mismatch=None, degraded=True,
+                          opened_with=None, seconds=round(outcome.seconds, 1),
+                          note=f"{message}; the panic is taken from vmcore-dmesg.txt")
+            log.warning("%s", result["note"])
+            record["crash"] = result
+            return record
         log.info("crash opened the dump with %s", result["opened_with"])
     _summarise(result, plan, workdir, out_lines, outcome, cfg)
     crashdate.fill(record, result, _lines(result["files"].get("sys", "")) + out_lines)

@@ -81,12 +81,14 @@ def choose(directory: str, log) -> tuple[list, dict, list]:
     return chosen, side, sorted(others)
 
 
-def finish_extras(out, core: str, parts: list, side: dict, record: dict, log) -> None:
-    """Rename the further split parts and the side files into place; set ``cores`` and
-    the side files' keys.  ``parts`` and ``side`` hold partial paths of ``out``."""
+def finish_extras(out, core: str, parts: list, side: dict, record: dict, log,
+                  names: list | None = None) -> None:
+    """Rename the further split parts (to ``names``, else ``<core>.<n>``) and the side files
+    into place; set ``cores`` and the side files' keys.  ``parts`` and ``side`` hold
+    partial paths of ``out``."""
     cores = [core]
     for i, path in enumerate(parts, start=2):
-        final = f"{core}.{i}"
+        final = os.path.join(os.path.dirname(core), names[i - 2]) if names else f"{core}.{i}"
         os.rename(path, final)
         out.parts.remove(path)
         cores.append(final)
@@ -132,7 +134,9 @@ def unpack_directory(record: dict, source: str, choice: tuple, log) -> dict:
         first, parts = done[0], done[1:len(chosen)]
         side_parts = dict(zip(side, done[len(chosen):]))
         core = out.finish(first)
-        finish_extras(out, core, parts, side_parts, record, log)
+        names = [core_name(os.path.basename(p), record["job"]) for p in chosen]
+        unique = len(set(names)) == len(names) and not set(names) & set(SIDE_FILES)
+        finish_extras(out, core, parts, side_parts, record, log, names[1:] if unique else None)
     except StepError as exc:
         out.cleanup()
         raise StepError(exc.message, exc.kind, partial=record) from None
