@@ -131,3 +131,30 @@ def test_directory_without_a_dump_is_refused(site, tmp_path):
     res = run("cas-unpack", "--config", site["conf"], "-i", "dir3", str(d))
     assert res.returncode == 1 and res.record["error"]["kind"] == "no-core"
     assert "Traceback" not in res.stderr and str(d) in res.record["error"]["message"]
+
+
+def test_dump_cut_by_makedumpfile_is_named_and_incomplete(realdump):
+    """makedumpfile stopped by a file size limit (a real cut dump): crash still reads its
+    headers (--osrelease), cas-ident names the kernel and says incomplete."""
+    cut = realdump["split"]["cut"]
+    assert cut["makedumpfile_said"]  # makedumpfile itself said it could not write
+    out = subprocess.run(["crash", "--osrelease", cut["path"]], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == realdump["kernel"]["release"], out
+    res = run("cas-ident", cut["path"])
+    assert res.returncode == 0, res.stderr
+    assert res.record["kernel"]["release"] == realdump["kernel"]["release"]
+    assert res.record["kernel"]["hostname"] == realdump["kernel"]["hostname"]
+    assert res.record["ident"]["incomplete"] is True
+    assert "never written" in res.record["ident"]["warnings"][0]
+
+
+def test_real_split_parts_named_one_by_one_and_together(realdump):
+    paths = realdump["split"]["sets"]["split-zlib"]["paths"]
+    alone = run("cas-ident", paths[1]).record
+    assert alone["kernel"]["release"] == realdump["kernel"]["release"]
+    assert alone["split"]["index"] is None and alone["split"]["start_pfn"] > 0
+    assert "incomplete" not in alone["ident"]
+    together = run("cas-ident", *reversed(paths))
+    assert together.returncode == 0 and len(together.records) == 1
+    assert together.record["cores"] == paths and together.record["split"]["count"] == len(paths)

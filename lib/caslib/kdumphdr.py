@@ -256,6 +256,36 @@ def check_extent(src, hdr: KdumpHeader, size: int) -> str | None:
                         f" ends at {size}", "truncated")
     if flagged:
         return "the header says INCOMPLETE (makedumpfile could not write every page)"
+    return _check_last_page(src, hdr, descs, size)
+
+
+def _check_last_page(src, hdr: KdumpHeader, descs: int, size: int) -> str | None:
+    """Whether the last page's data is in the file: a dump cut while makedumpfile wrote
+    (a file size limit, a full disk it did not notice) holds its headers but not every
+    page.  The dumpable bitmap's population count says how many descriptors there are;
+    only bitmaps up to MAX_BITMAP_READ are counted."""
+    half = hdr.bitmap_blocks * hdr.block_size // 2
+    if not 0 < half <= MAX_BITMAP_READ:
+        return None
+    bits = src.read((1 + hdr.sub_hdr_size) * hdr.block_size + half, half)
+    dumpable = int.from_bytes(bits, "little")
+    part = hdr.split()
+    if part:  # a split part describes only the pages of its own pfn range
+        dumpable = (dumpable >> part["start_pfn"]) & ((1 << max(
+            part["end_pfn"] - part["start_pfn"], 0)) - 1)
+    count = dumpable.bit_count()
+    if count < 2:
+        return None
+    end = descs + count * PAGE_DESC
+    raw = src.read(end - PAGE_DESC, PAGE_DESC)
+    if len(raw) < PAGE_DESC:
+        return f"the file ends at byte {size}, inside the descriptors of its {count} pages"
+    offset, psize, _flags, _ = struct.unpack(hdr.endian + "qIIQ", raw)
+    if offset <= 0 or psize == 0:  # makedumpfile fills the table as it writes the pages
+        return (f"the descriptor of its last page (of {count}) was never written; the file"
+                f" ends at byte {size}")
+    if offset + psize > size:
+        return f"the file ends at byte {size}, before the data of its last page ({offset + psize})"
     return None
 
 
