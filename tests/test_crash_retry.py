@@ -71,3 +71,4 @@ def test_crash_that_cannot_run_leaves_the_panic_of_vmcore_dmesg(realdump, tmp_pa
         body = fh.read()
     assert "From vmcore-dmesg.txt:" in body and "Kernel panic - not syncing: sysrq" in body
     assert "Panic:       sysrq triggered crash" in body
+    assert "Note:        crash cannot open" in body

@@ -26,7 +26,11 @@ Python use::
 
   - the container: ``inner_format`` and ``records`` (flattened streams),
     ``header_version``, ``block_size``, ``word_size``, ``compression`` (list),
-    ``dump_level``, ``incomplete`` (kdump), ``elf_class`` (ELF), ``endian``;
+    ``dump_level``, ``incomplete`` (kdump: INCOMPLETE status, or the file
+    stops before its page data ends), ``sub_header_abi`` (``i386``/``arm32``),
+    ``warnings`` (incomplete, a header that fits two layouts, a sub-header
+    though ``sub_hdr_size`` is 0, a missing split part), ``elf_class`` (ELF),
+    ``endian``, ``panic_string`` (LKCD);
   - the CPUs: ``cpus`` (NT_PRSTATUS notes), ``cpu_pids`` (``pr_pid`` per CPU,
     not for QEMU, which writes vCPU numbers there), ``panic_cpu`` and
     ``panic_pid`` (only when exactly one CPU was running a task; diskdump:
@@ -40,10 +44,17 @@ Python use::
     ``candidates`` (releases of an ambiguous scan), ``bytes_read`` and
     ``reads`` (the identification's I/O, fallback scan excluded).
 
+- ``split`` (a ``makedumpfile --split`` part): ``{index, count, start_pfn,
+  end_pfn}``; a record with ``cores`` (cas-unpack) or several FILEs that are
+  parts of one dump become one record: ``core`` the first part, ``cores`` in
+  pfn order, ``split`` ``{count, complete, start_pfn, end_pfn, fingerprint,
+  parts}`` (caslib.splitdump).
+
 Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 ``too-large``, ``compressed`` (run cas-unpack first), ``not-a-dump``,
 ``not-a-kernel-dump`` (a process core, named from NT_PRPSINFO),
-``ambiguous`` (the scan found several releases), ``unidentified``.
+``ambiguous`` (the scan found several releases), ``unidentified``,
+``not-split``/``split-mismatch`` (``cores`` that are not parts of one dump).
 """
 
 import os

@@ -109,7 +109,9 @@ def body(record: dict) -> str:
         lines += [f"    {frame}" for frame in panic["backtrace"][:12]]
     if crash.get("timed_out"):
         lines.append("Note:        crash timed out; the output is partial")
-    if crash.get("degraded"):
+    if crash.get("degraded") and "opened_with" in crash and not crash["opened_with"]:
+        lines.append(f"Note:        {crash.get('note') or 'crash could not open the dump'}")
+    elif crash.get("degraded"):
         lines.append("Note:        crash could only open the dump in --minimal mode")
     elif crash.get("opened_with"):
         lines.append(f"Note:        crash could only open the dump with {crash['opened_with']}")
