@@ -98,6 +98,7 @@ class Candidate:
     layers: list = field(default_factory=list)
     member: str | None = None
     kind: str | None = None   # dump format by magic, None for "just a file"
+    split: bool | None = None  # a part of a makedumpfile --split dump (None: not asked yet)
 
     def rank(self):
         return (self.kind is not None, self.size)
@@ -182,16 +183,20 @@ class Peeler:
                 if not m.isreg() or m.size == 0:
                     continue
                 member = m.name if outer is None else f"{outer}/{m.name}"
-                if self._side_file(archive, m, layers, member):
+                raw = Peekable(archive.extractfile(m))  # a stream: read once, peeked at
+                if self._side_file(raw, m, layers, member):
                     continue
-                if best is not None and best.kind == "kdump" and self._split_part(
-                        archive, m, layers, member, best):
-                    continue
+                inner = None
+                if best is not None and best.kind == "kdump" and self._is_split(best):
+                    inner, ls = self.strip(raw, layers, member, quiet=True)
+                    if self._split_part(inner, ls, m, layers, member):
+                        continue
                 if best is not None and best.kind:
                     self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
                                   where, m.name, f"{m.size:,}")
                     continue
-                inner, ls = self.strip(Peekable(archive.extractfile(m)), layers, member)
+                if inner is None:
+                    inner, ls = self.strip(raw, layers, member)
                 head = inner.peek(HEAD)
                 if (best is not None and len(ls) == len(layers) and not dump_kind(head)
                         and not is_tar(head) and not is_zip(head) and m.size <= best.size):
@@ -278,12 +283,11 @@ class Peeler:
 
     # -- kdump directories: split parts and vmcore-dmesg.txt -----------------
 
-    def _side_file(self, archive, m, layers, member) -> bool:
+    def _side_file(self, stream, m, layers, member) -> bool:
         """Keep a kdump directory's ``vmcore-dmesg.txt`` (named so, and text) beside the dump."""
         key = kdumpdir.SIDE_FILES.get(posixpath.basename(m.name))
         if key is None or key in self.side or m.size > kdumpdir.MAX_SIDE:
             return False
-        stream = Peekable(archive.extractfile(m))
         if not kdumpdir.is_text(stream.peek(HEAD)):
             return False
         path, size = self.out.write(stream, m.size)
@@ -292,11 +296,13 @@ class Peeler:
                       f"{size:,}", key)
         return True
 
-    def _split_part(self, archive, m, layers, member, best) -> bool:
-        """Keep another part of the split dump ``best`` is a part of."""
-        if not self.parts and splitdump.part_info(best.path) is None:
-            return False
-        inner, ls = self.strip(Peekable(archive.extractfile(m)), layers, member, quiet=True)
+    def _is_split(self, best) -> bool:
+        if getattr(best, "split", None) is None:
+            best.split = splitdump.part_info(best.path) is not None
+        return best.split
+
+    def _split_part(self, inner, ls, m, layers, member) -> bool:
+        """Keep another part of the split dump the best member is a part of."""
         if not splitdump.is_part_head(inner.peek(splitdump.PEEK)):
             return False
         cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
