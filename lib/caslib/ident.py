@@ -60,7 +60,7 @@ Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 import os
 import re
 
-from . import cli, elfcore, jobdir, kdumphdr, logs, records, splitdump, utsname, vmcoreinfo
+from . import cli, elfcore, kdumphdr, lkcdhdr, logs, records, splitdump, utsname, vmcoreinfo
 from .flattened import DumpError, FileSource, FlattenedSource, is_flattened
 from .records import StepError
 
@@ -245,29 +245,15 @@ def _ident_kdump(src, head, ident: Identification) -> None:
             ident.ident["utsname_at"] = how
 
 
-# LKCD dump_header (lkcd dump.h; crash lkcd_dump_v8.h): u64 magic, u32 version, header_size,
-# dump_level, page_size, u64 memory_size, memory_start, memory_end, u32 num_dump_pages,
-# char panic_string[256] @52, the crash time, then six 65-byte utsname fields.  The time
-# is {u64 sec, u64 usec} in packed v8+ headers (utsname @324), a native struct timeval
-# before: 64-bit aligned (@328) or 32-bit (@316).
-LKCD_UTSNAME_AT = ((324, 308, "Q"), (328, 312, "Q"), (316, 308, "I"))
-
-
 def _ident_lkcd(head: bytes, ident: Identification) -> None:
-    """The utsname and crash time of an LKCD header (v7..v9), where its sysname says Linux."""
-    e = "<" if int.from_bytes(head[:8], "little") in LKCD_MAGICS else ">"
-    ident.ident["header_version"] = int.from_bytes(head[8:12], "little" if e == "<" else "big")
-    for at, time_at, word in LKCD_UTSNAME_AT:
-        uts = kdumphdr.parse_utsname(head[at:at + 390])
-        if uts["sysname"] == "Linux" and uts["release"]:
-            _apply_utsname(ident, uts, "lkcd header utsname")
-            import struct
-            ident.set("crash_time", _iso(struct.unpack_from(e + word, head, time_at)[0]),
-                      "lkcd header time")
-            panic = head[52:308].split(b"\0", 1)[0].decode("utf-8", "replace").strip()
-            if panic and panic.isprintable():
-                ident.ident["panic_string"] = panic
-            return
+    hdr = lkcdhdr.read(head)
+    if hdr is None:
+        return
+    ident.ident["header_version"] = hdr["version"]
+    _apply_utsname(ident, hdr["utsname"], "lkcd header utsname")
+    ident.set("crash_time", _iso(hdr["timestamp"]), "lkcd header time")
+    if hdr["panic_string"]:
+        ident.ident["panic_string"] = hdr["panic_string"]
 
 
 def _ident_scan(path: str, ident: Identification, buffersize: int, start: int = 0) -> None:
@@ -398,52 +384,13 @@ def process(record: dict, cfg=None, buffersize: int | None = None) -> dict:
     record.update(facts)
     if part is not None:
         record["split"] = part
-    _split_set(record, core)
+    splitdump.join_record(record, core)
     for warning in facts["ident"].get("warnings", []):
         logs.get().warning("%s: %s", os.path.basename(core), warning)
     k = facts["kernel"]
     logs.get().info("%s: %s (%s) from %s via %s", os.path.basename(core), k["release"],
                     k["machine"] or "unknown machine", facts["format"], facts["ident_method"])
     return record
-
-
-def _split_set(record: dict, core: str) -> None:
-    """A record with ``cores`` (parts of one split dump): check and order them, and say
-    ``split`` for the whole set; ``core`` becomes its first part."""
-    cores = record.get("cores")
-    if cores is None:
-        return
-    if not isinstance(cores, list) or not cores or not all(
-            isinstance(c, str) and os.path.isabs(c) for c in cores) or core not in cores:
-        raise StepError("cores must be a list of absolute paths holding core", "bad-record")
-    workdir = record.get("workdir")
-    for c in cores:
-        if isinstance(workdir, str) and not jobdir.inside(workdir, c):
-            raise StepError(f"{c}: outside the job directory {workdir}", "bad-record")
-        if not os.path.isfile(c):
-            raise StepError(f"{c}: no such file", "not-found")
-    if len(cores) == 1 and "split" not in record:
-        return
-    try:
-        whole, warnings = splitdump.describe(cores)
-    except DumpError as exc:
-        raise StepError(str(exc), exc.kind, dict(record)) from None
-    record["cores"] = [p["core"] for p in whole["parts"]]
-    record["core"] = record["cores"][0]
-    record["split"] = whole
-    if warnings:
-        record["ident"].setdefault("warnings", []).extend(warnings)
-    logs.get().info("split dump in %d parts: %s", len(cores),
-                    ", ".join(os.path.basename(c) for c in record["cores"]))
-
-
-def _initial(files: list) -> list | None:
-    """One record per dump: the parts of a split dump given together make one."""
-    if not files:
-        return None
-    paths = [os.path.abspath(f) for f in files]
-    return [{"core": g[0]} if len(g) == 1 else {"core": g[0], "cores": g}
-            for g in splitdump.group(paths)]
 
 
 def _size(text: str) -> int:
@@ -472,6 +419,6 @@ def main(argv=None) -> int:
                 raise records.UsageError(f"{STEP}: --buffersize {args.buffersize!r}: expected a"
                                          " size like 67108864, 64M or 1G") from None
         cfg = cli.load_config(args)
-        initial = _initial(args.files)
+        initial = splitdump.initial_records(args.files)
         return records.run(STEP, lambda r: process(r, cfg, buffersize), initial)
     return records.main_wrapper(STEP, body)

@@ -11,9 +11,11 @@ when the ranges of the parts at hand cover ``0..max_mapnr`` without a gap.
 """
 
 import hashlib
+import os
 
-from . import kdumphdr, kdumplayout
+from . import jobdir, kdumphdr, kdumplayout, logs
 from .flattened import DumpError, open_source
+from .records import StepError
 
 
 def part_info(path: str) -> dict | None:
@@ -108,3 +110,42 @@ def is_part_head(head: bytes) -> bool:
     if f["version"] < 2 or f["sub_hdr_size"] < 1 or len(head) < at + 4:
         return False
     return int.from_bytes(head[at:at + 4], "little" if e == "<" else "big") != 0
+
+
+def join_record(record: dict, core: str) -> None:
+    """A record with ``cores`` (parts of one split dump): check and order them, and say
+    ``split`` for the whole set; ``core`` becomes its first part."""
+    cores = record.get("cores")
+    if cores is None:
+        return
+    if not isinstance(cores, list) or not cores or not all(
+            isinstance(c, str) and os.path.isabs(c) for c in cores) or core not in cores:
+        raise StepError("cores must be a list of absolute paths holding core", "bad-record")
+    workdir = record.get("workdir")
+    for c in cores:
+        if isinstance(workdir, str) and not jobdir.inside(workdir, c):
+            raise StepError(f"{c}: outside the job directory {workdir}", "bad-record")
+        if not os.path.isfile(c):
+            raise StepError(f"{c}: no such file", "not-found")
+    if len(cores) == 1 and "split" not in record:
+        return
+    try:
+        whole, warnings = describe(cores)
+    except DumpError as exc:
+        raise StepError(str(exc), exc.kind, dict(record)) from None
+    record["cores"] = [p["core"] for p in whole["parts"]]
+    record["core"] = record["cores"][0]
+    record["split"] = whole
+    if warnings:
+        record["ident"].setdefault("warnings", []).extend(warnings)
+    logs.get().info("split dump in %d parts: %s", len(cores),
+                    ", ".join(os.path.basename(c) for c in record["cores"]))
+
+
+def initial_records(files: list) -> list | None:
+    """One record per dump: the parts of a split dump given together make one."""
+    if not files:
+        return None
+    paths = [os.path.abspath(f) for f in files]
+    return [{"core": g[0]} if len(g) == 1 else {"core": g[0], "cores": g}
+            for g in group(paths)]
