@@ -43,9 +43,10 @@ def test_missing_file(setup):
     no_job_dir(setup)
 
 
-def test_directory_given(setup):
+def test_directory_without_a_dump_given(setup):
+    """A directory is read as a kdump directory; one with no dump in it is refused."""
     res = setup("-i", "1", setup.tmp)
-    assert_clean_failure(res, setup.work, "not-found", ["is a directory"])
+    assert_clean_failure(res, setup.work, "no-core", ["no file in it is a kernel dump"])
     no_job_dir(setup)
 
 

@@ -44,8 +44,10 @@ def step_command(step: str, cfg) -> list:
     """argv of one step: the config's replacement, else our sibling executable, else PATH."""
     if step in cfg.pipeline:
         return list(cfg.pipeline[step])
-    if step == "strip":
-        return [sys.executable, "-m", "caslib.strip"]
+    if step == "strip":  # this caslib's, not whichever one -m would find on sys.path
+        lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        return [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "from caslib.strip import main; sys.exit(main())", lib]
     name = f"cas-{step}"
     here = os.path.dirname(os.path.realpath(sys.argv[0] or __file__))
     sibling = os.path.join(here, name)
@@ -196,6 +198,9 @@ def summary(record: dict) -> str:
                      f"{info.get('url') or info.get('file') or info.get('rpm') or ''}".rstrip())
     if panic.get("task"):
         lines.append(f"Task:     {panic['task']} (pid {panic.get('pid')}, cpu {panic.get('cpu')})")
+    split = record.get("split")
+    if isinstance(split, dict) and isinstance(split.get("parts"), list):
+        lines.append(f"Dump:     split into {len(split['parts'])} parts (makedumpfile --split)")
     strip = record.get("strip")
     if strip:
         lines.append(f"Strip:    saved {strip['saved_bytes']:,} bytes" if strip.get("replaced")

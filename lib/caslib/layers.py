@@ -32,7 +32,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from . import decompress, parallel, pathsafety, safetar
+from . import decompress, kdumpdir, parallel, pathsafety, safetar, splitdump
 from .records import StepError
 
 HEAD = 4096 + 8      # enough for every dump magic (sadump sits at 4096) and the tar header
@@ -126,6 +126,7 @@ class Candidate:
     layers: list = field(default_factory=list)
     member: str | None = None
     kind: str | None = None   # dump format by magic, None for "just a file"
+    split: bool | None = None  # a part of a makedumpfile --split dump (None: not asked yet)
 
     def rank(self):
         return (self.kind is not None, self.size)
@@ -149,6 +150,8 @@ class Peeler:
         self.depth = 0
         self.opened = []         # parallel readers, closed when peeling ends
         self.vmlinux: Candidate | None = None  # a ``vmlinux`` ELF member, kept (see tar())
+        self.parts: list = []     # further parts of a split dump, kept beside the best
+        self.side: dict = {}      # kdump directory text files kept: record key -> Candidate
 
     def where(self, member: str | None) -> str:
         return f"{self.name}: member {member!r}" if member else self.name
@@ -237,16 +240,28 @@ class Peeler:
                 if not m.isreg() or m.size == 0:
                     continue
                 member = m.name if outer is None else f"{outer}/{m.name}"
-                if best is not None and best.kind and (
-                        self.vmlinux or not posixpath.basename(m.name).startswith("vmlinux")):
-                    self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
-                                  where, m.name, f"{m.size:,}")
-                    continue
                 opened, origin = len(self.opened), None
                 if stream.origin is not None and m.sparse is None:
                     at = stream.origin.start + m.offset_data
                     origin = parallel.Origin(stream.origin.fd, at, at + m.size)
-                inner, ls = self.strip(Peekable(archive.extractfile(m), origin), layers, member)
+                raw = Peekable(archive.extractfile(m), origin)  # a stream: read once, peeked at
+                if self._side_file(raw, m, layers, member):
+                    self._close_from(opened)
+                    continue
+                inner = None
+                if best is not None and best.kind == "kdump" and self._is_split(best):
+                    inner, ls = self.strip(raw, layers, member, quiet=True)
+                    if self._split_part(inner, ls, m, layers, member):
+                        self._close_from(opened)
+                        continue
+                if best is not None and best.kind and (
+                        self.vmlinux or not posixpath.basename(m.name).startswith("vmlinux")):
+                    self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
+                                  where, m.name, f"{m.size:,}")
+                    self._close_from(opened)
+                    continue
+                if inner is None:
+                    inner, ls = self.strip(raw, layers, member)
                 head = inner.peek(HEAD)
                 if self.vmlinux is None and is_vmlinux(m.name, head):
                     self._keep_vmlinux(inner, ls, member, m.size, where)
@@ -349,6 +364,37 @@ class Peeler:
             raise StepError(f"{where}: member {chosen.filename!r} is empty", "no-core")
         return cand
 
+    # -- kdump directories: split parts and vmcore-dmesg.txt -----------------
+
+    def _side_file(self, stream, m, layers, member) -> bool:
+        """Keep a kdump directory's ``vmcore-dmesg.txt`` (named so, and text) beside the dump."""
+        key = kdumpdir.SIDE_FILES.get(posixpath.basename(m.name))
+        if key is None or key in self.side or m.size > kdumpdir.MAX_SIDE:
+            return False
+        if not kdumpdir.is_text(stream.peek(HEAD)):
+            return False
+        path, size = self.out.write(stream, m.size)
+        self.side[key] = Candidate(path, size, list(layers), member, None)
+        self.log.info("%s: keeping member %r (%s bytes) as %s", self.name, m.name,
+                      f"{size:,}", key)
+        return True
+
+    def _is_split(self, best) -> bool:
+        if getattr(best, "split", None) is None:
+            best.split = splitdump.part_info(best.path) is not None
+        return best.split
+
+    def _split_part(self, inner, ls, m, layers, member) -> bool:
+        """Keep another part of the split dump the best member is a part of."""
+        if not splitdump.is_part_head(inner.peek(splitdump.PEEK)):
+            return False
+        cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
+        if cand is not None:
+            self.parts.append(cand)
+            self.log.info("%s: keeping member %r (%s bytes): another part of the split dump",
+                          self.name, m.name, f"{cand.size:,}")
+        return True
+
     # -- helpers -------------------------------------------------------------
 
     def _close_from(self, n: int) -> None:
@@ -366,6 +412,9 @@ class Peeler:
         if cand is None:
             return best
         if best is None or cand.rank() > best.rank():
+            if best is not None:
+                self.log.info("%s: not used: member %r (%s bytes)", self.name, best.member,
+                              f"{best.size:,}")
             self._drop(best)
             return cand
         self.out.discard(cand.path)

@@ -33,7 +33,7 @@ import sys
 import tempfile
 from email.message import EmailMessage
 
-from . import cli, deadline, jobdir, logonly, logs, records
+from . import cli, deadline, jobdir, kdumpdir, logonly, logs, records
 from .records import StepError
 
 STEP = "cas-mail"
@@ -116,8 +116,22 @@ def body(record: dict) -> str:
         lines += [f"    {frame}" for frame in panic["backtrace"][:12]]
     if crash.get("timed_out"):
         lines.append("Note:        crash timed out; the output is partial")
-    if crash.get("degraded"):
+    if crash.get("degraded") and "opened_with" in crash and not crash["opened_with"]:
+        lines.append(f"Note:        {crash.get('note') or 'crash could not open the dump'}")
+    elif crash.get("degraded"):
         lines.append("Note:        crash could only open the dump in --minimal mode")
+    elif crash.get("opened_with"):
+        lines.append(f"Note:        crash could only open the dump with {crash['opened_with']}")
+    split = record.get("split")
+    if isinstance(split, dict) and isinstance(split.get("parts"), list):
+        lines.append(f"Dump:        split by makedumpfile --split into {len(split['parts'])}"
+                     " parts, all given to crash"
+                     + ("" if split.get("complete") else " (a part is missing)"))
+    if not panic.get("message") or crash.get("degraded"):
+        quoted = kdumpdir.dmesg_panic(record)
+        if quoted:
+            lines.append("From vmcore-dmesg.txt:")
+            lines += [f"    {line}" for line in quoted]
     lines += [
         "",
         f"Location: {record.get('workdir')}",

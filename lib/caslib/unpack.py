@@ -32,7 +32,8 @@ import os
 import re
 import stat
 
-from . import cli, compress, deadline, decompress, fetch, jobdir, layers, logs, pathsafety, records, sparse
+from . import (cli, compress, deadline, decompress, fetch, jobdir, kdumpdir, layers, logs,
+               pathsafety, records, sparse)
 from .progress import Progress
 from .records import StepError
 
@@ -264,6 +265,11 @@ def process(record: dict, cfg, timeout: float | None = None) -> dict:
         raise StepError("record has no source file or URL", "bad-record")
     if timeout is None:
         timeout = cfg.get("downloadTimeout", fetch.DEFAULT_TIMEOUT)
+    if not fetch.is_url(source) and os.path.isdir(source):  # a kdump directory
+        chosen = kdumpdir.choose(source, log)  # before the job directory: input is checked first
+        record.update(id=ident, job=job, workdir=jobdir.create(cfg.workDirectory, job))
+        with logs.job_log(record):
+            return kdumpdir.unpack_directory(record, source, chosen, log)
     raw, name, size, local = open_source(source, timeout,
                                          cfg.get("transferDeadline") or deadline.DEFAULT)
     try:
@@ -285,6 +291,7 @@ def _unpack(record: dict, raw, name: str, size, local, log, max_size=None) -> di
         out = Output(workdir, core_name(name, record["job"]), log,
                      tick=lambda: progress.update(counter.pos), max_size=max_size)
         try:
+            peeler = None
             if local is not None and _raw_local(raw, local, size):
                 path, core_bytes = _link_or_copy(raw, local, size, out, progress, log)
                 kind = layers.dump_kind(os.pread(raw.fileno(), layers.HEAD, 0))
@@ -297,6 +304,9 @@ def _unpack(record: dict, raw, name: str, size, local, log, max_size=None) -> di
                 if peeler.vmlinux is not None:
                     record["customer_vmlinux"] = _keep_vmlinux(out, peeler.vmlinux, log)
             core = out.finish(path)
+            if peeler is not None:
+                kdumpdir.finish_extras(out, core, [p.path for p in peeler.parts],
+                                       {k: c.path for k, c in peeler.side.items()}, record, log)
         except StepError as exc:
             out.cleanup()
             raise StepError(exc.message, exc.kind, partial=record) from None
