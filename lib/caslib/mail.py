@@ -265,6 +265,6 @@ def main(argv=None) -> int:
             return records.run(STEP, lambda r: resend(args.resend, cfg), [{}])
         # an analysis step's error record that carries the kernel log is mailed as log-only
         source = (logonly.convert(r) for r in records.read_records(sys.stdin, STEP))
-        return records.run(STEP, lambda r: process(r, cfg, args.email), source)
+        return records.run(STEP, lambda r: process(r, cfg, args.email), source, trusted=False)
 
     return records.main_wrapper(STEP, body_)

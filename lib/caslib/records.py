@@ -194,8 +194,11 @@ def _quiet_broken_pipe() -> int:
 
 
 def run(step: str, process: Callable[[dict], dict], initial: Iterable[dict] | None = None,
-        stdin=None, stdout=None) -> int:
+        stdin=None, stdout=None, trusted: bool | None = None) -> int:
     """Drive a filter: records from ``initial`` (built from arguments) or stdin.
+
+    ``trusted`` defaults to whether ``initial`` was given; a filter that passes
+    stdin's records through a generator as ``initial`` says ``trusted=False``.
 
     Each record is written and flushed as soon as it is done, so a pipeline
     streams.  Returns the exit status of man/cas-records.7.
@@ -204,10 +207,12 @@ def run(step: str, process: Callable[[dict], dict], initial: Iterable[dict] | No
     stdout = stdout if stdout is not None else sys.stdout
     log = logging.getLogger("cas")
     source = initial if initial is not None else read_records(stdin, step)
+    if trusted is None:
+        trusted = initial is not None
     status = EXIT_OK
     try:
         for record in source:
-            out = apply(step, process, record, log, trusted=initial is not None)
+            out = apply(step, process, record, log, trusted=trusted)
             if "error" in out:
                 status = EXIT_ERROR
             write_record(out, stdout)

@@ -183,7 +183,7 @@ class _Counting:
 def open_source(source: str, timeout: float, total: float = deadline.DEFAULT):
     """Open the input before anything is created: (stream, name, size, local path or None)."""
     if fetch.is_url(source):
-        dl = fetch.Download(source, timeout, deadline.Deadline(total, fetch.shown(source)))
+        dl = fetch.Download(source, timeout, deadline=deadline.Deadline(total, fetch.shown(source)))
         return dl, fetch.url_basename(source), dl.length, None
     try:
         st = os.stat(source)
