@@ -55,8 +55,8 @@ class Jobs:
     thread starts the row, the main thread finishes it); a database that cannot
     be reached is a warning, never the job's failure."""
 
-    def __init__(self, cfg):
-        self.cfg, self.row = cfg, None
+    def __init__(self, cfg, email: str | None = None):
+        self.cfg, self.row, self.email = cfg, None, email
 
     def _execute(self, sql: str, params: tuple):
         from . import db
@@ -78,16 +78,29 @@ class Jobs:
     def start(self, record: dict, source: str, email: str | None) -> None:
         if self.row is not None or not record.get("workdir"):
             return
-        self.row = self._execute(
-            "INSERT INTO jobs (job, identifier, workdir, source, state, started, email, pid) "
-            "VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-            (record.get("job"), record.get("id"), record["workdir"], source, time.time(),
-             email, os.getpid()))
+        from .queue import this_host
 
-    def finish(self, state: str, release: str | None, error: str | None) -> None:
+        now = time.time()
+        self.row = self._execute(
+            "INSERT INTO jobs (job, identifier, workdir, source, state, submitted, started, email, "
+            "pid, host) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+            (record.get("job"), record.get("id"), record["workdir"], source, now, now,
+             email, os.getpid(), this_host()))
+
+    def finish(self, state: str, release: str | None, error: str | None,
+               record: dict | None = None) -> None:
         if self.row is not None:
-            self._execute("UPDATE jobs SET state = ?, finished = ?, release = ?, error = ? "
-                          "WHERE id = ?", (state, time.time(), release, error, self.row))
+            err = (record or {}).get("error") or {"step": None, "kind": None, "message": error}
+            panic = (((record or {}).get("crash") or {}).get("panic") or {}).get("message")
+            self._execute("UPDATE jobs SET state = ?, finished = ?, release = ?, error = ?, "
+                          "error_step = ?, error_kind = ?, error_message = ?, panic = ? "
+                          "WHERE id = ?", (state, time.time(), release, error, err.get("step"),
+                                           err.get("kind"), err.get("message") if error else None,
+                                           panic, self.row))
+        if state == "failed" and error != "interrupted":
+            from . import failmail
+
+            failmail.notify(self.cfg, self.row, record, self.email)
 
 
 class Pipeline:
@@ -183,7 +196,8 @@ def summary(record: dict) -> str:
     return "\n".join(lines)
 
 
-def run_pipeline(args, cfg) -> int:
+def run_pipeline(args, cfg, jobs=None) -> int:
+    """Run one job in the foreground; ``jobs`` records it (default: a new row of the table)."""
     log = logs.get()
     names = ["unpack", "ident", "findkernel", "extract"] + (["strip"] if args.strip else []) + [
         "crash", "mail"]
@@ -197,7 +211,7 @@ def run_pipeline(args, cfg) -> int:
     if cfg.path:
         env["CAS_CONFIG"] = cfg.path
     log.info("pipeline: %s", " | ".join(f"cas-{n}" if n in STEPS else n for n in names))
-    jobs = Jobs(cfg)
+    jobs = jobs or Jobs(cfg, args.email)
     pipeline = Pipeline()
     source = args.file
     final: list[dict] = []
@@ -243,7 +257,7 @@ def run_pipeline(args, cfg) -> int:
         status = records.EXIT_ERROR
     jobs.finish("failed" if status else "done", (record.get("kernel") or {}).get("release"),
                 f"{err.get('step')}: {err.get('message')}" if err else
-                (f"{broken[0][0]} exit {broken[0][1]}" if broken else None))
+                (f"{broken[0][0]} exit {broken[0][1]}" if broken else None), record)
     if args.json:
         records.write_record(record, sys.stdout)
     else:
@@ -260,24 +274,10 @@ def compress_only(args) -> int:
 
 def main(argv=None) -> int:
     def body() -> int:
-        parser = records.argument_parser(
-            PROG, "Run the whole CAS pipeline on a kernel crash dump.",
-            "example: cas -i 12345 -f vmcore.12345.tar.xz -e engineer@example.com --job 1")
-        parser.add_argument("-i", "--identifier", help="ticket identifier (1-64 of A-Za-z0-9._-)")
-        parser.add_argument("-f", "--file", required=True, help="the dump: a path or an http(s)/ftp URL")
-        parser.add_argument("-e", "--email", help="mail the results to this address")
-        parser.add_argument("-m", "--modules", action="store_true",
-                            help="also extract module debug files and load them in crash")
-        parser.add_argument("--compress", action="store_true",
-                            help="only compress FILE with xz for transfer (FILE.xz)")
-        parser.add_argument("--strip", action="store_true",
-                            help="shrink the core with makedumpfile -c -d 31 before crash")
-        parser.add_argument("--job", help="file the run under this job name (default: the identifier)")
-        parser.add_argument("--json", action="store_true", help="print the final record, not a summary")
-        cli.add_config_option(parser)
+        parser = build_parser()
         args = parser.parse_args(argv)
         if args.compress:
-            if args.identifier or args.email or args.strip or args.modules:
+            if args.identifier or args.email or args.strip or args.modules or args.queue:
                 raise UsageError(f"{PROG}: --compress takes only -f FILE (and --config)")
             return compress_only(args)
         if not args.identifier:
@@ -291,6 +291,45 @@ def main(argv=None) -> int:
         except StepError as exc:
             raise UsageError(f"{PROG}: {exc.message}") from None
         cfg = cli.load_config(args)
+        if args.queue:
+            from .submit import submit
+
+            return submit(args, cfg)
+        check_forced(args)
         return run_pipeline(args, cfg)
 
     return records.main_wrapper(PROG, body)
+
+
+def check_forced(args) -> None:
+    """--release/--vmlinux/--package are stored by --queue and handed to this pipeline,
+    which does not force a kernel yet (issue 15 adds that): refuse rather than ignore."""
+    forced = [f"--{o}" for o in ("release", "vmlinux", "package") if getattr(args, o, None)]
+    if forced:
+        raise UsageError(f"{PROG}: {'/'.join(forced)}: this cas cannot force a kernel yet")
+
+
+def build_parser():
+    """cas's arguments (the queue stores a job as these and the worker parses them back)."""
+    parser = records.argument_parser(
+        PROG, "Run the whole CAS pipeline on a kernel crash dump.",
+        "example: cas -i 12345 -f vmcore.12345.tar.xz -e engineer@example.com --job 1")
+    parser.add_argument("-i", "--identifier", help="ticket identifier (1-64 of A-Za-z0-9._-)")
+    parser.add_argument("-f", "--file", required=True, help="the dump: a path or an http(s)/ftp URL")
+    parser.add_argument("-e", "--email", help="mail the results to this address")
+    parser.add_argument("-m", "--modules", action="store_true",
+                        help="also extract module debug files and load them in crash")
+    parser.add_argument("--compress", action="store_true",
+                        help="only compress FILE with xz for transfer (FILE.xz)")
+    parser.add_argument("--strip", action="store_true",
+                        help="shrink the core with makedumpfile -c -d 31 before crash")
+    parser.add_argument("--job", help="file the run under this job name (default: the identifier)")
+    parser.add_argument("--json", action="store_true", help="print the final record, not a summary")
+    parser.add_argument("--queue", action="store_true",
+                        help="check the arguments and the input, queue the job for cas-worker, return")
+    forced = parser.add_mutually_exclusive_group()
+    forced.add_argument("--release", metavar="R", help="use the debug kernel of release R")
+    forced.add_argument("--vmlinux", metavar="F", help="use this vmlinux file")
+    forced.add_argument("--package", metavar="P", help="use this debuginfo package")
+    cli.add_config_option(parser)
+    return parser
