@@ -219,12 +219,22 @@ def connect_readonly(path: str, timeout: float = 30.0) -> sqlite3.Connection:
     if not os.path.exists(path):
         raise DatabaseError(f"{path}: no database yet (nothing has been queued or run)",
                             "not-found")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.Error as exc:
-        raise friendly(exc, path, timeout) from None
+    # Reading a WAL database needs its -shm file; when no CAS process has the database
+    # open there is none, and a user who may not write the directory cannot make one.
+    # Then (no -wal file either) the main file holds everything: read it as immutable.
+    conn = None
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(f"file:{path}?{query}", uri=True, timeout=timeout)
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            break
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            if "immutable" in query or os.path.exists(path + "-wal") or not (
+                    "readonly" in str(exc) or "unable to open" in str(exc)):
+                raise friendly(exc, path, timeout) from None
     if version != SCHEMA_VERSION:
         conn.close()
         raise DatabaseError(f"{path}: database schema version {version}, this CAS reads "

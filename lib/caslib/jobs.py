@@ -43,9 +43,10 @@ def load(args, changing: bool):
     try:
         if cli.become_casuser(cfg):
             cfg = config.load(args.config)
-        return cfg, True
     except UsageError:
         return cfg, False  # another user: read-only listing
+    db = cfg.database
+    return cfg, not os.path.exists(db) or os.access(db, os.W_OK)
 
 
 def cancel(queue, job_id: int) -> dict:
@@ -53,7 +54,7 @@ def cancel(queue, job_id: int) -> dict:
     if job is None:
         raise StepError(f"no job {job_id}", "not-found")
     if job["state"] in FINAL:
-        raise StepError(f"job {job_id} is already {job['state']}", "usage")
+        raise StepError(f"job {job_id} is already {job['state']}", "state")
     job = queue.cancel(job_id)
     worker = job.get("worker") or {}
     if job["was"] == "running" and worker.get("host") == queue.host:
