@@ -68,7 +68,7 @@ def cancel(queue, job_id: int) -> dict:
                 break
             time.sleep(0.2)
         queue.recover_lost()
-        job = queue.get(job_id)
+        job = dict(queue.get(job_id), was="running")
     return job
 
 

@@ -15,7 +15,7 @@ import time
 
 from . import cas, failmail, logs
 from .queue import cas_argv, open_queue
-from .records import UsageError
+from .records import Interrupted, UsageError
 
 
 class QueueJob:
@@ -57,7 +57,17 @@ def _watch_parent(job: QueueJob) -> None:
             return
 
 
+def _interrupt_once(signum, _frame):
+    """The first SIGTERM/SIGINT stops the job; more (the worker and cas-jobs may both send
+    one) must not interrupt the stopping and the row's update."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def run_job(job_id: int, cfg, host: str | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt_once)
+    signal.signal(signal.SIGINT, _interrupt_once)
     queue = open_queue(cfg, host=host)
     job = queue.get(job_id)
     if job is None or job["state"] != "running" or not job["options"]:

@@ -121,11 +121,13 @@ class SqliteQueue(Queue):
                              (job_id,))
                 return
             err = error or {}
+            if final == "cancelled":
+                err = {"step": "queue", "kind": "cancelled", "message": "cancelled while running"}
             conn.execute(
                 "UPDATE jobs SET state = ?, finished = ?, release = ?, panic = ?, error = ?, "
                 "error_step = ?, error_kind = ?, error_message = ? WHERE id = ?",
                 (final, time.time(), release, panic,
-                 f"{err.get('step')}: {err.get('message')}" if error else None,
+                 f"{err.get('step')}: {err.get('message')}" if err else None,
                  err.get("step"), err.get("kind"), err.get("message"), job_id))
         self._write(update)
         return self.get(job_id)
