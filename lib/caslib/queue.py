@@ -28,8 +28,12 @@ def this_host() -> str:
     return socket.gethostname() or "localhost"
 
 
-def pid_alive(pid) -> bool:
-    """True when a process with this pid exists on this host (ours or another user's)."""
+def pid_alive(pid, marker: bytes | None = None) -> bool:
+    """True when a process with this pid exists on this host (ours or another user's).
+
+    With ``marker``, a process whose command line does not contain it is another
+    program that was given the same pid after ours died: not alive.
+    """
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -37,7 +41,13 @@ def pid_alive(pid) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    if marker:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                return marker in fh.read(65536)
+        except OSError:
+            return True  # no /proc to ask: trust the pid
     return True
 
 

@@ -66,6 +66,7 @@ def _interrupt_once(signum, _frame):
 
 
 def run_job(job_id: int, cfg, host: str | None = None) -> int:
+    logs.setup(f"cas-worker[{job_id}]", cfg.debugLevel)
     signal.signal(signal.SIGTERM, _interrupt_once)
     signal.signal(signal.SIGINT, _interrupt_once)
     queue = open_queue(cfg, host=host)

@@ -46,6 +46,17 @@ def to_job(row) -> dict:
     }
 
 
+def _alive(job: dict) -> bool:
+    """Is the process that runs this job still there: its runner (a queued job), its
+    worker (claimed, runner not started yet), or the foreground cas?"""
+    w = job["worker"]
+    if not job["options"]:
+        return pid_alive(w.get("runner"), b"cas")
+    if w.get("runner"):
+        return pid_alive(w["runner"], b"--run-job\0%d\0" % job["job_id"])
+    return pid_alive(w.get("pid"), b"cas-worker")
+
+
 class SqliteQueue(Queue):
     def __init__(self, path: str, readonly: bool = False, host: str | None = None):
         self.path, self.readonly = path, readonly
@@ -178,9 +189,7 @@ class SqliteQueue(Queue):
         A plain ``cas`` run (no stored options) cannot be requeued: it is failed.
         """
         lost = [j for j in self.list(state="running")
-                if (j["worker"] or {}).get("host") == self.host and not any(
-                    pid_alive(p) for p in ((j["worker"] or {}).get("runner"),
-                                           (j["worker"] or {}).get("pid")))]
+                if (j["worker"] or {}).get("host") == self.host and not _alive(j)]
         if not lost or self.readonly:
             return []
         log, done = logs.get(), []

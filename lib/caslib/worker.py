@@ -100,9 +100,16 @@ class Worker:
     def loop(self) -> int:
         self.queue.recover_lost()
         while self.stop_signal is None:
-            self.reap()
-            self.cancel_requested()
-            had_work = self.fill()
+            try:
+                self.reap()
+                self.cancel_requested()
+                had_work = self.fill()
+            except StepError as exc:
+                if exc.kind != "busy":
+                    raise
+                # another process held the database longer than the busy timeout: try again
+                logs.get().warning("%s", exc.message)
+                had_work = True
             if self.once and not had_work and not self.running:
                 return records.EXIT_OK
             time.sleep(POLL)
