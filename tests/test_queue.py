@@ -75,17 +75,20 @@ def test_queue_prints_the_id_or_the_record_and_runs_nothing(conf, tmp_path):
     assert jobs_json(conf, "--since", "2999-01-01") == []
 
 
-def test_worker_once_runs_oldest_first_and_expected_failures_are_recorded(conf, tmp_path):
+def test_worker_once_runs_oldest_first_and_expected_failures_are_recorded(config_file, tmp_path):
+    conf = config_file(maxJobs=1)  # the default for --jobs
     ids = []
     for n in range(4):
         res = run("cas", "--config", conf, "--queue", "-i", f"w{n}", "-f", junk(tmp_path, f"c{n}"))
         ids.append(int(res.stdout))
-    res = run("cas-worker", "--config", conf, "--once", "--jobs", "1", "--machine", "m1")
+    res = run("cas-worker", "--config", conf, "--once", "--machine", "m1")
     assert res.returncode == 0, res
     jobs = {j["job_id"]: j for j in jobs_json(conf)}
     assert sorted(jobs) == ids
     started = [jobs[i]["started"] for i in ids]
-    assert started == sorted(started)  # oldest first, one at a time
+    assert started == sorted(started)  # oldest first
+    for a, b in zip(ids, ids[1:]):  # one at a time
+        assert jobs[a]["finished"] <= jobs[b]["started"]
     for i in ids:
         j = jobs[i]
         assert j["state"] == "failed" and j["error"]["step"] == "cas-ident", j

@@ -122,6 +122,8 @@ def test_no_password_in_clear(job, config_file, casenv, tmp_path):  # noqa: F811
 
 
 def test_the_body_is_8bit_plain_text(job, config_file, casenv):  # noqa: F811
+    job["crash"]["failed_commands"] = [{"command": "mod -S", "error": "mod: cannot find modules"}]
+    job["crash"]["warnings"] = ["WARNING: kernel version inconsistency"]
     with open(job["crash"]["output"], "a") as fh:
         fh.write("  comm: \"kworker/ü\" " + "x" * 200 + "\n")
     with SmtpCollector() as server:
@@ -134,6 +136,8 @@ def test_the_body_is_8bit_plain_text(job, config_file, casenv):  # noqa: F811
     assert b"quoted-printable" not in head
     assert "kworker/ü".encode() in body and b"x" * 200 in body
     assert body.index(b"Kernel:") < body.index(b"Output data:")  # summary first
+    assert body.index(b"Failed crash commands:\r\n    mod -S: mod: cannot find modules") < \
+        body.index(b"Warnings:\r\n    WARNING: kernel version inconsistency") < body.index(b"Output data:")
 
 
 def test_resend_to_another_address(job, config_file, casenv):  # noqa: F811

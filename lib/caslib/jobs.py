@@ -55,16 +55,20 @@ def cancel(queue, job_id: int) -> dict:
         raise StepError(f"no job {job_id}", "not-found")
     if job["state"] in FINAL:
         raise StepError(f"job {job_id} is already {job['state']}", "state")
+    if not job["options"]:
+        raise StepError(f"job {job_id} is a foreground cas run (pid "
+                        f"{(job['worker'] or {}).get('runner')}): stop it where it runs", "state")
     job = queue.cancel(job_id)
     worker = job.get("worker") or {}
     if job["was"] == "running" and worker.get("host") == queue.host:
         runner = worker.get("runner")
-        if pid_alive(runner):
+        mine = b"--run-job\0%d\0" % job_id  # never signal a process that reused the pid
+        if pid_alive(runner, mine):
             os.kill(runner, signal.SIGTERM)
         deadline = time.monotonic() + CANCEL_WAIT
         while time.monotonic() < deadline:
             job = queue.get(job_id)
-            if job["state"] in FINAL or not pid_alive(runner):
+            if job["state"] in FINAL or not pid_alive(runner, mine):
                 break
             time.sleep(0.2)
         queue.recover_lost()

@@ -110,6 +110,13 @@ def body(record: dict) -> str:
         lines.append("Note:        crash timed out; the output is partial")
     if crash.get("degraded"):
         lines.append("Note:        crash could only open the dump in --minimal mode")
+    failed = [c for c in crash.get("failed_commands") or [] if isinstance(c, dict)]
+    if failed:
+        lines.append("Failed crash commands:")
+        lines += [f"    {c.get('command')}: {c.get('error')}" for c in failed[:40]]
+    if crash.get("warnings"):
+        lines.append("Warnings:")
+        lines += [f"    {w}" for w in crash["warnings"][:40]]
     lines += [
         "",
         f"Location: {record.get('workdir')}",
