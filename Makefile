@@ -12,7 +12,7 @@ deps:
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@sh tests/install-deps
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e . pytest aiosmtpd
+	$(PY) -m pip install -q --disable-pip-version-check -e . pytest aiosmtpd python-snappy
 	touch $@
 
 test: deps $(VENV)/.installed
@@ -28,7 +28,7 @@ bench: $(VENV)/.installed
 	for b in bench/*; do [ -x "$$b" ] && $(PY) "$$b"; done
 
 fuzz: $(VENV)/.installed
-	CAS_FUZZ_CASES=10000 $(PY) -m pytest -q -p no:cacheprovider tests/test_ident_fuzz.py
+	CAS_FUZZ_CASES=10000 $(PY) -m pytest -q -p no:cacheprovider tests/test_ident_fuzz.py tests/test_printk.py
 
 clean:
 	rm -rf $(VENV) build lib/*.egg-info demo

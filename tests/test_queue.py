@@ -40,7 +40,7 @@ def jobs_json(conf, *args):
     (["-i", "ok", "-f", "{junk}", "-e", "not an address"], "email"),
     (["-i", "ok", "-f", "{junk}", "--job", "a/b"], "job name"),
     (["-i", "ok", "-f", "{junk}", "--vmlinux", "/nonexistent/vmlinux"], "--vmlinux"),
-    (["-i", "ok", "-f", "{junk}", "--release", "r", "--package", "{junk}"], "not allowed with"),
+    (["-i", "ok", "-f", "{junk}", "--release", "r", "--package", "{junk}"], "give one of"),
     (["-i", "ok", "-f", "{tmp}"], "directory"),
 ])
 def test_a_typo_fails_at_once_and_queues_nothing(argv, what, conf, tmp_path):

@@ -3,7 +3,8 @@
 ``cas -i ID -f FILE [-e EMAIL] [-m] [--strip] [--job JOB]`` runs the step
 executables as a real pipeline of processes::
 
-    cas-unpack | cas-ident | cas-findkernel | cas-extract [| strip] | cas-crash | cas-mail
+    cas-unpack | cas-ident | cas-dmesg | cas-findkernel | cas-extract [| strip] | cas-crash
+      | cas-mail
 
 Steps are connected by OS pipes; the driver only taps the first link to learn
 the job directory (for the jobs table) and reads the last step's records.
@@ -11,6 +12,11 @@ Any step can be replaced by another command from the config's
 ``[pipeline]`` section.  The driver checks every child's exit status, says
 which step failed and why, records the job (running, done, failed) in the
 database, and on SIGINT/SIGTERM stops every child and marks the job failed.
+
+Exit status: 0 when the job completed with crash's analysis, 3 when it
+completed with a partial analysis (``analysis: "log-only"``: no debuginfo,
+or extraction or crash failed, and the mail carries the kernel log's panic
+summary and tail instead), 1 when it failed, 2 for usage errors.
 
 ``cas -f FILE --compress`` alone compresses a core for transfer
 (``cas-unpack --compress``).
@@ -30,7 +36,8 @@ from .mail import check_address
 from .records import StepError, UsageError
 
 PROG = "cas"
-STEPS = ("unpack", "ident", "findkernel", "extract", "crash", "mail")
+STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "mail")
+EXIT_PARTIAL = 3  # completed with a partial (log-only) analysis
 
 
 def step_command(step: str, cfg) -> list:
@@ -91,7 +98,9 @@ class Jobs:
                record: dict | None = None) -> None:
         if self.row is not None:
             err = (record or {}).get("error") or {"step": None, "kind": None, "message": error}
-            panic = (((record or {}).get("crash") or {}).get("panic") or {}).get("message")
+            rec = record or {}
+            panic = (((rec.get("crash") or {}).get("panic") or {}).get("message")
+                     or ((rec.get("dmesg") or {}).get("panic") or {}).get("message"))
             self._execute("UPDATE jobs SET state = ?, finished = ?, release = ?, error = ?, "
                           "error_step = ?, error_kind = ?, error_message = ?, panic = ? "
                           "WHERE id = ?", (state, time.time(), release, error, err.get("step"),
@@ -181,6 +190,10 @@ def summary(record: dict) -> str:
         f"Kernel:   {kernel.get('release') or 'unknown'} ({kernel.get('machine') or '?'})",
         f"Panic:    {panic.get('message') or 'unknown'}",
     ]
+    info = record.get("debuginfo") or {}
+    if info.get("override") or info.get("source"):  # not simply the shelf: say where from
+        lines.append(f"Debug:    {info.get('override') or info.get('source')} "
+                     f"{info.get('url') or info.get('file') or info.get('rpm') or ''}".rstrip())
     if panic.get("task"):
         lines.append(f"Task:     {panic['task']} (pid {panic.get('pid')}, cpu {panic.get('cpu')})")
     strip = record.get("strip")
@@ -190,6 +203,12 @@ def summary(record: dict) -> str:
     if mail:
         where = f"sent to {mail.get('to')}" if mail.get("sent") else f"saved as {mail.get('file')}"
         lines.append(f"Mail:     {where}")
+    if record.get("analysis") == "log-only":
+        why = record.get("analysis_error") or {}
+        dmesg = record.get("dmesg") or {}
+        lines[3] = f"Panic:    {(dmesg.get('panic') or {}).get('message') or 'unknown'}"
+        lines.append(f"Analysis: log-only ({why.get('step')}: {why.get('message')})")
+        lines.append(f"Log:      {dmesg.get('file')}")
     if record.get("error"):
         err = record["error"]
         lines.append(f"Error:    {err.get('step')}: {err.get('message')}")
@@ -199,14 +218,19 @@ def summary(record: dict) -> str:
 def run_pipeline(args, cfg, jobs=None) -> int:
     """Run one job in the foreground; ``jobs`` records it (default: a new row of the table)."""
     log = logs.get()
-    names = ["unpack", "ident", "findkernel", "extract"] + (["strip"] if args.strip else []) + [
-        "crash", "mail"]
+    names = ["unpack", "ident", "dmesg", "findkernel", "extract"] + (
+        ["strip"] if args.strip else []) + ["crash", "mail"]
     argvs = {n: step_command(n, cfg) for n in names}
     argvs["unpack"] += ["-i", args.identifier, "--job", args.job or args.identifier, args.file]
+    for opt in ("release", "vmlinux", "package"):  # overrides: cas-findkernel applies them
+        if getattr(args, opt):
+            argvs["findkernel"].append(f"--{opt}={getattr(args, opt)}")
     if args.modules:
         argvs["extract"].append("-m")
     if args.email:
         argvs["mail"] += ["-e", args.email]
+    if "dmesg" not in cfg.pipeline:
+        argvs["dmesg"].append("--keep-going")  # an unreadable log never fails the job
     env = dict(os.environ)
     if cfg.path:
         env["CAS_CONFIG"] = cfg.path
@@ -255,8 +279,14 @@ def run_pipeline(args, cfg, jobs=None) -> int:
     if err:
         log.error("step %s failed: %s", err.get("step"), err.get("message"))
         status = records.EXIT_ERROR
-    jobs.finish("failed" if status else "done", (record.get("kernel") or {}).get("release"),
-                f"{err.get('step')}: {err.get('message')}" if err else
+    if status == records.EXIT_OK and record.get("analysis") == "log-only":
+        status = EXIT_PARTIAL
+        err = record.get("analysis_error") or {}
+        log.warning("partial analysis (log-only): %s: %s", err.get("step"), err.get("message"))
+    jobs.finish("failed" if status == records.EXIT_ERROR else "done",
+                (record.get("kernel") or {}).get("release"),
+                f"{'log-only: ' if status == EXIT_PARTIAL else ''}{err.get('step')}: "
+                f"{err.get('message')}" if err else
                 (f"{broken[0][0]} exit {broken[0][1]}" if broken else None), record)
     if args.json:
         records.write_record(record, sys.stdout)
@@ -290,23 +320,22 @@ def main(argv=None) -> int:
                 check_address(args.email)
         except StepError as exc:
             raise UsageError(f"{PROG}: {exc.message}") from None
+        if sum(bool(x) for x in (args.release, args.vmlinux, args.package)) > 1:
+            raise UsageError(f"{PROG}: give one of --release, --vmlinux, --package")
+        for opt in ("vmlinux", "package"):
+            path = getattr(args, opt)
+            if path is not None:
+                if not os.path.isfile(path):
+                    raise UsageError(f"{PROG}: --{opt} {path}: no such file")
+                setattr(args, opt, os.path.abspath(path))
         cfg = cli.load_config(args)
         if args.queue:
             from .submit import submit
 
             return submit(args, cfg)
-        check_forced(args)
         return run_pipeline(args, cfg)
 
     return records.main_wrapper(PROG, body)
-
-
-def check_forced(args) -> None:
-    """--release/--vmlinux/--package are stored by --queue and handed to this pipeline,
-    which does not force a kernel yet (issue 15 adds that): refuse rather than ignore."""
-    forced = [f"--{o}" for o in ("release", "vmlinux", "package") if getattr(args, o, None)]
-    if forced:
-        raise UsageError(f"{PROG}: {'/'.join(forced)}: this cas cannot force a kernel yet")
 
 
 def build_parser():
@@ -327,9 +356,10 @@ def build_parser():
     parser.add_argument("--json", action="store_true", help="print the final record, not a summary")
     parser.add_argument("--queue", action="store_true",
                         help="check the arguments and the input, queue the job for cas-worker, return")
-    forced = parser.add_mutually_exclusive_group()
-    forced.add_argument("--release", metavar="R", help="use the debug kernel of release R")
-    forced.add_argument("--vmlinux", metavar="F", help="use this vmlinux file")
-    forced.add_argument("--package", metavar="P", help="use this debuginfo package")
+    parser.add_argument("--release", metavar="R",
+                        help="look up this kernel release instead of the identified one")
+    parser.add_argument("--vmlinux", metavar="FILE", help="use this vmlinux for the dump")
+    parser.add_argument("--package", metavar="PKG",
+                        help="take the vmlinux from this debuginfo package")
     cli.add_config_option(parser)
     return parser

@@ -21,7 +21,7 @@ SYSTEM_CONFIG = "/etc/cas.conf"
 REGEX_TYPES = ("posix-extended", "posix-egrep", "egrep", "posix-basic", "grep", "ed", "sed",
                "emacs", "posix-awk", "awk", "gnu-awk", "findutils-default")
 DEBUG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-PIPELINE_STEPS = ("unpack", "ident", "findkernel", "extract", "crash", "mail")
+PIPELINE_STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "mail")
 
 
 def _xdg(var: str, fallback: str) -> str:
@@ -67,6 +67,7 @@ def _default(name: str):
         "autoPurge": False,
         "crash_32": None,
         "buffersize": 64 * 1024 ** 2,
+        "debuginfodUrls": os.environ.get("DEBUGINFOD_URLS", "").split(),  # as elfutils reads it
         "maxJobs": None,
         "smtpPort": None,
         "smtpTls": "auto",
@@ -98,6 +99,7 @@ KEYS = {
     "mailFrom": ("settings", "optstr"),
     "cacheLimit": ("settings", "size"),
     "downloadTimeout": ("settings", "seconds"),
+    "debuginfodUrls": ("settings", "words"),
     "purgeLimit": ("maintenance", "int"),
     "autoPurge": ("maintenance", "bool"),
     "crash_32": ("advanced", "optpath"),

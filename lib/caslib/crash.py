@@ -20,7 +20,8 @@ it is tried once more with ``--minimal`` (the first output is kept as
 
 Adds ``crash``: ``{server, command, exit_status, output, files, panic,
 version, degraded, init_error, timed_out, note, failed_commands, warnings,
-mismatch, seconds}`` where ``files`` maps result names to absolute paths, ``panic`` is
+mismatch, seconds}`` (a mismatch with a vmlinux the user forced, ``debuginfo.override``,
+is an error of kind ``mismatch`` instead) where ``files`` maps result names to absolute paths, ``panic`` is
 caslib.panic.summary (message, task, pid, cpu, task_address, rip,
 backtrace, oops) and ``failed_commands`` lists ``{command, error}`` for each
 command crash reported an error for (a failing command is a result, not a
@@ -310,6 +311,15 @@ def process(record: dict, cfg) -> dict:
         log.warning("%s (%s)", result["note"], out_path)
     if result["mismatch"]:
         log.warning("crash says %s does not match %s: %s", vmlinux, core, result["mismatch"])
+        forced = (record.get("debuginfo") or {}).get("override")
+        if forced:  # the user chose this vmlinux: crash's doubt ends the job, no analysis
+            for name in plan.targets:  # split results that would look like one
+                _remove(os.path.join(workdir, name))
+            result.pop("panic", None)
+            result["files"] = {}
+            raise StepError(f"crash says the vmlinux of the {forced} override does not match "
+                            f"{core}: {result['mismatch']}; its output in {out_path} is not an "
+                            "analysis", "mismatch", dict(record, crash=result))
     for failed in result["failed_commands"]:
         log.info("crash command %r reported: %s", failed["command"], failed["error"])
     record["crash"] = result

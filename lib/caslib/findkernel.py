@@ -25,8 +25,9 @@ error record that names the nearest indexed releases.
 
 import os
 import sqlite3
+import stat
 
-from . import cli, db, kernelrelease, logs, records
+from . import cli, db, kernelrelease, logs, othersources, records
 from .records import StepError
 
 STEP = "cas-findkernel"
@@ -126,13 +127,23 @@ def choose(index: Index, kernel: dict) -> dict:
                                 "which, took %s", release,
                                 ", ".join(sorted({r[11] or "?" for r in pool})), chosen[11])
     if chosen is None:
-        raise StepError(_no_match(index, release, machine, build_id), "not-found")
+        text, near = _no_match(index, release, machine, build_id)
+        raise MissingKernel(text, {"release": release, "machine": machine,
+                                   "build_id": build_id, "nearest": near})
     for row in others:
         log.info("also holds %s: %s (%s)", release or build_id, row[0], row[8])
     return _debuginfo(chosen, match)
 
 
-def _no_match(index: Index, release, machine, build_id) -> str:
+class MissingKernel(StepError):
+    """No debuginfo matches; ``missing`` is what the record's ``missing`` key says."""
+
+    def __init__(self, message: str, missing: dict):
+        super().__init__(message, "not-found")
+        self.missing = missing
+
+
+def _no_match(index: Index, release, machine, build_id) -> tuple[str, list]:
     what = release or f"build-id {build_id}"
     if machine:
         what += f" ({machine})"
@@ -149,22 +160,68 @@ def _no_match(index: Index, release, machine, build_id) -> str:
         near = kernelrelease.nearest(release, machine, index.near_releases(release))
         if near:
             text += "; nearest: " + ", ".join(near)
-    return text
+    return text, list(near) if release and near else []
 
 
-def process(record: dict, cfg, index: Index | None = None) -> dict:
-    """Add ``debuginfo`` to a record carrying ``kernel``; StepError when none matches."""
+def process(record: dict, cfg, index: Index | None = None, force=None) -> dict:
+    """Add ``debuginfo`` to a record carrying ``kernel``; StepError when none matches.
+
+    ``force`` (the command line's overrides, see main) replaces the piped
+    record's release, or names the vmlinux or package to use.
+    """
+    force = force or {}
     kernel = record.get("kernel")
+    if force.get("vmlinux") or force.get("package"):
+        kernel = kernel if isinstance(kernel, dict) else {}
+        record["debuginfo"] = (othersources.forced_vmlinux(force["vmlinux"], kernel)
+                               if force.get("vmlinux") else
+                               othersources.forced_package(force["package"], kernel))
+        log.info("forced %s: %s", record["debuginfo"]["override"],
+                 force.get("vmlinux") or force.get("package"))
+        return record
     if not isinstance(kernel, dict):
-        raise StepError("record has no kernel (run cas-ident first, or use --release)",
-                        "bad-record")
-    if index is None:
-        index = Index(cfg.database)
-    record["debuginfo"] = choose(index, kernel)
+        if not force.get("release"):
+            raise StepError("record has no kernel (run cas-ident first, or use --release)",
+                            "bad-record")
+        kernel = {}
+    lookup = kernel
+    if force.get("release"):  # a piped record: the given release wins, the dump's build-id waits
+        identified = kernel.get("release")
+        record["kernel"] = kernel = dict(kernel, release=force["release"])
+        lookup = {"release": force["release"], "machine": force.get("machine") or
+                  kernel.get("machine"), "build_id": force.get("build_id")}
+    try:
+        if index is None:
+            index = Index(cfg.database)
+        record["debuginfo"] = choose(index, lookup)
+    except StepError as exc:
+        if exc.kind != "not-found":
+            raise
+        try:
+            record["debuginfo"] = othersources.beyond_shelf(record, kernel, cfg, exc)
+        except StepError as final:
+            if isinstance(exc, MissingKernel):
+                # the error record says what was missing, for cas-mail's log-only report
+                raise StepError(final.message, final.kind,
+                                dict(record, missing=exc.missing)) from None
+            raise
     info = record["debuginfo"]
+    if force.get("release"):
+        info.update(override="release", identified=identified)
     log.info("%s: %s in %s (by %s)", kernel.get("release") or kernel.get("build_id"),
-             info["vmlinux"], info["rpm"], info["match"])
+             info.get("vmlinux") or info.get("file"),
+             info.get("rpm") or info.get("url") or info.get("source"), info["match"])
     return record
+
+
+def _stdin_has_records() -> bool:
+    """stdin is a pipe, a socket or a non-empty file: records come from there."""
+    try:
+        st = os.fstat(0)
+    except OSError:
+        return False
+    return stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode) or (
+        stat.S_ISREG(st.st_mode) and st.st_size > 0)
 
 
 def main(argv=None) -> int:
@@ -175,20 +232,39 @@ def main(argv=None) -> int:
                             help="kernel release (uname -r) to look up instead of reading records")
         parser.add_argument("--machine", "-M", metavar="M", help="machine (uname -m), with --release")
         parser.add_argument("--build-id", "-b", metavar="B", help="GNU build-id (hex), with --release")
+        parser.add_argument("--vmlinux", metavar="FILE",
+                            help="use this vmlinux (checked by crash's version check)")
+        parser.add_argument("--package", metavar="PKG",
+                            help="take the vmlinux from this debuginfo package (.rpm, .deb)")
         args = parser.parse_args(argv)
         if (args.machine or args.build_id) and not (args.release or args.build_id):
             raise records.UsageError(f"{STEP}: --machine needs --release or --build-id")
+        if args.vmlinux and args.package:
+            raise records.UsageError(f"{STEP}: give --vmlinux or --package, not both")
         cfg = cli.load_config(args)
+        force = {"vmlinux": args.vmlinux and os.path.abspath(args.vmlinux),
+                 "package": args.package and os.path.abspath(args.package)}
         initial = None
-        if args.release or args.build_id:
+        if _stdin_has_records():  # in a pipe: the options override each record
+            if args.build_id and not args.release:
+                raise records.UsageError(f"{STEP}: in a pipe, --build-id goes with --release")
+            if args.release:
+                force.update(release=args.release, machine=args.machine, build_id=args.build_id)
+        elif args.release or args.build_id:
             initial = [{"kernel": {"release": args.release, "machine": args.machine,
                                    "build_id": args.build_id}}]
+        elif args.vmlinux or args.package:
+            initial = [{}]
         holder: dict = {}
 
         def step(record):
-            if "index" not in holder:
-                holder["index"] = Index(cfg.database)
-            return process(record, cfg, holder["index"])
+            if "index" not in holder and not (args.vmlinux or args.package):
+                try:
+                    holder["index"] = Index(cfg.database)
+                except StepError as exc:
+                    if exc.kind != "not-found":
+                        raise
+            return process(record, cfg, holder.get("index"), force)
 
         return records.run(STEP, step, initial)
 

@@ -217,50 +217,96 @@ def check_extent(src, hdr: KdumpHeader, size: int) -> None:
 
 
 def read_page(src, hdr: KdumpHeader, pfn: int) -> bytes | None:
-    """The uncompressed page ``pfn``, or None when it is not in the dump or cannot be decoded.
+    """The uncompressed page ``pfn``, or None when it is not in the dump or cannot be decoded."""
+    return Pages(src, hdr).read(pfn)
+
+
+class Pages:
+    """Pages of a kdump-compressed dump by pfn, through its bitmap and page descriptors.
 
     The dumpable bitmap (second half of the bitmap blocks, bits LSB-first) says
-    whether the page is there; its index among the page descriptors is the
+    whether a page is there; its index among the page descriptors is the
     number of dumpable pages below it (crash ``diskdump.c:pfn_to_pos``).
+    Popcounts of whole bitmap chunks are kept, so many reads (cas-dmesg) scan
+    the bitmap once; a single read (cas-ident) reads no more than it must.
+    ``max_bitmap`` bounds the bitmap bytes one read may scan (None: the file bounds it).
     """
-    bs = hdr.block_size
-    if hdr.format != "kdump" or pfn < 0:
-        return None
-    max_mapnr = hdr.sub.get("max_mapnr_64") if hdr.header_version >= 6 else None
-    max_mapnr = max_mapnr or hdr.max_mapnr
-    if pfn >= max_mapnr:
-        return None
-    half = hdr.bitmap_blocks * bs // 2
-    if pfn // 8 >= half or pfn // 8 + 1 > MAX_BITMAP_READ:
-        return None
-    bitmap2 = (1 + hdr.sub_hdr_size) * bs + half
-    bits = src.read(bitmap2, pfn // 8 + 1)
-    if len(bits) < pfn // 8 + 1:
-        raise DumpError(f"kdump bitmap at offset {bitmap2} is truncated", "truncated")
-    if not bits[pfn // 8] >> (pfn % 8) & 1:
-        return None
-    below = int.from_bytes(bits[:pfn // 8], "little").bit_count()
-    below += (bits[pfn // 8] & ((1 << (pfn % 8)) - 1)).bit_count()
-    descs = (1 + hdr.sub_hdr_size + hdr.bitmap_blocks) * bs
-    raw = src.read(descs + below * PAGE_DESC, PAGE_DESC)
-    if len(raw) < PAGE_DESC:
-        raise DumpError(f"kdump page descriptor {below} is truncated", "truncated")
-    offset, size, flags, _ = struct.unpack(hdr.endian + "qIIQ", raw)
-    if offset <= 0 or size == 0 or size > bs:
-        return None
-    data = src.read(offset, size)
-    if len(data) < size:
-        raise DumpError(f"kdump page data at offset {offset} is truncated", "truncated")
+
+    CHUNK = 64 << 10
+
+    def __init__(self, src, hdr: KdumpHeader, max_bitmap: int | None = MAX_BITMAP_READ):
+        self.src, self.hdr, self.max_bitmap = src, hdr, max_bitmap
+        bs = hdr.block_size
+        max_mapnr = hdr.sub.get("max_mapnr_64") if hdr.header_version >= 6 else None
+        self.max_mapnr = max_mapnr or hdr.max_mapnr
+        self.half = hdr.bitmap_blocks * bs // 2
+        self.bitmap2 = (1 + hdr.sub_hdr_size) * bs + self.half
+        self.descs = (1 + hdr.sub_hdr_size + hdr.bitmap_blocks) * bs
+        self.below_chunk = [0]   # dumpable pages before chunk i of the bitmap
+
+    def _bits(self, offset: int, size: int) -> bytes:
+        bits = self.src.read(self.bitmap2 + offset, size)
+        if len(bits) < size:
+            raise DumpError(f"kdump bitmap at offset {self.bitmap2} is truncated", "truncated")
+        return bits
+
+    def position(self, pfn: int) -> int | None:
+        """The page descriptor index of ``pfn``, or None when the page was not dumped."""
+        byte = pfn // 8
+        if self.hdr.format != "kdump" or pfn < 0 or pfn >= self.max_mapnr or byte >= self.half:
+            return None
+        if self.max_bitmap is not None and byte + 1 > self.max_bitmap:
+            return None
+        chunk = byte // self.CHUNK
+        while len(self.below_chunk) <= chunk:
+            i = len(self.below_chunk) - 1
+            whole = self._bits(i * self.CHUNK, self.CHUNK)
+            count = int.from_bytes(whole, "little").bit_count()
+            self.below_chunk.append(self.below_chunk[i] + count)
+        start = chunk * self.CHUNK
+        bits = self._bits(start, byte - start + 1)
+        if not bits[-1] >> (pfn % 8) & 1:
+            return None
+        below = self.below_chunk[chunk] + int.from_bytes(bits[:-1], "little").bit_count()
+        return below + (bits[-1] & ((1 << (pfn % 8)) - 1)).bit_count()
+
+    def read(self, pfn: int) -> bytes | None:
+        """The uncompressed page ``pfn``; None when not dumped or undecodable."""
+        pos = self.position(pfn)
+        if pos is None:
+            return None
+        bs = self.hdr.block_size
+        raw = self.src.read(self.descs + pos * PAGE_DESC, PAGE_DESC)
+        if len(raw) < PAGE_DESC:
+            raise DumpError(f"kdump page descriptor {pos} is truncated", "truncated")
+        offset, size, flags, _ = struct.unpack(self.hdr.endian + "qIIQ", raw)
+        if offset <= 0 or size == 0 or size > bs:
+            return None
+        data = self.src.read(offset, size)
+        if len(data) < size:
+            raise DumpError(f"kdump page data at offset {offset} is truncated", "truncated")
+        page = decode_page(flags, data, bs)
+        return page if page is not None and len(page) == bs else None
+
+
+def decode_page(flags: int, data: bytes, block_size: int) -> bytes | None:
+    """One page's bytes from its stored form (page_desc ``flags``: 0x1 zlib, 0x2 LZO,
+    0x4 snappy, 0x20 zstd, none: stored); None when it cannot be decoded."""
     try:
         if flags & 0x1:
-            page = zlib.decompress(data)
+            dec = zlib.decompressobj()
+            page = dec.decompress(data, block_size)
         elif flags & 0x20:
             import zstandard
-            page = zstandard.ZstdDecompressor().decompress(data, max_output_size=bs)
-        elif flags & (0x2 | 0x4):
-            return None  # LZO and snappy need codecs outside the standard library
+            page = zstandard.ZstdDecompressor().decompress(data, max_output_size=block_size)
+        elif flags & 0x2:
+            from . import lzo
+            page = lzo.decompress(data, block_size)
+        elif flags & 0x4:
+            from . import snappy
+            page = snappy.decompress(data, block_size)
         else:
             page = data
     except Exception:  # a corrupt compressed page: the page is unreadable, not the dump
         return None
-    return page if len(page) == bs else None
+    return page

@@ -52,6 +52,13 @@ def dump_kind(head: bytes) -> str | None:
     return None
 
 
+def is_vmlinux(name: str, head: bytes) -> bool:
+    """An ELF executable named ``vmlinux*`` (not a core, not ``vmlinuz``)."""
+    base = posixpath.basename(name)
+    return (base.startswith("vmlinux") and head[:4] == b"\x7fELF" and len(head) >= 18
+            and struct.unpack_from("<H" if head[5:6] == b"\x01" else ">H", head, 16)[0] == 2)
+
+
 def is_tar(head: bytes) -> bool:
     """POSIX ustar or GNU tar header (``ustar\\0`` / ``ustar  \\0`` at byte 257)."""
     return len(head) >= 512 and head[257:262] == b"ustar"
@@ -117,6 +124,7 @@ class Peeler:
         self.name = name
         self.local_path = local_path
         self.depth = 0
+        self.vmlinux: Candidate | None = None  # a ``vmlinux`` ELF member, kept (see tar())
 
     def where(self, member: str | None) -> str:
         return f"{self.name}: member {member!r}" if member else self.name
@@ -180,12 +188,16 @@ class Peeler:
                 if not m.isreg() or m.size == 0:
                     continue
                 member = m.name if outer is None else f"{outer}/{m.name}"
-                if best is not None and best.kind:
+                if best is not None and best.kind and (
+                        self.vmlinux or not posixpath.basename(m.name).startswith("vmlinux")):
                     self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
                                   where, m.name, f"{m.size:,}")
                     continue
                 inner, ls = self.strip(Peekable(archive.extractfile(m)), layers, member)
                 head = inner.peek(HEAD)
+                if self.vmlinux is None and is_vmlinux(m.name, head):
+                    self._keep_vmlinux(inner, ls, member, m.size, where)
+                    continue
                 if (best is not None and len(ls) == len(layers) and not dump_kind(head)
                         and not is_tar(head) and not is_zip(head) and m.size <= best.size):
                     self.log.info("%s: skipping member %r (%s bytes): not a dump, not the "
@@ -245,6 +257,13 @@ class Peeler:
             check_zip_member(info, mode, target, where)
             if not info.is_dir() and target is None and info.file_size > 0:
                 files.append(info)
+        for info in [i for i in files if posixpath.basename(i.filename).startswith("vmlinux")]:
+            with archive.open(info) as fh:
+                inner, ls = self.strip(Peekable(fh), layers, info.filename, quiet=True)
+                if self.vmlinux is None and is_vmlinux(info.filename, inner.peek(HEAD)):
+                    member = info.filename if outer is None else f"{outer}/{info.filename}"
+                    self._keep_vmlinux(inner, ls, member, info.file_size, where)
+                    files.remove(info)
         if not files:
             raise StepError(f"{where}: zip archive holds no regular file", "no-core")
         chosen, kind = None, None
@@ -270,6 +289,13 @@ class Peeler:
         return cand
 
     # -- helpers -------------------------------------------------------------
+
+    def _keep_vmlinux(self, stream, layers, member, size_hint, where) -> None:
+        """The customer sent the kernel too: kept aside (``self.vmlinux``); cas-findkernel
+        uses it when its build-id is the dump's."""
+        path, size = self.out.write(stream, size_hint)
+        self.vmlinux = Candidate(path, size, layers, member, None)
+        self.log.info("%s: keeping member %r (%s bytes): a vmlinux", where, member, f"{size:,}")
 
     def _keep_better(self, best, cand):
         if cand is None:

@@ -15,7 +15,11 @@ the job name was validated when the job was made, everything else is body.
 
 Keys read: ``job``, ``id``, ``workdir``, ``kernel``, ``crash``, ``email``
 (the address, when ``-e`` is not given).  Error records pass through
-untouched, as for every filter.
+untouched, as for every filter, except one: an error of cas-findkernel,
+cas-extract or cas-crash on a record that carries ``dmesg`` (cas-dmesg's
+log) is mailed as a log-only report (logonly.py) and the record goes on
+with ``analysis: "log-only"`` and the error as ``analysis_error``; other
+records get ``analysis: "full"``.
 """
 
 import email.policy
@@ -24,10 +28,11 @@ import os
 import re
 import smtplib
 import socket
+import sys
 import tempfile
 from email.message import EmailMessage
 
-from . import cli, jobdir, logs, records, smtp
+from . import cli, jobdir, logonly, logs, records, smtp
 from .records import StepError
 
 STEP = "cas-mail"
@@ -86,6 +91,8 @@ def _output_data(crash: dict) -> str:
 
 def body(record: dict) -> str:
     """The text of the mail: a summary for a person, then the original CAS body."""
+    if record.get("analysis") == "log-only":
+        return logonly.body(record)
     kernel = record.get("kernel") or {}
     crash = record.get("crash") or {}
     panic = crash.get("panic") or {}
@@ -198,6 +205,7 @@ def process(record: dict, cfg, to: str | None = None) -> dict:
         result["sent"] = True
         log.info("mailed %s to %s via %s", path, to, cfg.smtphost)
     record["mail"] = result
+    record.setdefault("analysis", "full")
     return record
 
 
@@ -252,6 +260,8 @@ def main(argv=None) -> int:
                     raise result
                 return result
             return records.run(STEP, resent, [{"workdir": os.path.abspath(args.resend)}])
-        return records.run(STEP, lambda r: process(r, cfg, args.email))
+        # an analysis step's error record that carries the kernel log is mailed as log-only
+        source = (logonly.convert(r) for r in records.read_records(sys.stdin, STEP))
+        return records.run(STEP, lambda r: process(r, cfg, args.email), source)
 
     return records.main_wrapper(STEP, body_)

@@ -39,8 +39,12 @@ class QueueJob:
         err = (record or {}).get("error")
         if state == "failed" and not err:
             err = {"step": "cas", "kind": "failed", "message": error or "failed"}
-        panic = (((record or {}).get("crash") or {}).get("panic") or {}).get("message")
-        job = self.queue.finish(self.row, state, release, err if state == "failed" else None, panic)
+        rec = record or {}
+        panic = (((rec.get("crash") or {}).get("panic") or {}).get("message")
+                 or ((rec.get("dmesg") or {}).get("panic") or {}).get("message"))
+        # a log-only analysis is done, and says why it is only that
+        job = self.queue.finish(self.row, state, release,
+                                err if state == "failed" else rec.get("analysis_error"), panic)
         if job and job["state"] == "failed":
             failmail.notify(self.cfg, self.row, record, self.job.get("email"))
 
@@ -77,10 +81,5 @@ def run_job(job_id: int, cfg, host: str | None = None) -> int:
     keeper = QueueJob(queue, job, cfg)
     threading.Thread(target=_watch_parent, args=(keeper,), daemon=True).start()
     args = cas.build_parser().parse_args(cas_argv(job["options"]))
-    try:
-        cas.check_forced(args)
-    except UsageError as exc:
-        keeper.finish("failed", None, str(exc))
-        return 1
     logs.get().info("job %s: cas %s", job_id, " ".join(cas_argv(job["options"])))
     return cas.run_pipeline(args, cfg, keeper)

@@ -38,7 +38,8 @@ from .records import StepError
 
 STEP = "cas-unpack"
 # Names the job directory holds besides the core (DESIGN.md section 3).
-RESERVED = {"crash", "crash.in", "crash.out", "traceback", "sys", "log", "modules", "memory", "usr"}
+RESERVED = {"crash", "crash.in", "crash.out", "traceback", "sys", "log", "modules", "memory", "usr",
+            "vmlinux"}
 SUFFIXES = (".tar", ".tgz", ".tbz", ".tbz2", ".txz", ".tzst", ".tlz", ".gz", ".bz2", ".xz",
             ".lzma", ".zst", ".zstd", ".zip")
 _SAFE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+:-]{0,199}")
@@ -220,6 +221,18 @@ def _link_or_copy(fh, local: str, size: int, out: Output, progress, log) -> tupl
     return out.copy_file(fh.fileno(), size, progress)
 
 
+def _keep_vmlinux(out: Output, cand, log) -> dict:
+    """The customer's vmlinux as ``<workdir>/vmlinux``: ``{file, member, build_id}``."""
+    from . import elfnote
+    final = os.path.join(out.workdir, "vmlinux")
+    os.rename(cand.path, final)
+    out.parts.remove(cand.path)
+    with open(final, "rb") as fh:
+        build_id = elfnote.build_id(fh)
+    log.info("kept the archive's %s as %s (build-id %s)", cand.member, final, build_id)
+    return {"file": final, "member": cand.member, "build_id": build_id}
+
+
 def process(record: dict, cfg, timeout: float | None = None) -> dict:
     """Unpack ``record["source"]`` into a new job directory; see the module docstring."""
     log = logs.get()
@@ -258,9 +271,12 @@ def _unpack(record: dict, raw, name: str, size, local, log) -> dict:
                 kind = layers.dump_kind(os.pread(raw.fileno(), layers.HEAD, 0))
                 peeled, member = [], None
             else:
-                cand = layers.Peeler(out, log, shown, local).peel(counter, size)
+                peeler = layers.Peeler(out, log, shown, local)
+                cand = peeler.peel(counter, size)
                 path, core_bytes, kind = cand.path, cand.size, cand.kind
                 peeled, member = cand.layers, cand.member
+                if peeler.vmlinux is not None:
+                    record["customer_vmlinux"] = _keep_vmlinux(out, peeler.vmlinux, log)
             core = out.finish(path)
         except StepError as exc:
             out.cleanup()
