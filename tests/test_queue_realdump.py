@@ -185,40 +185,48 @@ def test_cancel_a_queued_and_a_running_job(realdump, site):
     assert job(conf, second)["workdir"] is None  # never ran
 
 
-def test_failure_mail_for_a_dump_without_debuginfo(realdump, tmp_path, smtpd):
-    shelf = tmp_path / "empty-shelf"
-    shelf.mkdir()
-    conf = tmp_path / "bare.conf"
-    conf.write_text(
-        "[settings]\n"
-        f"kernels = {shelf}\nworkDirectory = {tmp_path / 'work'}\ndatabase = {tmp_path / 'cas.db'}\n"
-        f"debugs = {tmp_path / 'debugs'}\nsmtphost = {smtpd.hostport}\nmailFrom = cas@example.org\n")
+def test_failure_mail_for_a_corrupt_dump(realdump, tmp_path, site, smtpd):
+    """A real dump cut short (an interrupted upload): cas-ident fails, the requester is told."""
+    conf = site["conf"]
+    cut = tmp_path / "vmcore.cut"
+    with open(dump(realdump, "qemu-elf"), "rb") as src, open(cut, "wb") as out:
+        out.write(src.read(3 << 20))
     before = len(smtpd.messages)
-    job_id = queue(str(conf), "nodebug", dump(realdump, "makedumpfile-zlib"), "-e", "req@example.com")
+    job_id = queue(conf, "cutdump", str(cut), "-e", "req@example.com")
     res = run("cas-worker", "--config", conf, "--once")
     assert res.returncode == 0, res
-    j = job(str(conf), job_id)
-    assert j["state"] == "failed" and j["error"]["step"] == "cas-findkernel", j
-    assert j["kernel"] is None or j["kernel"] == realdump["kernel"]["release"]
+    j = job(conf, job_id)
+    assert j["state"] == "failed" and j["error"]["step"] == "cas-ident", j
+    assert j["error"]["kind"] == "truncated"
     new = smtpd.messages[before:]
     assert len(new) == 1 and new[0].rcpt_tos == ["req@example.com"]
-    raw = new[0].content
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    assert msg["Subject"] == f"CAS job {job_id} failed: nodebug (cas-findkernel)"
-    assert msg["Content-Transfer-Encoding"] in ("8bit", "base64")
+    msg = email.message_from_bytes(new[0].content, policy=email.policy.default)
+    assert msg["Subject"] == f"CAS job {job_id} failed: cutdump (cas-ident)"
+    assert msg["Content-Transfer-Encoding"] == "8bit"
     body = msg.get_content()
-    assert body.index("Failed step: cas-findkernel") < body.index("What was kept:") < \
+    assert body.index("Failed step: cas-ident") < body.index("What was kept:") < \
         body.index("Next thing to try:")
-    assert j["workdir"] in body and f"{j['job']}.log" in body
-    assert "add the kernel's debuginfo package to the shelf and run cas-admin" in body
-    assert f"cas-jobs --rerun {job_id} --release RELEASE" in body
-    assert realdump["kernel"]["release"] in body
+    assert "Reason:      " + j["error"]["message"] in body
+    assert j["workdir"] in body and os.path.join(j["workdir"], "cutdump.log") in body
+    assert "the dump is cut short" in body
     assert os.path.exists(os.path.join(j["workdir"], "failure.eml"))
-    # the next thing to try: a new attempt with a forced release, linked to this one
-    res = run("cas-jobs", "--config", conf, "--json", "--rerun", job_id, "--release",
-              realdump["kernel"]["release"])
+
+
+def test_rerun_with_release(realdump, site):
+    """A job forced to a release the shelf lacks ends with the log-only analysis; its rerun
+    with the right release is linked to it and gets crash's analysis."""
+    conf = site["conf"]
+    release = realdump["kernel"]["release"]
+    first = queue(conf, "rerun1", dump(realdump, "makedumpfile-zlib"), "--release", "0.0.0-1-bogus")
+    assert run("cas-worker", "--config", conf, "--once").returncode == 0
+    old = job(conf, first)
+    assert old["state"] == "done" and old["error"]["step"] == "cas-findkernel", old
+    res = run("cas-jobs", "--config", conf, "--json", "--rerun", first, "--release", release)
     assert res.returncode == 0, res
-    rerun = res.record
-    assert rerun["rerun_of"] == job_id and rerun["attempt"] == 2 and rerun["state"] == "queued"
-    assert rerun["options"]["release"] == realdump["kernel"]["release"]
-    assert rerun["options"]["email"] == "req@example.com"
+    new = res.record
+    assert new["rerun_of"] == first and new["attempt"] == 2 and new["state"] == "queued"
+    assert new["options"]["release"] == release and new["identifier"] == "rerun1"
+    assert run("cas-worker", "--config", conf, "--once").returncode == 0
+    done = job(conf, new["job_id"])
+    assert done["state"] == "done" and done["error"] is None, done
+    assert done["kernel"] == release and done["panic"] == "sysrq triggered crash"

@@ -38,6 +38,13 @@ ADVICE = {
     "worker": ["the worker running the job was lost: {rerun}"],
 }
 DEFAULT_ADVICE = ["read the job's log, then: {rerun}"]
+# error kind -> what to try, before the step's advice
+KIND_ADVICE = {
+    "truncated": ["the dump is cut short (an interrupted copy or upload): get the whole file "
+                  "(compare its size with the original's), then queue it again with cas --queue"],
+    "download": ["the download failed: check the URL and the server, then: {rerun}"],
+    "timeout": ["a step ran out of time: {rerun} (crashTimeout and downloadTimeout in cas.conf)"],
+}
 
 
 def body(job_id, record: dict, error: dict) -> str:
@@ -62,7 +69,8 @@ def body(job_id, record: dict, error: dict) -> str:
         "",
         "Next thing to try:",
     ]
-    for advice in ADVICE.get(error.get("step"), DEFAULT_ADVICE):
+    for advice in KIND_ADVICE.get(error.get("kind"), []) + ADVICE.get(error.get("step"),
+                                                                       DEFAULT_ADVICE):
         lines.append("  - " + advice.format(rerun=rerun).replace("JOBDIR", workdir or "JOBDIR"))
     failed = crash.get("failed_commands") or []
     if failed:
