@@ -1,6 +1,6 @@
 """The job service on the real dump: twenty jobs and two workers, SIGKILL and SIGTERM of a
-worker, cancelling a queued and a running job, and the failure mail of a job whose kernel
-has no debuginfo on the shelf, received by a real SMTP server (aiosmtpd)."""
+worker, cancelling a queued and a running job, the failure mail of a job whose dump was cut
+short, received by a real SMTP server (aiosmtpd), and a rerun with --release."""
 
 import email
 import email.policy
