@@ -217,3 +217,15 @@ def test_a_read_only_user_can_list_but_not_change(config_file, tmp_path, request
     res = as_nobody("--cancel", str(job))
     assert res.returncode == 2 and "casuser" in res.stderr, res.stderr
     assert jobs_json(conf)[0]["state"] == "queued"
+
+
+def test_a_foreground_run_is_in_the_same_table(conf, tmp_path):
+    res = run("cas", "--config", conf, "-i", "fg", "-f", junk(tmp_path), "-e", "a@example.com")
+    assert res.returncode == 1, res
+    (j,) = jobs_json(conf, "-i", "fg")
+    assert j["state"] == "failed" and j["options"] is None and j["error"]["step"] == "cas-ident"
+    assert j["worker"]["host"] and j["finished"] >= j["started"]
+    assert os.path.exists(os.path.join(j["workdir"], "failure.eml"))  # no smtphost: saved
+    assert run("cas-jobs", "--config", conf, "--rerun", j["job_id"]).returncode == 0
+    (again,) = [x for x in jobs_json(conf, "-i", "fg") if x["rerun_of"] == j["job_id"]]
+    assert again["state"] == "queued" and again["options"]["email"] == "a@example.com"
