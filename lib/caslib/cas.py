@@ -64,8 +64,8 @@ class Jobs:
     thread starts the row, the main thread finishes it); a database that cannot
     be reached is a warning, never the job's failure."""
 
-    def __init__(self, cfg):
-        self.cfg, self.row = cfg, None
+    def __init__(self, cfg, email: str | None = None):
+        self.cfg, self.row, self.email = cfg, None, email
 
     def _execute(self, sql: str, params: tuple):
         from . import db
@@ -87,16 +87,31 @@ class Jobs:
     def start(self, record: dict, source: str, email: str | None) -> None:
         if self.row is not None or not record.get("workdir"):
             return
-        self.row = self._execute(
-            "INSERT INTO jobs (job, identifier, workdir, source, state, started, email, pid) "
-            "VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-            (record.get("job"), record.get("id"), record["workdir"], source, time.time(),
-             email, os.getpid()))
+        from .queue import this_host
 
-    def finish(self, state: str, release: str | None, error: str | None) -> None:
+        now = time.time()
+        self.row = self._execute(
+            "INSERT INTO jobs (job, identifier, workdir, source, state, submitted, started, email, "
+            "pid, host) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+            (record.get("job"), record.get("id"), record["workdir"], source, now, now,
+             email, os.getpid(), this_host()))
+
+    def finish(self, state: str, release: str | None, error: str | None,
+               record: dict | None = None) -> None:
         if self.row is not None:
-            self._execute("UPDATE jobs SET state = ?, finished = ?, release = ?, error = ? "
-                          "WHERE id = ?", (state, time.time(), release, error, self.row))
+            err = (record or {}).get("error") or {"step": None, "kind": None, "message": error}
+            rec = record or {}
+            panic = (((rec.get("crash") or {}).get("panic") or {}).get("message")
+                     or ((rec.get("dmesg") or {}).get("panic") or {}).get("message"))
+            self._execute("UPDATE jobs SET state = ?, finished = ?, release = ?, error = ?, "
+                          "error_step = ?, error_kind = ?, error_message = ?, panic = ? "
+                          "WHERE id = ?", (state, time.time(), release, error, err.get("step"),
+                                           err.get("kind"), err.get("message") if error else None,
+                                           panic, self.row))
+        if state == "failed" and error != "interrupted":
+            from . import failmail
+
+            failmail.notify(self.cfg, self.row, record, self.email)
 
 
 class Pipeline:
@@ -220,7 +235,8 @@ def summary(record: dict) -> str:
     return "\n".join(lines)
 
 
-def run_pipeline(args, cfg) -> int:
+def run_pipeline(args, cfg, jobs=None) -> int:
+    """Run one job in the foreground; ``jobs`` records it (default: a new row of the table)."""
     log = logs.get()
     names = ["unpack", "ident", "dmesg", "findkernel", "extract"] + (
         ["strip"] if args.strip else []) + ["crash", "mail"]
@@ -240,7 +256,7 @@ def run_pipeline(args, cfg) -> int:
     if cfg.path:
         env["CAS_CONFIG"] = cfg.path
     log.info("pipeline: %s", " | ".join(f"cas-{n}" if n in STEPS else n for n in names))
-    jobs = Jobs(cfg)
+    jobs = jobs or Jobs(cfg, args.email)
     jobsreap.reap(cfg)  # rows of runs killed before they could say so
     pipeline = Pipeline()
     source = args.file
@@ -293,7 +309,7 @@ def run_pipeline(args, cfg) -> int:
                 (record.get("kernel") or {}).get("release"),
                 f"{'log-only: ' if status == EXIT_PARTIAL else ''}{err.get('step')}: "
                 f"{err.get('message')}" if err else
-                (f"{broken[0][0]} exit {broken[0][1]}" if broken else None))
+                (f"{broken[0][0]} exit {broken[0][1]}" if broken else None), record)
     if args.json:
         records.write_record(record, sys.stdout)
     else:
@@ -310,29 +326,10 @@ def compress_only(args) -> int:
 
 def main(argv=None) -> int:
     def body() -> int:
-        parser = records.argument_parser(
-            PROG, "Run the whole CAS pipeline on a kernel crash dump.",
-            "example: cas -i 12345 -f vmcore.12345.tar.xz -e engineer@example.com --job 1")
-        parser.add_argument("-i", "--identifier", help="ticket identifier (1-64 of A-Za-z0-9._-)")
-        parser.add_argument("-f", "--file", required=True, help="the dump: a path or an http(s)/ftp URL")
-        parser.add_argument("-e", "--email", help="mail the results to this address")
-        parser.add_argument("-m", "--modules", action="store_true",
-                            help="also extract module debug files and load them in crash")
-        parser.add_argument("--compress", action="store_true",
-                            help="only compress FILE with xz for transfer (FILE.xz)")
-        parser.add_argument("--strip", action="store_true",
-                            help="shrink the core with makedumpfile -c -d 31 before crash")
-        parser.add_argument("--job", help="file the run under this job name (default: the identifier)")
-        parser.add_argument("--json", action="store_true", help="print the final record, not a summary")
-        parser.add_argument("--release", metavar="R",
-                            help="look up this kernel release instead of the identified one")
-        parser.add_argument("--vmlinux", metavar="FILE", help="use this vmlinux for the dump")
-        parser.add_argument("--package", metavar="PKG",
-                            help="take the vmlinux from this debuginfo package")
-        cli.add_config_option(parser)
+        parser = build_parser()
         args = parser.parse_args(argv)
         if args.compress:
-            if args.identifier or args.email or args.strip or args.modules:
+            if args.identifier or args.email or args.strip or args.modules or args.queue:
                 raise UsageError(f"{PROG}: --compress takes only -f FILE (and --config)")
             return compress_only(args)
         if not args.identifier:
@@ -354,6 +351,37 @@ def main(argv=None) -> int:
                     raise UsageError(f"{PROG}: --{opt} {path}: no such file")
                 setattr(args, opt, os.path.abspath(path))
         cfg = cli.load_config(args)
+        if args.queue:
+            from .submit import submit
+
+            return submit(args, cfg)
         return run_pipeline(args, cfg)
 
     return records.main_wrapper(PROG, body)
+
+
+def build_parser():
+    """cas's arguments (the queue stores a job as these and the worker parses them back)."""
+    parser = records.argument_parser(
+        PROG, "Run the whole CAS pipeline on a kernel crash dump.",
+        "example: cas -i 12345 -f vmcore.12345.tar.xz -e engineer@example.com --job 1")
+    parser.add_argument("-i", "--identifier", help="ticket identifier (1-64 of A-Za-z0-9._-)")
+    parser.add_argument("-f", "--file", required=True, help="the dump: a path or an http(s)/ftp URL")
+    parser.add_argument("-e", "--email", help="mail the results to this address")
+    parser.add_argument("-m", "--modules", action="store_true",
+                        help="also extract module debug files and load them in crash")
+    parser.add_argument("--compress", action="store_true",
+                        help="only compress FILE with xz for transfer (FILE.xz)")
+    parser.add_argument("--strip", action="store_true",
+                        help="shrink the core with makedumpfile -c -d 31 before crash")
+    parser.add_argument("--job", help="file the run under this job name (default: the identifier)")
+    parser.add_argument("--json", action="store_true", help="print the final record, not a summary")
+    parser.add_argument("--queue", action="store_true",
+                        help="check the arguments and the input, queue the job for cas-worker, return")
+    parser.add_argument("--release", metavar="R",
+                        help="look up this kernel release instead of the identified one")
+    parser.add_argument("--vmlinux", metavar="FILE", help="use this vmlinux for the dump")
+    parser.add_argument("--package", metavar="PKG",
+                        help="take the vmlinux from this debuginfo package")
+    cli.add_config_option(parser)
+    return parser

@@ -70,6 +70,12 @@ def _default(name: str):
         "buffersize": 64 * 1024 ** 2,
         "debuginfodUrls": os.environ.get("DEBUGINFOD_URLS", "").split(),  # as elfutils reads it
         "maxCoreSize": 64 * 1024 ** 4,
+        "maxJobs": None,
+        "smtpPort": None,
+        "smtpTls": "auto",
+        "smtpUser": None,
+        "smtpPasswordFile": None,
+        "smtpCaFile": None,
     }[name]
 
 
@@ -102,6 +108,13 @@ KEYS = {
     "crash_32": ("advanced", "optpath"),
     "buffersize": ("advanced", "size"),
     "maxCoreSize": ("advanced", "size"),
+    # the job service (cas --queue, cas-worker) and SMTP the way sites run it (smtp.py)
+    "maxJobs": ("settings", "optcount"),
+    "smtpPort": ("settings", "optcount"),
+    "smtpTls": ("settings", "tls"),
+    "smtpUser": ("settings", "optstr"),
+    "smtpPasswordFile": ("settings", "optpath"),
+    "smtpCaFile": ("settings", "optpath"),
 }
 # Sizes a typo must not turn into an exhausted machine: key -> (least, most) bytes.
 SIZE_BOUNDS = {"buffersize": (4096, 4 * 1024 ** 3)}
@@ -165,6 +178,16 @@ def _parse(kind: str, raw: str, key: str, where: str):
         if value < 0:
             raise bad("a number >= 0")
         return value
+    if kind == "optcount":
+        if not raw:
+            return None
+        if not raw.isdigit() or int(raw) < 1:
+            raise bad("a whole number >= 1")
+        return int(raw)
+    if kind == "tls":
+        if raw.lower() not in ("auto", "starttls", "tls", "none"):
+            raise bad("auto, starttls, tls or none")
+        return raw.lower()
     if kind in ("size", "seconds"):
         text = raw.lower().rstrip("b") if kind == "size" else raw.lower().rstrip("s")
         suffix = text[-1:] if kind == "size" and text[-1:] in "kmgt" else ""

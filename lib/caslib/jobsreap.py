@@ -1,45 +1,28 @@
-"""Jobs rows whose ``cas`` was killed: marked ``failed`` (killed), not ``running`` forever.
+"""Jobs rows whose process was killed: not ``running`` forever.
 
-Why: a SIGKILL'd ``cas`` cannot finish its row.  Every later ``cas`` and
-``cas-admin`` run calls ``reap``: a ``running`` row whose pid no longer
-exists on this machine becomes ``failed`` with the error ``killed: ...``.
-A database that cannot be reached is left alone (a warning, never a failure).
+Why: a SIGKILL'd ``cas`` (or worker) cannot finish its row.  Every later
+``cas`` and ``cas-admin`` run calls ``reap``, which asks the queue
+(``queue.Queue.recover_lost``, the one place that decides) to fail or requeue
+``running`` rows whose process is gone on this host.  A database that cannot
+be reached is left alone (a debug line, never a failure).
 """
 
-import time
-
-from . import lifeline, logs
+from . import logs
 
 
-def gone(pid) -> bool:
-    """True when the ``cas`` of a row (its pid) is no longer alive on this machine."""
-    return not isinstance(pid, int) or pid <= 0 or not lifeline.alive(pid)
+def reap(cfg) -> int:
+    """Recover the lost rows of this host; returns how many."""
+    from .queue import open_queue
 
-
-def reap(cfg, conn=None) -> int:
-    """Mark dead ``running`` rows failed; returns how many."""
-    from . import db
-
-    own = conn is None
     try:
-        conn = conn or db.connect(cfg.database, 5.0)
-    except Exception as exc:
+        queue = open_queue(cfg)
+    except Exception as exc:  # bookkeeping never fails a run
         logs.get().debug("jobs database not reachable for reaping: %s", exc)
         return 0
     try:
-        rows = conn.execute("SELECT id, pid, started FROM jobs WHERE state = 'running'").fetchall()
-        dead = [(row[0], row[1]) for row in rows if gone(row[1])]
-        with conn:
-            for rowid, pid in dead:
-                conn.execute("UPDATE jobs SET state = 'failed', finished = ?, error = ? "
-                             "WHERE id = ? AND state = 'running'",
-                             (time.time(), f"killed: its cas process (pid {pid}) is gone", rowid))
-        for rowid, pid in dead:
-            logs.get().debug("job row %d: cas pid %s is gone; marked failed (killed)", rowid, pid)
-        return len(dead)
-    except Exception as exc:  # bookkeeping never fails a run
+        return len(queue.recover_lost())
+    except Exception as exc:
         logs.get().debug("reaping jobs rows: %s", exc)
         return 0
     finally:
-        if own:
-            conn.close()
+        queue.close()

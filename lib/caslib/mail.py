@@ -28,12 +28,11 @@ import os
 import re
 import smtplib
 import socket
-import ssl
 import sys
 import tempfile
 from email.message import EmailMessage
 
-from . import cli, deadline, jobdir, kdumpdir, logonly, logs, records
+from . import cli, deadline, jobdir, kdumpdir, logonly, logs, records, smtp
 from .records import StepError
 
 STEP = "cas-mail"
@@ -132,6 +131,13 @@ def body(record: dict) -> str:
         if quoted:
             lines.append("From vmcore-dmesg.txt:")
             lines += [f"    {line}" for line in quoted]
+    failed = [c for c in crash.get("failed_commands") or [] if isinstance(c, dict)]
+    if failed:
+        lines.append("Failed crash commands:")
+        lines += [f"    {c.get('command')}: {c.get('error')}" for c in failed[:40]]
+    if crash.get("warnings"):
+        lines.append("Warnings:")
+        lines += [f"    {w}" for w in crash["warnings"][:40]]
     lines += [
         "",
         f"Location: {record.get('workdir')}",
@@ -151,8 +157,15 @@ def build_message(record: dict, to: str | None, sender: str) -> EmailMessage:
     msg["Date"] = email.utils.formatdate(localtime=True)
     domain = sender.rpartition("@")[2] or "localhost"
     msg["Message-ID"] = email.utils.make_msgid("cas", domain=domain)
-    msg.set_content(body(record), charset="utf-8")
+    text = body(record)
+    msg.set_content(text, charset="utf-8", cte=body_cte(text))
     return msg
+
+
+def body_cte(text: str) -> str:
+    """8bit, readable in less and any mail client; base64 only when a line is too long for SMTP."""
+    longest = max((len(line.encode("utf-8")) for line in text.splitlines()), default=0)
+    return "8bit" if longest <= 998 else "base64"
 
 
 def save(msg: EmailMessage, workdir: str) -> str:
@@ -169,28 +182,19 @@ def save(msg: EmailMessage, workdir: str) -> str:
     return path
 
 
-def send(msg: EmailMessage, smtphost: str, timeout: float = 60.0) -> None:
-    """Send through ``host[:port]``; STARTTLS when the server offers it."""
-    host, _, port = smtphost.rpartition(":") if smtphost.count(":") == 1 else (smtphost, "", "")
-    host = host or smtphost
-    with smtplib.SMTP(host, int(port) if port else 25, timeout=timeout) as smtp:
-        smtp.ehlo()
-        if smtp.has_extn("starttls"):
-            smtp.starttls(context=ssl.create_default_context())
-            smtp.ehlo()
-        smtp.send_message(msg)
+SMTP_TOTAL = 120.0  # the whole conversation, however slowly the server trickles
 
 
-SMTP_TIMEOUT = 60.0
-
-
-def _send_or_reason(msg, smtphost, total: float | None = None) -> str | None:
-    total = min(total or 2 * SMTP_TIMEOUT, 2 * SMTP_TIMEOUT)
+def send_or_reason(msg, cfg) -> str | None:
+    """Send through the configured relay (smtp.py); None when sent, else the one-line reason."""
+    total = min(cfg.get("transferDeadline") or SMTP_TOTAL, SMTP_TOTAL)
     try:
-        with deadline.alarm(total, "SMTP conversation"):  # a trickling server still ends
-            send(msg, smtphost, SMTP_TIMEOUT)
+        with deadline.alarm(total, "SMTP conversation"):
+            smtp.deliver(msg, cfg)
+    except StepError as exc:
+        return f"{cfg.smtphost}: {exc.message}"
     except (OSError, smtplib.SMTPException, ValueError) as exc:
-        return f"{smtphost}: {' '.join(str(exc).split()) or type(exc).__name__}"
+        return f"{cfg.smtphost}: {' '.join(str(exc).split()) or type(exc).__name__}"
     return None
 
 
@@ -212,7 +216,7 @@ def process(record: dict, cfg, to: str | None = None) -> dict:
         result["reason"] = "no recipient (-e): message saved only"
         log.info("no recipient: message saved as %s", path)
     else:
-        reason = _send_or_reason(msg, cfg.smtphost, cfg.get("transferDeadline"))
+        reason = send_or_reason(msg, cfg)
         if reason:
             record["mail"] = dict(result, reason=reason)
             raise StepError(f"mail to {to} not sent: {reason}; saved as {path}, "
@@ -224,8 +228,8 @@ def process(record: dict, cfg, to: str | None = None) -> dict:
     return record
 
 
-def resend(workdir: str, cfg) -> dict:
-    """Send a job's saved ``mail.eml`` again; returns the record to print."""
+def resend(workdir: str, cfg, to: str | None = None) -> dict:
+    """Send a job's saved ``mail.eml`` again (to ``to`` when given); returns the record to print."""
     record = {"workdir": os.path.abspath(workdir)}
     path = os.path.join(record["workdir"], "mail.eml")
     try:
@@ -233,12 +237,15 @@ def resend(workdir: str, cfg) -> dict:
             msg = email.message_from_binary_file(fh, policy=email.policy.SMTP)
     except OSError as exc:
         raise StepError(f"{path}: cannot read saved message: {exc.strerror}", "not-found") from None
+    if to:
+        del msg["To"]
+        msg["To"] = to
     to = msg.get("To")
     if not to:
-        raise StepError(f"{path}: saved message has no recipient", "usage")
+        raise records.UsageError(f"{STEP}: {path}: saved message has no recipient; give one with -e")
     if not cfg.smtphost:
-        raise StepError(f"{path}: no smtphost configured to resend through", "usage")
-    reason = _send_or_reason(msg, cfg.smtphost)
+        raise records.UsageError(f"{STEP}: {path}: no smtphost configured to resend through")
+    reason = send_or_reason(msg, cfg)
     record["mail"] = {"to": str(to), "sent": reason is None, "message_id": msg.get("Message-ID"),
                       "file": path, "reason": reason}
     if reason:
@@ -262,7 +269,16 @@ def main(argv=None) -> int:
                 raise records.UsageError(f"{STEP}: {exc.message}") from None
         cfg = cli.load_config(args)
         if args.resend:
-            return records.run(STEP, lambda r: resend(args.resend, cfg), [{}])
+            try:  # usage errors (no recipient, no smtphost) leave from here: exit 2
+                result: dict | StepError = resend(args.resend, cfg, args.email)
+            except StepError as exc:
+                result = exc
+
+            def resent(_record):
+                if isinstance(result, StepError):
+                    raise result
+                return result
+            return records.run(STEP, resent, [{"workdir": os.path.abspath(args.resend)}])
         # an analysis step's error record that carries the kernel log is mailed as log-only
         source = (logonly.convert(r) for r in records.read_records(sys.stdin, STEP))
         return records.run(STEP, lambda r: process(r, cfg, args.email), source, trusted=False)
