@@ -133,8 +133,8 @@ def test_manifest_ok_rejects_partial_caches(tmp_path):
     f = tmp_path / "a"
     f.write_bytes(b"1234")
     m = tmp_path / "manifest.json"
-    m.write_text('{"schema": %d, "builder": %d, "files": [{"path": "%s", "size": 4}]}'
-                 % (build.SCHEMA, build.BUILDER, f))
+    m.write_text('{"schema": %d, "builder": %d, "panics": {}, "files": [{"path": "%s", '
+                 '"size": 4}]}' % (build.SCHEMA, build.BUILDER, f))
     assert build.manifest_ok(str(m))
     f.write_bytes(b"12")
     assert not build.manifest_ok(str(m))
