@@ -3,7 +3,8 @@
 ``cas -i ID -f FILE [-e EMAIL] [-m] [--strip] [--job JOB]`` runs the step
 executables as a real pipeline of processes::
 
-    cas-unpack | cas-ident | cas-findkernel | cas-extract [| strip] | cas-crash | cas-mail
+    cas-unpack | cas-ident | cas-findkernel | cas-extract [| strip] | cas-crash | cas-triage
+    | cas-mail
 
 Steps are connected by OS pipes; the driver only taps the first link to learn
 the job directory (for the jobs table) and reads the last step's records.
@@ -27,10 +28,11 @@ import time
 
 from . import cli, jobdir, logs, records
 from .mail import check_address
+from .summary import triage_line
 from .records import StepError, UsageError
 
 PROG = "cas"
-STEPS = ("unpack", "ident", "findkernel", "extract", "crash", "mail")
+STEPS = ("unpack", "ident", "findkernel", "extract", "crash", "triage", "mail")
 
 
 def step_command(step: str, cfg) -> list:
@@ -170,6 +172,8 @@ def summary(record: dict) -> str:
     ]
     if panic.get("task"):
         lines.append(f"Task:     {panic['task']} (pid {panic.get('pid')}, cpu {panic.get('cpu')})")
+    if isinstance(record.get("triage"), dict):
+        lines.append(f"Triage:   {triage_line(record['triage'])}")
     strip = record.get("strip")
     if strip:
         lines.append(f"Strip:    saved {strip['saved_bytes']:,} bytes" if strip.get("replaced")
@@ -186,7 +190,7 @@ def summary(record: dict) -> str:
 def run_pipeline(args, cfg) -> int:
     log = logs.get()
     names = ["unpack", "ident", "findkernel", "extract"] + (["strip"] if args.strip else []) + [
-        "crash", "mail"]
+        "crash", "triage", "mail"]
     argvs = {n: step_command(n, cfg) for n in names}
     argvs["unpack"] += ["-i", args.identifier, "--job", args.job or args.identifier, args.file]
     if args.modules:

@@ -14,7 +14,7 @@ Public API (other steps code against it):
   transaction(conn)  context manager: BEGIN IMMEDIATE ... COMMIT / ROLLBACK.
   friendly(exc, path) -> DatabaseError  for sqlite3 errors raised later.
 
-Tables (schema version 2; version 2 added the index kernels(base)):
+Tables (schema version 3; version 2 added the index kernels(base), 3 the signatures table):
   packages(id, path UNIQUE, size, mtime_ns, format 'rpm'|'deb', name, epoch, version,
            release, arch, payload, files, error, indexed)
   kernels(id, package -> packages.id ON DELETE CASCADE, release, base, flavour, machine,
@@ -22,6 +22,7 @@ Tables (schema version 2; version 2 added the index kernels(base)):
   jobs(id, job, identifier, workdir UNIQUE, source, state running|done|failed, started,
        finished, release, error, email, pid)
   servers(host, port, arch, crash, status, checked; PRIMARY KEY(host, port))
+  signatures(id, job, identifier, workdir UNIQUE, signature, kind, culprit, kernel, created)
 """
 
 import contextlib
@@ -30,7 +31,7 @@ import sqlite3
 
 from .records import StepError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS = {
     1: [
@@ -75,6 +76,23 @@ MIGRATIONS = {
     # cas-findkernel's "nearest" suggestions look kernels up by base release
     2: ["CREATE INDEX kernels_base ON kernels(base)"],
 }
+
+
+def signatures_migration() -> list:
+    """cas-triage's known-crash signatures, one row per job directory (caslib.signatures)."""
+    return [
+        """CREATE TABLE signatures(
+            id INTEGER PRIMARY KEY,
+            job TEXT, identifier TEXT,
+            workdir TEXT UNIQUE,
+            signature TEXT NOT NULL,
+            kind TEXT, culprit TEXT, kernel TEXT,
+            created REAL NOT NULL)""",
+        "CREATE INDEX signatures_signature ON signatures(signature)",
+    ]
+
+
+MIGRATIONS[3] = signatures_migration()
 
 
 class DatabaseError(StepError):

@@ -13,7 +13,10 @@ failure keeps the results on disk and says ``sent: false`` with the reason;
 Nothing read from the dump goes into a header: the recipient is validated,
 the job name was validated when the job was made, everything else is body.
 
-Keys read: ``job``, ``id``, ``workdir``, ``kernel``, ``crash``, ``email``
+With a ``triage`` (cas-triage) the mail starts with its five-line summary (a
+"Known issue:" line first when one matched) and lists the result files.
+
+Keys read: ``job``, ``id``, ``workdir``, ``kernel``, ``crash``, ``triage``, ``email``
 (the address, when ``-e`` is not given).  Error records pass through
 untouched, as for every filter.
 """
@@ -28,7 +31,7 @@ import ssl
 import tempfile
 from email.message import EmailMessage
 
-from . import cli, jobdir, logs, records
+from . import cli, jobdir, logs, records, summary
 from .records import StepError
 
 STEP = "cas-mail"
@@ -93,7 +96,9 @@ def body(record: dict) -> str:
     task = None
     if panic.get("task") or panic.get("pid") is not None:
         task = f"{panic.get('task') or '?'} (pid {panic.get('pid')}, cpu {panic.get('cpu')})"
-    lines = [
+    triage = record.get("triage") if isinstance(record.get("triage"), dict) else None
+    lines = (summary.lines(triage) + [""]) if triage else []
+    lines += [
         f"CAS results for job {record.get('job')} (identifier {record.get('id')})",
         "",
         f"Kernel:      {kernel.get('release') or 'unknown'} ({kernel.get('machine') or '?'})",
@@ -111,6 +116,8 @@ def body(record: dict) -> str:
         lines.append("Note:        crash timed out; the output is partial")
     if crash.get("degraded"):
         lines.append("Note:        crash could only open the dump in --minimal mode")
+    if triage:
+        lines += summary.details(triage)
     lines += [
         "",
         f"Location: {record.get('workdir')}",
