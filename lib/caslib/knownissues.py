@@ -2,7 +2,8 @@
 
 Why a plain file: support teams keep the list next to their bug tracker and edit it by
 hand; a match puts "Known issue: <title> <url>" at the top of the mail.  Format (config
-key ``knownIssues``), one entry a line, fields separated by ``|``::
+key ``knownIssues``), one entry a line, fields separated by ``|`` (the last two are the
+title and the URL, so a pattern may itself hold ``|``)::
 
     # comment
     oops-null-deref:3f2a9c0d1e4b5a67 | casfault NULL write on load | https://bugs.example.org/1
@@ -38,7 +39,7 @@ def load(path: str) -> list:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        fields = [f.strip() for f in line.split("|")]
+        fields = [f.strip() for f in line.rsplit("|", 2)]  # a pattern may hold '|' itself
         if len(fields) != 3 or not all(fields):
             log.warning("%s line %d: expected 'SIGNATURE-or-re:PATTERN | title | URL'; skipped",
                         path, lineno)

@@ -36,7 +36,7 @@ def _files(record: dict, workdir: str) -> dict:
     crash = record.get("crash")
     if not isinstance(crash, dict):
         raise StepError("record has no crash results (run cas-crash first)", "bad-record")
-    files = crash.get("files") or {}
+    files = crash.get("files", {})
     if not isinstance(files, dict):
         raise StepError("crash.files is not an object", "bad-record")
     out = {}
