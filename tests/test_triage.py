@@ -225,3 +225,29 @@ def test_cas_triage_passes_error_records_and_rejects_paths_outside_the_job(tmp_p
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = run("cas-triage", input=[{"workdir": str(work), "crash": {"files": []}}], env=casenv)
     assert res.returncode == 1 and res.record["error"]["kind"] == "bad-record"
+
+
+def test_mail_body_starts_with_the_five_lines_and_lists_results(tmp_path):
+    from caslib import mail
+    log = tmp_path / "log"
+    log.write_text("x\n" * 3)
+    triage = {"kind": "bug", "evidence": "kernel BUG at casfault/casfault.c:33!",
+              "culprit": {"function": "casfault_bug", "module": "casfault",
+                          "location": "casfault/casfault.c:33"},
+              "taint": taint.summary("G           OE", {"casfault": "OE"}, {}, []),
+              "trust": ["crash 8.0.2 is older than this kernel needs", "bt -a failed on CPU 1"],
+              "seen_before": [{"identifier": "12345", "date": "2026-11-02", "kernel": "6.1.0-57"}],
+              "signature": "bug:0123456789abcdef", "backtrace": ["casfault_bug [casfault]"],
+              "unreliable": ["? x"], "results": [{"name": "log", "path": str(log), "size": 6}],
+              "failed_snippets": [{"command": "bt -a >> traceback", "snippet": "10-traceback",
+                                   "error": "bt: read of stack failed"}], "known_issue": None}
+    text = mail.body({"job": "j", "id": "12345", "workdir": str(tmp_path), "triage": triage})
+    lines = text.splitlines()
+    assert lines[:5] == [
+        "Kind:        bug: kernel BUG at casfault/casfault.c:33!",
+        "Culprit:     casfault_bug [casfault] at casfault/casfault.c:33",
+        "Taint:       OE (out-of-tree module loaded; unsigned module loaded) by casfault",
+        "Trust:       crash 8.0.2 is older than this kernel needs (+1 more below)",
+        "Seen before: same crash as ticket 12345 (2026-11-02, 6.1.0-57)"]
+    assert "    log  6 bytes" in lines
+    assert "Failed snippet: 10-traceback: 'bt -a >> traceback': bt: read of stack failed" in lines

@@ -179,13 +179,22 @@ def process(record: dict, cfg, connect=None) -> dict:
     if not isinstance(workdir, str) or not os.path.isabs(workdir) or not os.path.isdir(workdir):
         raise StepError(f"record has no job directory (workdir {workdir!r})", "bad-record")
     files = _files(record, workdir)
-    result = analyse(record, files)
+    try:
+        result = analyse(record, files)
+    except Exception as exc:  # a log we cannot read must not cost the engineer the mail
+        logs.get().error("triage of %s failed: %s: %s", workdir, type(exc).__name__, exc)
+        result = {"kind": "unknown", "evidence": None, "source": None, "culprit": None,
+                  "blocked_task": None, "taint": None, "backtrace": [], "unreliable": [],
+                  "trust": [f"triage failed ({type(exc).__name__}: {exc}): read the results"],
+                  "signature": None, "seen_before": None, "known_issue": None,
+                  "database": None}
     message = (record["crash"].get("panic") or {}).get("message")
-    _known_issue(result, message, cfg)
-    if connect is None:
-        from . import db
-        connect = db.connect
-    _seen_before(record, result, cfg, connect)
+    if result["signature"]:
+        _known_issue(result, message, cfg)
+        if connect is None:
+            from . import db
+            connect = db.connect
+        _seen_before(record, result, cfg, connect)
     write_log_tail(workdir, files)
     result["results"] = _results(files)
     result["failed_snippets"] = _failed_snippets(record["crash"], cfg)
