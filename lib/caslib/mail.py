@@ -109,8 +109,8 @@ def body(record: dict) -> str:
     ]
     if panic.get("rip"):
         lines.append(f"RIP:         {panic['rip']}")
-    if panic.get("backtrace"):
-        lines.append("Backtrace:")
+    if panic.get("backtrace") and not (triage and triage.get("backtrace")):
+        lines.append("Backtrace:")  # crash's, stale frames and all: triage's replaces it
         lines += [f"    {frame}" for frame in panic["backtrace"][:12]]
     if crash.get("timed_out"):
         lines.append("Note:        crash timed out; the output is partial")
