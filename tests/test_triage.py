@@ -22,6 +22,9 @@ GOLDEN = sorted(glob.glob(os.path.join(DATA, "*.json")))
 # what a person expects of each kind, independent of the golden files
 EXPECTED = {
     "null": ("oops-null-deref", "casfault_null_deref", "casfault"),
+    "paging": ("oops-paging", "casfault_paging", "casfault"),
+    "gpf": ("general-protection", "casfault_gpf", "casfault"),
+    "stack": ("stack-corruption", "casfault_smash", "casfault"),
     "bug": ("bug", "casfault_bug", "casfault"),
     "warn": ("warning", "casfault_warn", "casfault"),
     "softlockup": ("soft-lockup", "casfault_spin", "casfault"),
@@ -225,6 +228,8 @@ def test_cas_triage_passes_error_records_and_rejects_paths_outside_the_job(tmp_p
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = run("cas-triage", input=[{"workdir": str(work), "crash": {"files": []}}], env=casenv)
     assert res.returncode == 1 and res.record["error"]["kind"] == "bad-record"
+    res = run("cas-triage", input=[{"workdir": str(work), "other": 1}], env=casenv)
+    assert res.returncode == 0 and res.record == {"workdir": str(work), "other": 1}
 
 
 def test_mail_body_starts_with_the_five_lines_and_lists_results(tmp_path):

@@ -2,7 +2,8 @@
 
 The dumps are the real-dump test bed's `panics` section (tests/realdump/panics.py): a real
 Debian kernel under QEMU made to fail by OOM, by init exiting, and by casfault.ko (NULL
-write, BUG, WARN, soft lockup, hung task), the NULL write twice (two boots); plus the sysrq
+write, unmapped and non-canonical writes, a smashed stack, BUG, WARN, soft lockup, hung
+task), the NULL write twice (two boots); plus the sysrq
 dump filtered by makedumpfile -d 31.  One module-scoped run of `cas` per dump, in order,
 against one database, so the second NULL dump finds the first.
 """
@@ -18,7 +19,8 @@ from conftest import run
 
 pytestmark = pytest.mark.realdump
 
-KIND = {"null": "oops-null-deref", "bug": "bug", "warn": "warning", "softlockup": "soft-lockup",
+KIND = {"null": "oops-null-deref", "paging": "oops-paging", "gpf": "general-protection",
+        "stack": "stack-corruption", "bug": "bug", "warn": "warning", "softlockup": "soft-lockup",
         "hung": "hung-task", "oom": "oom", "init": "init-killed", "sysrq": "sysrq"}
 KERNEL_CULPRIT = {"oom": "out_of_memory", "init": "do_exit", "sysrq": "sysrq_handle_crash"}
 SUMMARY = ["Kind", "Culprit", "Taint", "Trust", "Seen before"]

@@ -16,8 +16,9 @@ site's ``knownIssues`` file (caslib.knownissues) becomes ``known_issue``.  A dat
 cannot be used leaves ``seen_before`` null and says why in ``database``: the analysis
 matters more than its bookkeeping.
 
-Errors (error record, exit 1): ``bad-record`` (no workdir, no crash results, a result
-path outside the job directory or of the wrong type).
+A record without ``crash`` passes through unchanged (nothing to triage).  Errors (error
+record, exit 1): ``bad-record`` (no workdir, crash results of the wrong type, a result path
+outside the job directory).
 """
 
 import contextlib
@@ -175,6 +176,9 @@ def analyse(record: dict, files: dict) -> dict:
 
 
 def process(record: dict, cfg, connect=None) -> dict:
+    if "crash" not in record:  # e.g. cas-crash replaced in [pipeline]: nothing to triage
+        logs.get().info("no crash results in the record: nothing to triage")
+        return record
     workdir = record.get("workdir")
     if not isinstance(workdir, str) or not os.path.isabs(workdir) or not os.path.isdir(workdir):
         raise StepError(f"record has no job directory (workdir {workdir!r})", "bad-record")

@@ -7,10 +7,11 @@ the sysrq dump:
 
   oom         vm.panic_on_oom=1, then dd fills a tmpfs without a size limit (no swap)
   init        /init exits: "Attempted to kill init!"
-  null, bug, warn, softlockup, hung
+  null, paging, gpf, stack, bug, warn, softlockup, hung
               casfault.ko (casfault/casfault.c), built here against Debian's
               linux-headers-<release> with the compiler the kernel was built with, and
-              panic_on_oops / panic_on_warn / softlockup_panic (watchdog_thresh 1) /
+              panic_on_oops / the stack protector / panic_on_warn / softlockup_panic
+              (watchdog_thresh 1) /
               hung_task_panic (timeout 2 s).  Debian kernels load unsigned modules (taint OE).
 
 `faultmod/` holds casfault.ko (with its debug info), the make output and the headers'
@@ -35,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE_SRC = os.path.join(HERE, "casfault")
-MODULE_KINDS = ("null", "bug", "warn", "softlockup", "hung")
+MODULE_KINDS = ("null", "paging", "gpf", "stack", "bug", "warn", "softlockup", "hung")
 USER_KINDS = ("oom", "init")
 SECOND_BOOT = ("null",)          # kinds dumped twice (two boots), for the signature test
 PARALLEL_BOOTS = 2               # 2 cores shared: never more QEMUs than this at once
@@ -63,7 +64,7 @@ oom)
 init)
     echo "{mark} init exits"
     exit 1 ;;
-null|bug)
+null|paging|gpf|stack|bug)
     echo 1 > /proc/sys/kernel/panic_on_oops
     insmod /modules/casfault.ko kind=$caskind ;;
 warn)

@@ -201,21 +201,25 @@ def test_rpms_are_fedora_style_kernel_debuginfo(realdump):
     assert all(r["uname_r"] != k["release"] for r in decoys)
 
 
+MODULE_KINDS = ("null", "paging", "gpf", "stack", "bug", "warn", "softlockup", "hung")
+
+
 @pytest.mark.realdump
 def test_panics_of_every_kind_with_what_crash_says(realdump):
     p = realdump["panics"]
     made = set(p["kinds"])
     assert {"oom", "init"} <= made
     if p["module"]["module"] is None:  # the module could not be built: the reason is given
-        assert p["module"]["reason"] and all(p["skipped"].get(k) for k in
-                                             ("null", "bug", "warn", "softlockup", "hung"))
+        assert p["module"]["reason"] and all(p["skipped"].get(k) for k in MODULE_KINDS)
     else:
-        assert {"null", "bug", "warn", "softlockup", "hung"} <= made
+        assert set(MODULE_KINDS) <= made
         assert os.path.isfile(p["module"]["path"])
     assert "hard-lockup" in p["skipped"]
     for kind in p["second_boot"]:
         assert [d["boot"] for d in p["kinds"][kind]] == [1, 2]
     expect = {"oom": "Out of memory", "init": "Attempted to kill init!", "null": "Oops:",
+              "paging": "Oops:", "gpf": "general protection fault",
+              "stack": "stack-protector: Kernel stack is corrupted in: casfault_smash",
               "bug": "kernel BUG at casfault/casfault.c:", "warn": "panic_on_warn set",
               "softlockup": "softlockup: hung tasks", "hung": "hung_task: blocked tasks"}
     for kind, dumps in p["kinds"].items():

@@ -3,6 +3,9 @@
  * casfault: fails the kernel in one chosen way, for CAS's real-dump test bed
  * (tests/realdump/panics.py).  insmod casfault.ko kind=KIND, where KIND is
  *   null        write through a NULL pointer (an oops; panics with panic_on_oops)
+ *   paging      write to an unmapped user address (an oops; panic_on_oops)
+ *   gpf         write to a non-canonical address (general protection; panic_on_oops)
+ *   stack       overrun a local array: the stack protector panics on return
  *   bug         BUG() (an oops; panics with panic_on_oops)
  *   warn        WARN() (panics with panic_on_warn)
  *   softlockup  a kthread spins with preemption off (panics with softlockup_panic)
@@ -17,7 +20,7 @@
 
 static char *kind = "none";
 module_param(kind, charp, 0444);
-MODULE_PARM_DESC(kind, "null, bug, warn, softlockup or hung");
+MODULE_PARM_DESC(kind, "null, paging, gpf, stack, bug, warn, softlockup or hung");
 
 static DECLARE_COMPLETION(casfault_never);
 
@@ -26,6 +29,31 @@ static noinline void casfault_null_deref(void)
 	int *volatile p = NULL;
 
 	*p = 0xca5;
+}
+
+static noinline void casfault_paging(void)
+{
+	int *volatile p = (int *)0x1000UL;
+
+	*p = 0xca5;
+}
+
+static noinline void casfault_gpf(void)
+{
+	int *volatile p = (int *)0xdead000000000000UL;
+
+	*p = 0xca5;
+}
+
+static noinline void casfault_smash(void)
+{
+	char buf[8];
+	volatile char *volatile p = buf;
+	volatile int n = 64;
+	int i;
+
+	for (i = 0; i < n; i++)
+		p[i] = 0x41;
 }
 
 static noinline void casfault_bug(void)
@@ -59,6 +87,12 @@ static int __init casfault_init(void)
 	pr_info("casfault: kind=%s\n", kind);
 	if (!strcmp(kind, "null"))
 		casfault_null_deref();
+	else if (!strcmp(kind, "paging"))
+		casfault_paging();
+	else if (!strcmp(kind, "gpf"))
+		casfault_gpf();
+	else if (!strcmp(kind, "stack"))
+		casfault_smash();
 	else if (!strcmp(kind, "bug"))
 		casfault_bug();
 	else if (!strcmp(kind, "warn"))
