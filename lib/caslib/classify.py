@@ -53,6 +53,7 @@ LOG_KINDS = [
     (re.compile(r"mce: \[Hardware Error\]|Machine check events logged"), "mce"),
 ]
 REPORT_WINDOW = 600   # lines before the panic searched for its report
+KNOWN_WINDOW = 20000  # ... when the panic string named the kind (an OOM report lists every task)
 BUG_AT = re.compile(r"kernel BUG at (\S+?):(\d+)!")
 WARN_AT = re.compile(r"WARNING: CPU: \d+ PID: \d+ at (\S+?):(\d+) ")
 HUNG = re.compile(r"INFO: task (\S+):(\d+) blocked for more than")
@@ -104,7 +105,7 @@ def kind_of(panic_message: str | None, lines: list, panic_at: int | None) -> dic
     message = panic_message or ""
     for rx, kind in PANIC_KINDS:
         if rx.search(message):
-            if marker_kind != kind:  # the report belongs to an earlier, other event
+            if marker_kind != kind:  # none in the window, or one of an earlier, other event
                 marker = _nearest(lines, end, kind)
             evidence = lines[marker].strip() if marker is not None else \
                 f"Kernel panic - not syncing: {message}"
@@ -119,7 +120,7 @@ def kind_of(panic_message: str | None, lines: list, panic_at: int | None) -> dic
 
 
 def _nearest(lines: list, end: int, kind: str) -> int | None:
-    for i in range(end - 1, max(-1, end - 1 - REPORT_WINDOW), -1):
+    for i in range(end - 1, max(-1, end - 1 - KNOWN_WINDOW), -1):
         if any(k == kind and rx.search(lines[i]) for rx, k in LOG_KINDS):
             return i
     return None
