@@ -218,7 +218,7 @@ def test_panics_of_every_kind_with_what_crash_says(realdump):
     for kind in p["second_boot"]:
         assert [d["boot"] for d in p["kinds"][kind]] == [1, 2]
     expect = {"oom": "Out of memory", "init": "Attempted to kill init!", "null": "Oops:",
-              "paging": "Oops:", "gpf": "general protection fault",
+              "paging": "Oops:", "gpf": "Fatal exception",
               "stack": "stack-protector: Kernel stack is corrupted in: casfault_smash",
               "bug": "kernel BUG at casfault/casfault.c:", "warn": "panic_on_warn set",
               "softlockup": "softlockup: hung tasks", "hung": "hung_task: blocked tasks"}
