@@ -72,7 +72,8 @@ def test_timeout_kills_the_process_group_and_keeps_partial_output(job, tmp_path,
         assert fh.read().startswith("#!/bin/sh\n")
     assert os.access(os.path.join(job["workdir"], "crash"), os.X_OK)
     with open(os.path.join(job["workdir"], "crash.in")) as fh:
-        assert fh.read().endswith("kmem -f >> memory\nexit\n")
+        text = fh.read()
+        assert "kmem -f >> memory\n" in text and text.endswith("runq >> runq\nexit\n")
     with open(os.path.join(job["workdir"], "7.log")) as fh:
         assert "timed out" in fh.read()
 

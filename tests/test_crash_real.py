@@ -112,7 +112,8 @@ def test_real_dump_analysis(which, request, realdump):
     assert c["note"] is None and c["init_error"] is None and c["mismatch"] is None
     assert c["output"] == os.path.join(work, "crash.out")
     assert c["files"] == {n: os.path.join(work, n)
-                          for n in ("traceback", "sys", "log", "modules", "memory")}
+                          for n in ("traceback", "bt-lines", "sys", "log", "modules", "taint",
+                                    "memory", "slabs", "dstate", "runq")}
     # the version crash prints for itself
     version = subprocess.run(["crash", "--version"], capture_output=True, text=True).stdout
     assert c["version"] == re.search(r"crash (\S+)", version).group(1)

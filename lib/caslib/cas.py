@@ -4,7 +4,7 @@
 executables as a real pipeline of processes::
 
     cas-unpack | cas-ident | cas-dmesg | cas-findkernel | cas-extract [| strip] | cas-crash
-      | cas-mail
+      | cas-triage | cas-mail
 
 Steps are connected by OS pipes; the driver only taps the first link to learn
 the job directory (for the jobs table) and reads the last step's records.
@@ -33,10 +33,11 @@ import time
 
 from . import cli, jobdir, jobsreap, lifeline, logs, records
 from .mail import check_address
+from .summary import triage_line
 from .records import StepError, UsageError
 
 PROG = "cas"
-STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "mail")
+STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "triage", "mail")
 EXIT_PARTIAL = 3  # completed with a partial (log-only) analysis
 
 
@@ -216,6 +217,8 @@ def summary(record: dict) -> str:
     split = record.get("split")
     if isinstance(split, dict) and isinstance(split.get("parts"), list):
         lines.append(f"Dump:     split into {len(split['parts'])} parts (makedumpfile --split)")
+    if isinstance(record.get("triage"), dict):
+        lines.append(f"Triage:   {triage_line(record['triage'])}")
     strip = record.get("strip")
     if strip:
         lines.append(f"Strip:    saved {strip['saved_bytes']:,} bytes" if strip.get("replaced")
@@ -239,7 +242,7 @@ def run_pipeline(args, cfg, jobs=None) -> int:
     """Run one job in the foreground; ``jobs`` records it (default: a new row of the table)."""
     log = logs.get()
     names = ["unpack", "ident", "dmesg", "findkernel", "extract"] + (
-        ["strip"] if args.strip else []) + ["crash", "mail"]
+        ["strip"] if args.strip else []) + ["crash", "triage", "mail"]
     argvs = {n: step_command(n, cfg) for n in names}
     argvs["unpack"] += ["-i", args.identifier, "--job", args.job or args.identifier, "--",
                         args.file]  # after --: a file named -rf is a file

@@ -21,7 +21,7 @@ SYSTEM_CONFIG = "/etc/cas.conf"
 REGEX_TYPES = ("posix-extended", "posix-egrep", "egrep", "posix-basic", "grep", "ed", "sed",
                "emacs", "posix-awk", "awk", "gnu-awk", "findutils-default")
 DEBUG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-PIPELINE_STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "mail")
+PIPELINE_STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "triage", "mail")
 
 
 def _xdg(var: str, fallback: str) -> str:
@@ -57,6 +57,7 @@ def _default(name: str):
         "database": os.path.join(data, "cas.db"),
         "debugs": os.path.join(cache, "debugs"),
         "snippets": None,
+        "knownIssues": None,
         "crashCommand": "crash",
         "crashTimeout": 1800,
         "servers": [],
@@ -95,6 +96,7 @@ KEYS = {
     "database": ("settings", "path"),
     "debugs": ("settings", "path"),
     "snippets": ("settings", "optpath"),
+    "knownIssues": ("settings", "optpath"),
     "crashCommand": ("settings", "str"),
     "crashTimeout": ("settings", "seconds"),
     "servers": ("settings", "words"),

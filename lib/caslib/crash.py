@@ -14,7 +14,8 @@ this core with this vmlinux, extra arguments passed on: run it by hand for an
 interactive session), ``crash.in`` (the commands, built from the snippets
 directory by caslib.snippets), ``crash.out`` (everything crash printed) and
 the split results the snippets redirect to (by default ``traceback``,
-``sys``, ``log``, ``modules``, ``memory``).  When crash cannot open the dump
+``sys``, ``log``, ``modules``, ``memory``, ``bt-lines``, ``taint``, ``slabs``,
+``dstate``, ``runq``).  When crash cannot open the dump
 it is tried again with ``--zero_excluded``, then ``--minimal`` (the first
 output is kept as ``crash.failed.out``) so the kernel log still comes out.
 ``cores`` (the parts of a split dump) are all given to crash.  When even

@@ -14,8 +14,8 @@ Public API (other steps code against it):
   transaction(conn)  context manager: BEGIN IMMEDIATE ... COMMIT / ROLLBACK.
   friendly(exc, path) -> DatabaseError  for sqlite3 errors raised later.
 
-Tables (schema version 3; version 2 added the index kernels(base), version 3 the
-queue columns of jobs, see ``jobs_queue_migration``):
+Tables (schema version 4; version 2 added the index kernels(base), version 3 the
+queue columns of jobs, see ``jobs_queue_migration``, version 4 the signatures table):
   packages(id, path UNIQUE, size, mtime_ns, format 'rpm'|'deb', name, epoch, version,
            release, arch, payload, files, error, indexed)
   kernels(id, package -> packages.id ON DELETE CASCADE, release, base, flavour, machine,
@@ -25,6 +25,7 @@ queue columns of jobs, see ``jobs_queue_migration``):
        error, error_step, error_kind, error_message, email, pid, host, worker_pid, attempt,
        rerun_of -> jobs.id, args (the cas arguments, JSON), panic, requeues, cancel)
   servers(host, port, arch, crash, status, checked; PRIMARY KEY(host, port))
+  signatures(id, job, identifier, workdir UNIQUE, signature, kind, culprit, kernel, created)
 """
 
 import contextlib
@@ -33,7 +34,7 @@ import sqlite3
 
 from .records import StepError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 def jobs_queue_migration() -> list:
     """Version 3: the jobs table becomes the queue (cas --queue, cas-worker, cas-jobs).
@@ -122,6 +123,23 @@ MIGRATIONS = {
     2: ["CREATE INDEX kernels_base ON kernels(base)"],
     3: jobs_queue_migration(),
 }
+
+
+def signatures_migration() -> list:
+    """cas-triage's known-crash signatures, one row per job directory (caslib.signatures)."""
+    return [
+        """CREATE TABLE signatures(
+            id INTEGER PRIMARY KEY,
+            job TEXT, identifier TEXT,
+            workdir TEXT UNIQUE,
+            signature TEXT NOT NULL,
+            kind TEXT, culprit TEXT, kernel TEXT,
+            created REAL NOT NULL)""",
+        "CREATE INDEX signatures_signature ON signatures(signature)",
+    ]
+
+
+MIGRATIONS[4] = signatures_migration()
 
 
 class DatabaseError(StepError):

@@ -13,7 +13,10 @@ failure keeps the results on disk and says ``sent: false`` with the reason;
 Nothing read from the dump goes into a header: the recipient is validated,
 the job name was validated when the job was made, everything else is body.
 
-Keys read: ``job``, ``id``, ``workdir``, ``kernel``, ``crash``, ``email``
+With a ``triage`` (cas-triage) the mail starts with its five-line summary (a
+"Known issue:" line first when one matched) and lists the result files.
+
+Keys read: ``job``, ``id``, ``workdir``, ``kernel``, ``crash``, ``triage``, ``email``
 (the address, when ``-e`` is not given).  Error records pass through
 untouched, as for every filter, except one: an error of cas-findkernel,
 cas-extract or cas-crash on a record that carries ``dmesg`` (cas-dmesg's
@@ -32,7 +35,7 @@ import sys
 import tempfile
 from email.message import EmailMessage
 
-from . import cli, deadline, jobdir, kdumpdir, logonly, logs, records, smtp
+from . import cli, deadline, jobdir, kdumpdir, logonly, logs, records, smtp, summary
 from .records import StepError
 
 STEP = "cas-mail"
@@ -99,7 +102,9 @@ def body(record: dict) -> str:
     task = None
     if panic.get("task") or panic.get("pid") is not None:
         task = f"{panic.get('task') or '?'} (pid {panic.get('pid')}, cpu {panic.get('cpu')})"
-    lines = [
+    triage = record.get("triage") if isinstance(record.get("triage"), dict) else None
+    lines = (summary.lines(triage) + [""]) if triage else []
+    lines += [
         f"CAS results for job {record.get('job')} (identifier {record.get('id')})",
         "",
         f"Kernel:      {kernel.get('release') or 'unknown'} ({kernel.get('machine') or '?'})",
@@ -110,8 +115,8 @@ def body(record: dict) -> str:
     ]
     if panic.get("rip"):
         lines.append(f"RIP:         {panic['rip']}")
-    if panic.get("backtrace"):
-        lines.append("Backtrace:")
+    if panic.get("backtrace") and not (triage and triage.get("backtrace")):
+        lines.append("Backtrace:")  # crash's, stale frames and all: triage's replaces it
         lines += [f"    {frame}" for frame in panic["backtrace"][:12]]
     if crash.get("timed_out"):
         lines.append("Note:        crash timed out; the output is partial")
@@ -138,6 +143,8 @@ def body(record: dict) -> str:
     if crash.get("warnings"):
         lines.append("Warnings:")
         lines += [f"    {w}" for w in crash["warnings"][:40]]
+    if triage:
+        lines += summary.details(triage)
     lines += [
         "",
         f"Location: {record.get('workdir')}",

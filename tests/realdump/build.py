@@ -43,8 +43,14 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+try:  # the faultmod and panics steps: real panics of several kinds (panics.py)
+    from . import panics
+except ImportError:  # run as a script
+    import panics
+
 SCHEMA = 1
 BUILDER = 1  # bump when what a step makes changes: every stamp of another value is rebuilt
+SECTIONS = ("panics",)  # manifest sections of later steps: an older manifest lacks them
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPEC = os.path.join(HERE, "kernel-debuginfo.spec")
 HOSTNAME = "casdemo"
@@ -1145,6 +1151,9 @@ def write_manifest(cache: Cache, kernel: dict, total_seconds: float) -> str:
               "format": d["format"]} for d in dumps]
     files += [{k: r[k] for k in ("path", "size", "sha256")} | {"role": "debuginfo-rpm",
               "format": "rpm"} for r in rpms]
+    panics_section, panic_files = panics.manifest_section(sys.modules[__name__], cache,
+                                                          cache.path("faultmod"))
+    files += panic_files
     facts.update({
         "makedumpfile": di["makedumpfile"], "makedumpfile_warnings": di["makedumpfile_warnings"],
         "skipped_variants": di["skipped"], "elf_fix": di["elf_fix"],
@@ -1168,6 +1177,7 @@ def write_manifest(cache: Cache, kernel: dict, total_seconds: float) -> str:
         "decoys": decoys(kernel["uname_r"]),
         "files": files,
         "facts": facts,
+        "panics": panics_section,
         "build_seconds": {**{n: s["seconds"] for n, s in st.items()},
                           "total_this_run": round(total_seconds, 2)},
     }
@@ -1181,7 +1191,8 @@ def manifest_ok(path: str) -> bool:
     try:
         with open(path) as fh:
             m = json.load(fh)
-        if m.get("schema") != SCHEMA or m.get("builder") != BUILDER:
+        if m.get("schema") != SCHEMA or m.get("builder") != BUILDER \
+                or any(key not in m for key in SECTIONS):
             return False
         return all(os.path.getsize(f["path"]) == f["size"] for f in m["files"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -1255,6 +1266,11 @@ def _build_steps(cache: Cache, kernel: dict, manifest: str) -> str:
     cache.step("verify", ["kernel", "qemu", "dumps"], lambda out: step_verify(
         os.path.join(kdir, kinfo["vmlinux"]), all_dumps, kernel, kinfo, qinfo, out))
     cache.step("rpms", ["kernel"], lambda out: step_rpms(kdir, kinfo, kernel, out))
+    me = sys.modules[__name__]
+    cache.step("faultmod", ["kernel"], lambda out: panics.step_faultmod(
+        me, kernel, os.path.join(kdir, kinfo["config"]), out))
+    cache.step("panics", ["kernel", "faultmod"], lambda out: panics.step_panics(
+        me, kdir, kinfo, cache.path("faultmod"), cache.stamps["faultmod"]["info"], out))
     log(f"writing the manifest ({r})")
     path = write_manifest(cache, kernel, time.monotonic() - started)
     if not manifest_ok(path):
