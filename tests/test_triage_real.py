@@ -61,6 +61,7 @@ def jobs(realdump, tmp_path_factory):
             msg = email.message_from_binary_file(fh, policy=email.policy.default)
         out[name] = (rec, msg.get_content())
     out["_db"] = str(top / "cas.db")
+    out["_conf"] = str(conf)
     return out
 
 
@@ -143,6 +144,10 @@ def test_a_second_dump_of_the_same_crash_is_seen_before(jobs):
     finally:
         conn.close()
     assert sorted(r[0] for r in rows) == sorted([first["id"], second["id"]])
+    listed = run("cas-jobs", "--config", jobs["_conf"], "--signature",
+                 first["triage"]["signature"], "--json")
+    assert listed.returncode == 0, listed
+    assert sorted(j["identifier"] for j in listed.records) == sorted([first["id"], second["id"]])
 
 
 def test_different_kinds_have_different_signatures(jobs):

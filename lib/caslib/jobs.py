@@ -104,6 +104,8 @@ def main(argv=None) -> int:
         parser.add_argument("job", nargs="?", type=int, metavar="JOB", help="show this job in full")
         parser.add_argument("--state", choices=STATES, help="only jobs in this state")
         parser.add_argument("-i", "--identifier", metavar="ID", help="only jobs of this identifier")
+        parser.add_argument("--signature", metavar="SIG",
+                            help="only jobs whose crash has this triage signature (cas-triage)")
         parser.add_argument("--since", metavar="DATE", help="only jobs submitted since DATE (ISO 8601)")
         parser.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
         parser.add_argument("--cancel", type=int, metavar="JOB", help="cancel a queued or running job")
@@ -139,7 +141,7 @@ def main(argv=None) -> int:
                     raise StepError(f"no job {args.job}", "not-found")
                 out = job_full(job, as_json)
             else:
-                jobs = queue.list(args.state, args.identifier, since)
+                jobs = queue.list(args.state, args.identifier, since, args.signature)
                 if as_json:
                     for job in jobs:
                         records.write_record(job, sys.stdout)

@@ -92,8 +92,8 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     def list(self, state: str | None = None, identifier: str | None = None,
-             since: float | None = None) -> list:
-        """Jobs, oldest first."""
+             since: float | None = None, signature: str | None = None) -> list:
+        """Jobs, oldest first; ``signature``: only those cas-triage gave that signature."""
 
     @abc.abstractmethod
     def get(self, job_id: int) -> dict | None:

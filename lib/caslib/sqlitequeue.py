@@ -161,10 +161,12 @@ class SqliteQueue(Queue):
         job["was"] = before
         return job
 
-    def list(self, state=None, identifier=None, since=None):
+    def list(self, state=None, identifier=None, since=None, signature=None):
         where, params = [], []
         for clause, value in (("state = ?", state), ("identifier = ?", identifier),
-                              ("COALESCE(submitted, started) >= ?", since)):
+                              ("COALESCE(submitted, started) >= ?", since),
+                              ("workdir IN (SELECT workdir FROM signatures WHERE signature = ?)",
+                               signature)):
             if value is not None:
                 where.append(clause)
                 params.append(value)
