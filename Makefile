@@ -1,11 +1,15 @@
-# CAS: make test (the whole suite), make demo (the main job on a real dump).
+# CAS: make test (the whole suite), make demo (the main job on a real dump),
+# make install (the commands and man pages into ~/.local, or PREFIX).
 PYTHON ?= python3
 VENV   ?= .venv
 PYTEST_ARGS ?=
 PY      = $(VENV)/bin/python
+PREFIX ?= $(HOME)/.local
+COMMANDS = $(notdir $(wildcard bin/*))
+PAGES    = $(wildcard man/*.[157])
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: deps test demo realdump bench fuzz clean install install-data rpm deb
+.PHONY: deps test demo realdump bench fuzz clean manpages install uninstall install-system install-data rpm deb
 
 deps:
 	@sh tests/install-deps
@@ -16,34 +20,51 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e . pytest aiosmtpd python-snappy
 	touch $@
 
-test: deps $(VENV)/.installed
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+# the man pages inside the venv: man finds <dir>/../share/man of every PATH entry, so
+# after '. .venv/bin/activate', 'man cas-ident' works (links: they follow the checkout)
+manpages: $(VENV)/.installed
+	@for p in $(PAGES); do d=$(VENV)/share/man/man$${p##*.}; mkdir -p $$d; \
+	  ln -sf "$(CURDIR)/$$p" $$d/; done
+
+install: $(VENV)/.installed
+	mkdir -p $(PREFIX)/bin
+	for c in $(COMMANDS); do ln -sf "$(CURDIR)/$(VENV)/bin/$$c" $(PREFIX)/bin/$$c; done
+	for p in $(PAGES); do d=$(PREFIX)/share/man/man$${p##*.}; mkdir -p $$d; \
+	  install -m 644 $$p $$d/; done
+	@echo "cas: commands linked into $(PREFIX)/bin (they run in $(CURDIR)/$(VENV)),"\
+	  "man pages in $(PREFIX)/share/man; $(PREFIX)/bin must be on PATH"
+
+uninstall:
+	for c in $(COMMANDS); do rm -f $(PREFIX)/bin/$$c; done
+	for p in $(PAGES); do rm -f $(PREFIX)/share/man/man$${p##*.}/$${p#man/}; done
+
+test: deps $(VENV)/.installed manpages
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS) tests
 
 realdump: $(VENV)/.installed
 	$(PY) tests/realdump/build.py
 
-demo: deps $(VENV)/.installed
+demo: deps $(VENV)/.installed manpages
 	$(PY) tests/demo.py
 
 bench: $(VENV)/.installed
 	for b in bench/*; do [ -x "$$b" ] && $(PY) "$$b"; done
 
 fuzz: $(VENV)/.installed
-	CAS_FUZZ_CASES=10000 $(PY) -m pytest -q -p no:cacheprovider tests/test_ident_fuzz.py tests/test_printk.py
+	CAS_FUZZ_CASES=10000 $(PY) -m pytest -q -p no:cacheprovider tests/test_ident_fuzz.py tests/test_printk.py tests/test_record_fuzz.py
 
-# Packaging: the RPM installs everything with "make install", the Debian package
+# Packaging: the RPM installs everything with "make install-system", the Debian package
 # installs the Python part with pybuild and the rest with "make install-data".
 DESTDIR  ?=
-PREFIX   ?= /usr
 SITELIB  ?= $(PREFIX)/lib/python3/dist-packages
 UNITDIR  ?= /lib/systemd/system
 ZSHDIR   ?= $(PREFIX)/share/zsh/vendor-completions
 VERSION   = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' lib/caslib/__init__.py)
-COMMANDS  = $(notdir $(wildcard bin/*))
 
-install: install-data
+# PREFIX is given by cas.spec and debian/rules (its default above is ~/.local)
+install-system: install-data
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SITELIB) $(DESTDIR)$(PREFIX)/share/man/man1 \
-	    $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/doc/cas/examples
+	    $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7 $(DESTDIR)$(PREFIX)/share/doc/cas/examples
 	for c in $(COMMANDS); do \
 	    sed '1s|^#!.*python3.*|#!/usr/bin/python3|' bin/$$c > $(DESTDIR)$(PREFIX)/bin/$$c; \
 	    chmod 755 $(DESTDIR)$(PREFIX)/bin/$$c; done
@@ -51,6 +72,7 @@ install: install-data
 	    | while read f; do install -D -m 644 "$$f" "$(DESTDIR)$(SITELIB)/$$f"; done
 	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 644 man/*.7 $(DESTDIR)$(PREFIX)/share/man/man7/
 	install -m 644 etc/cas.conf.example etc/cas.conf.minimal $(DESTDIR)$(PREFIX)/share/doc/cas/examples/
 
 install-data:

@@ -52,11 +52,11 @@ _cas_complete()
     fi
     case $cmd in
         cas-jobs) COMPREPLY=($(compgen -W "$(_cas_jobs)" -- "$cur")) ;;
-        cas-admin|cas-findkernel|cas-extract|cas-mail) ;;  # no positional arguments
+        cas-admin|cas-findkernel|cas-extract|cas-mail|cas-worker) ;;  # no positional arguments
         *) _filedir ;;  # dumps, cores, vmlinux files
     esac
 } &&
     complete -F _cas_complete cas cas-admin cas-unpack cas-ident cas-dmesg cas-findkernel \
-        cas-extract cas-crash cas-mail cas-jobs
+        cas-extract cas-crash cas-triage cas-mail cas-worker cas-jobs
 
 # ex: filetype=sh

@@ -13,6 +13,10 @@ BIN = os.path.join(ROOT, "bin")
 sys.path.insert(0, os.path.join(ROOT, "lib"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+# a login shell on Debian may set DEBUGINFOD_URLS (libdebuginfod-common): tests never ask
+# a public server; the debuginfod tests set their own loopback servers
+for _name in ("DEBUGINFOD_URLS", "DEBUGINFOD_TIMEOUT", "DEBUGINFOD_MAXSIZE", "DEBUGINFOD_MAXTIME"):
+    os.environ.pop(_name, None)
 
 def pytest_configure(config):
     config.addinivalue_line(
@@ -63,8 +67,10 @@ def run(name: str, *args, input=None, env=None, timeout=600, cwd=None) -> Result
         input = "".join(json.dumps(r) + "\n" for r in input)
     elif isinstance(input, dict):
         input = json.dumps(input) + "\n"
+    # no input: stdin is /dev/null, never the test runner's (a filter would wait on it)
+    stdin = {"stdin": subprocess.DEVNULL} if input is None else {}
     proc = subprocess.run(command(name) + [str(a) for a in args], input=input, text=True,
-                          capture_output=True, env=env, timeout=timeout, cwd=cwd)
+                          capture_output=True, env=env, timeout=timeout, cwd=cwd, **stdin)
     return Result(proc)
 
 

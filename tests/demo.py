@@ -18,6 +18,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin")
 DEMO = os.path.join(ROOT, "demo")
+sys.path.insert(0, os.path.join(ROOT, "lib"))
+from caslib import summary  # noqa: E402  (the mail's five-line triage summary)
 
 
 def say(text: str) -> None:
@@ -93,8 +95,11 @@ def main() -> int:
         return 1
     print(f"Panic:         {panic.get('message')}")
     print(f"Task:          {panic.get('task')} (pid {panic.get('pid')}, cpu {panic.get('cpu')})")
+    triage = record.get("triage") or {}
+    for line in summary.lines(triage) if triage else []:
+        print(line)
     print("Backtrace:")
-    for frame in panic.get("backtrace") or []:
+    for frame in triage.get("backtrace") or panic.get("backtrace") or []:
         print(f"    {frame}")
     if mail.get("sent"):
         print(f"Mail:          sent to {mail.get('to')}")

@@ -1,6 +1,6 @@
 """A small shelf of real kernel debuginfo packages, built by rpmbuild and dpkg-deb.
 
-The layouts follow the real packages (FORMATS.md section B): RHEL 4's
+The layouts follow the real packages (doc/formats.md section 8): RHEL 4's
 multi-flavour kernel-debuginfo, RHEL 5 xen (with xen-syms, no arch in the
 release), RHEL 7 with a .build-id link and its .debug variant, RHEL 9
 +debug/+64k/+rt, SUSE -default with vmlinux-<rel>.debug under boot/,

@@ -19,8 +19,8 @@ from caslib import db, servers
 
 @pytest.fixture
 def job(tmp_path):
-    work = tmp_path / "job"
-    work.mkdir()
+    work = tmp_path / "work" / "7" / "2026.01.02.03.04.05"  # under config_file's workDirectory
+    work.mkdir(parents=True)
     (work / "vmcore").write_bytes(b"")
     (work / "vmlinux").write_bytes(b"")
     return {"id": "7", "job": "7", "workdir": str(work), "core": str(work / "vmcore"),
@@ -72,7 +72,8 @@ def test_timeout_kills_the_process_group_and_keeps_partial_output(job, tmp_path,
         assert fh.read().startswith("#!/bin/sh\n")
     assert os.access(os.path.join(job["workdir"], "crash"), os.X_OK)
     with open(os.path.join(job["workdir"], "crash.in")) as fh:
-        assert fh.read().endswith("kmem -f >> memory\nexit\n")
+        text = fh.read()
+        assert "kmem -f >> memory\n" in text and text.endswith("runq >> runq\nexit\n")
     with open(os.path.join(job["workdir"], "7.log")) as fh:
         assert "timed out" in fh.read()
 
@@ -146,7 +147,7 @@ def test_bad_records_and_error_records(job, casenv, config_file):
     assert res.records[0] == earlier
     assert res.records[1]["error"] == {"step": "cas-crash", "message": "record has no vmlinux",
                                        "kind": "bad-record"}
-    assert res.records[2]["error"]["message"] == "core 'vmcore' is not an absolute path"
+    assert res.records[2]["error"]["message"] == "record key 'core': 'vmcore' is not an absolute path"
     assert res.records[3]["error"]["message"] == f"{missing['core']}: no such file (core)"
     assert "Traceback" not in res.stderr
 

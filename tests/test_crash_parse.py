@@ -137,10 +137,21 @@ def test_oops_takes_the_last_report_from_its_first_line():
 
 def test_default_snippets_reproduce_the_seed(tmp_path):
     plan = snippets.build(snippets.PACKAGE_SNIPPETS, {}, str(tmp_path))
-    assert plan.commands == ["bt >> traceback", "bt -a >> traceback", "sys >> sys",
-                             "sys -c >> sys", "log >> log", "mod >> modules",
-                             "kmem -i >> memory", "kmem -f >> memory", "exit"]
-    assert plan.targets == ["traceback", "sys", "log", "modules", "memory"]
+    assert plan.commands == ["bt >> traceback", "bt -a >> traceback", "bt -l >> bt-lines",
+                             "sys >> sys", "sys -c >> sys", "log >> log", "mod >> modules",
+                             "mod -t >> taint", "kmem -i >> memory", "kmem -f >> memory",
+                             "kmem -s >> slabs", "ps -S >> dstate",
+                             "foreach UN ps -m >> dstate", "foreach UN bt >> dstate",
+                             "runq >> runq", "exit"]
+    assert plan.targets == ["traceback", "bt-lines", "sys", "log", "modules", "taint", "memory",
+                            "slabs", "dstate", "runq"]
+
+
+def test_a_pipe_redirect_names_the_result_the_shell_writes():
+    assert snippets.redirect_target("ps -m | grep UN >> dstate") == "dstate"
+    assert snippets.redirect_target("log | tail -n 200 > log-tail") == "log-tail"
+    assert snippets.redirect_target("bt >> traceback") == "traceback"
+    assert snippets.redirect_target("ps | grep UN") is None
 
 
 def test_module_tree_and_mod_s_first(tmp_path):

@@ -49,9 +49,25 @@ def _dump(manifest, *variants) -> dict:
 
 
 def _record(manifest, dump, workdir, **extra) -> dict:
+    """A record as cas-extract hands it on: every file in a job directory under the
+    workDirectory of _config(<workdir's parent>), hard-linked from the real-dump cache."""
     k = manifest["kernel"]
-    return {"id": "real", "job": "real", "workdir": str(workdir), "core": dump["path"],
-            "vmlinux": manifest["vmlinux"], "ticket": "INC-7",
+    job = workdir.parent / "work" / "real" / "2026.01.02.03.04.05"
+    job.mkdir(parents=True, exist_ok=True)
+
+    def linked(path, sub=""):
+        os.makedirs(job / sub, exist_ok=True)
+        dst = job / sub / os.path.basename(path)
+        if not dst.exists():
+            os.link(path, dst)
+        return str(dst)
+
+    extra = dict(extra)
+    vmlinux = linked(extra.pop("vmlinux", manifest["vmlinux"]), "vml")
+    if extra.get("modules"):  # their tree mirrored, as cas-extract places them
+        extra["modules"] = [linked(m, os.path.dirname(m).lstrip("/")) for m in extra["modules"]]
+    return {"id": "real", "job": "real", "workdir": str(job), "core": linked(dump["path"]),
+            "vmlinux": vmlinux, "ticket": "INC-7",
             "kernel": {"release": k["release"], "machine": k["machine"]}, **extra}
 
 
@@ -96,7 +112,8 @@ def test_real_dump_analysis(which, request, realdump):
     assert c["note"] is None and c["init_error"] is None and c["mismatch"] is None
     assert c["output"] == os.path.join(work, "crash.out")
     assert c["files"] == {n: os.path.join(work, n)
-                          for n in ("traceback", "sys", "log", "modules", "memory")}
+                          for n in ("traceback", "bt-lines", "sys", "log", "modules", "taint",
+                                    "memory", "slabs", "dstate", "runq")}
     # the version crash prints for itself
     version = subprocess.run(["crash", "--version"], capture_output=True, text=True).stdout
     assert c["version"] == re.search(r"crash (\S+)", version).group(1)
@@ -152,12 +169,12 @@ def test_elf_run_uses_the_default_snippets(elf):
 def test_modules_are_loaded_first(kdump, realdump):
     record, res = kdump
     crash_in = _read(os.path.join(record["workdir"], "crash.in")).splitlines()
-    tree = os.path.commonpath([os.path.dirname(m) for m in realdump["modules"]])
+    tree = os.path.commonpath([os.path.dirname(m) for m in record["modules"]])
     m = re.match(r"^(.*/modules/[^/]+)", tree)
     assert crash_in[0] == f"mod -S {m.group(1) if m else tree}"
     mods = _read(res.record["crash"]["files"]["modules"])
     # with mod -S, the object file column names the debug file instead of "(not loaded)"
-    for path in realdump["modules"]:
+    for path in record["modules"]:
         assert re.search(rf"\s{re.escape(path)}\s*$", mods, re.M), (path, mods)
     assert "(not loaded)" not in mods
 
@@ -234,7 +251,7 @@ def test_vmlinux_of_another_build(realdump, tmp_path):
     err = res.record["error"]
     assert err["kind"] == "mismatch"
     assert err["message"].startswith(
-        f"crash says {copy} does not match {record['core']}: kernel version inconsistency "
+        f"crash says {record['vmlinux']} does not match {record['core']}: kernel version inconsistency "
         "between vmlinux and dumpfile; crash: ")
     assert res.stderr.count("\n") >= 1 and "Traceback" not in res.stderr
     assert res.record["crash"]["output"] == os.path.join(record["workdir"], "crash.out")

@@ -116,10 +116,14 @@ def test_deb_without_md5sums_says_unverified(pkgs, env, tmp_path):
 
 
 def test_pipeline_record_passes_unknown_keys(pkgs, env, tmp_path):
-    job = tmp_path / "job"
-    job.mkdir()
+    # a record's paths must lie where they belong: the job under workDirectory, the package
+    # on the shelf (the config_file fixture puts both in tmp_path)
+    job = tmp_path / "work" / "x1" / "2026.01.02.03.04.05"
+    job.mkdir(parents=True)
+    shelved = tmp_path / "kernels" / os.path.basename(pkgs["rpm"]["gzip"])
+    os.link(pkgs["rpm"]["gzip"], shelved)
     rec = {"id": "x1", "workdir": str(job), "zz_unknown": [1, 2],
-           "debuginfo": {"rpm": pkgs["rpm"]["gzip"], "name": "kernel-debuginfo",
+           "debuginfo": {"rpm": str(shelved), "name": "kernel-debuginfo",
                          "vmlinux": P.VMLINUX, "modules_prefix": P.PREFIX, "match": "release"}}
     err = {"id": "x2", "error": {"step": "cas-ident", "message": "boom", "kind": "corrupt"}}
     res = run("cas-extract", input=[rec, err], env=env)

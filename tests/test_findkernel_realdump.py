@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from conftest import command, run
+from realdump import build
 
 pytestmark = pytest.mark.realdump
 
@@ -37,8 +38,9 @@ def real_index(realdump, tmp_path_factory):
 
 
 def test_real_packages_indexed_from_headers(realdump, real_index):
-    # 6 RPMs and the -dbg .deb; the image .deb is not a debug package (debFilter)
-    assert "7 packages seen, 7 indexed" in real_index["admin"].stderr
+    # the RPMs (real and decoys) and the -dbg .deb; the image .deb is not a debug package
+    n = len(realdump["rpms"]) + 1
+    assert f"{n} packages seen, {n} indexed" in real_index["admin"].stderr
     by_package = {os.path.realpath(k["package"]): k for k in real_index["list"]}
     for rpm in realdump["rpms"]:
         k = by_package[os.path.realpath(rpm["path"])]
@@ -92,16 +94,29 @@ def test_real_dumps_through_cas_ident(realdump, real_index):
 
 
 def test_decoy_releases_are_the_nearest(realdump, real_index):
-    res = run("cas-findkernel", "--config", real_index["conf"], "--release", "6.1.0-58-cloud-amd64",
-              "--machine", "x86_64", env=real_index["env"])
+    """A release the test bed lacks (ABI + 2): the nearest is the ABI + 1 decoy."""
+    kernel = realdump["kernel"]
+    absent = build.abi_shift(kernel["release"], +2)
+    assert absent not in {r["uname_r"] for r in realdump["rpms"]}
+    res = run("cas-findkernel", "--config", real_index["conf"], "--release", absent,
+              "--machine", kernel["machine"], env=real_index["env"])
     assert res.returncode == 1
     msg = res.record["error"]["message"]
-    assert msg.startswith("no debuginfo for 6.1.0-58-cloud-amd64 (x86_64) among 7 indexed packages;"
-                          " nearest: 6.1.0-57-cloud-amd64"), msg
+    assert msg.startswith(f"no debuginfo for {absent} ({kernel['machine']}) among "
+                          f"{len(realdump['rpms']) + 1} indexed packages; nearest: "
+                          f"{realdump['decoys']['newer']}"), msg
+
+
+def test_decoys_recorded_are_the_decoys_built(realdump):
+    """The manifest's decoy roles name exactly the decoy RPMs, per the rule in build.py."""
+    assert realdump["decoys"] == build.decoys(realdump["kernel"]["release"])
+    assert sorted(realdump["decoys"].values()) == sorted(
+        r["uname_r"] for r in realdump["rpms"] if r["decoy"])
 
 
 def test_issue_example_with_only_the_decoys(realdump, tmp_path, config_file, casenv):
-    """The real kernel's packages are missing; the decoys (55-cloud, 56-amd64, 57-cloud) remain."""
+    """The real kernel's packages are missing; the three decoys remain (ABI - 1, the other
+    flavour, ABI + 1): the message names them all, the same flavour first."""
     kernels = tmp_path / "kernels"
     kernels.mkdir()
     for rpm in realdump["rpms"]:
@@ -109,10 +124,15 @@ def test_issue_example_with_only_the_decoys(realdump, tmp_path, config_file, cas
             os.symlink(rpm["path"], kernels / os.path.basename(rpm["path"]))
     conf = config_file(kernels=str(kernels))
     assert run("cas-admin", "--config", conf, env=casenv).returncode == 0
-    kernel = realdump["kernel"]
+    kernel, decoys = realdump["kernel"], realdump["decoys"]
     res = run("cas-findkernel", "--config", conf, "--release", kernel["release"], "--machine",
               kernel["machine"], "--build-id", kernel["build_id"], env=casenv)
     assert res.returncode == 1
-    assert res.record["error"]["message"] == (
-        "no debuginfo for 6.1.0-56-cloud-amd64 (x86_64) among 3 indexed packages; "
-        "nearest: 6.1.0-55-cloud-amd64, 6.1.0-56-amd64, 6.1.0-57-cloud-amd64")
+    msg = res.record["error"]["message"]
+    head = (f"no debuginfo for {kernel['release']} ({kernel['machine']}) among 3 indexed "
+            f"packages; nearest: ")
+    assert msg.startswith(head), msg
+    nearest = msg[len(head):].split(", ")
+    assert sorted(nearest) == sorted(decoys.values()), msg
+    assert nearest[0] in (decoys["older"], decoys["newer"]), msg
+    assert nearest[1] == decoys["other_flavour"], msg

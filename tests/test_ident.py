@@ -272,15 +272,19 @@ def stretch_elf(src: str, dst: str, size: int, copy_data: bool = True) -> None:
 
 # ---------------------------------------------------------------- the record contract
 
-def test_records_pass_through_in_order(realdump):
-    path = dump_path(realdump, "makedumpfile-zlib")
-    records = [{"id": "a1", "core": path, "zz": [1, 2]},
+def test_records_pass_through_in_order(realdump, tmp_path, casenv, config_file):
+    # a record's core must lie in its job directory under workDirectory
+    job = tmp_path / "work" / "a1" / "2026.01.02.03.04.05"
+    job.mkdir(parents=True)
+    path = str(job / "vmcore")
+    os.link(dump_path(realdump, "makedumpfile-zlib"), path)
+    records = [{"id": "a1", "job": "a1", "workdir": str(job), "core": path, "zz": [1, 2]},
                {"id": "a2", "core": path, "error": {"step": "cas-unpack", "message": "x",
                                                      "kind": "corrupt"}}]
-    res = run("cas-ident", input=records)
+    res = run("cas-ident", "--config", config_file(), input=records, env=casenv)
     assert res.returncode == 1, res  # the second record carries an error
     first, second = res.records
-    assert list(first)[:3] == ["id", "core", "zz"]
+    assert list(first)[:5] == ["id", "job", "workdir", "core", "zz"]
     assert first["zz"] == [1, 2] and first["kernel"]["hostname"] == realdump["kernel"]["hostname"]
     assert second == records[1]
 

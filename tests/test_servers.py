@@ -156,7 +156,7 @@ def registered(tmp_path, sshd, casenv, config_file):  # noqa: F811
     os.makedirs(os.path.join(home, ".ssh"), exist_ok=True)
     with open(os.path.join(home, ".ssh", "known_hosts"), "w") as fh:
         fh.write(sshd.known_hosts_line() + "\n")
-    cfg_path = config_file(sshkey=sshd.user_key)
+    cfg_path = config_file(sshkey=sshd.user_key, workDirectory=str(tmp_path / "work 1"))
 
     def register(arch="s390x", crash="/usr/bin/crash", port=None, timeout_s=None):
         if timeout_s:
@@ -172,8 +172,9 @@ def registered(tmp_path, sshd, casenv, config_file):  # noqa: F811
 
 
 def _job(tmp_path):
-    work = tmp_path / "job 1"  # a blank in the path: quoting all the way through ssh
-    work.mkdir()
+    # a blank in the path (the workDirectory's): quoting all the way through ssh
+    work = tmp_path / "work 1" / "j1" / "2026.01.02.03.04.05"
+    work.mkdir(parents=True)
     (work / "vmcore").write_bytes(b"")
     (work / "vmlinux").write_bytes(b"")
     return {"job": "j1", "workdir": str(work), "core": str(work / "vmcore"),
@@ -222,10 +223,12 @@ def test_remote_crash_on_a_real_dump(tmp_path, registered, casenv, sshd, realdum
     by = {d["variant"]: d for d in realdump["dumps"]}
     dump = by.get("makedumpfile-lzo") or by.get("makedumpfile-zlib") or by["qemu-elf"]
     cfg = registered()
-    work = tmp_path / "remote job"
-    work.mkdir()
-    record = {"job": "r1", "workdir": str(work), "core": dump["path"],
-              "vmlinux": realdump["vmlinux"],
+    work = tmp_path / "work 1" / "r1" / "2026.01.02.03.04.05"  # blanks in the path
+    work.mkdir(parents=True)
+    os.link(dump["path"], work / "vmcore")  # a record's files lie in its job directory
+    os.link(realdump["vmlinux"], work / "vmlinux")
+    record = {"job": "r1", "workdir": str(work), "core": str(work / "vmcore"),
+              "vmlinux": str(work / "vmlinux"),
               "kernel": {"release": realdump["kernel"]["release"], "machine": "s390x"}}
     res = run("cas-crash", "--config", cfg, input=record, env=casenv, timeout=1200)
     assert res.returncode == 0, res

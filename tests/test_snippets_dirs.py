@@ -27,7 +27,8 @@ def test_site_directory_adds_replaces_and_masks(tmp_path):
 def test_empty_site_directory_is_fine(tmp_path):
     (tmp_path / "site").mkdir()
     plan = snippets.build([snippets.PACKAGE_SNIPPETS, str(tmp_path / "site")], {}, str(tmp_path))
-    assert plan.commands[-1] == "exit" and len(plan.sources) == 5
+    shipped = [n for n in os.listdir(snippets.PACKAGE_SNIPPETS) if n[:1].isdigit()]
+    assert plan.commands[-1] == "exit" and len(plan.sources) == len(shipped)
 
 
 def test_nothing_left_is_an_error(tmp_path):

@@ -5,4 +5,6 @@ executable in ``bin/``) and a ``process(record, ...) -> record`` function
 for scripts; ``records`` holds the contract they share.
 """
 
-__version__ = "0.1.0"
+# The one version number: setup.cfg reads it (attr:), every command prints it (--version),
+# and every man page's .TH footer carries it (tests/test_version.py checks).
+__version__ = "0.2.0"

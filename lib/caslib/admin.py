@@ -22,7 +22,7 @@ import sqlite3
 import sys
 import time
 
-from . import cli, db, findregex, index, logs, purge, records
+from . import cli, db, findregex, index, jobsreap, logs, purge, records
 from .progress import Progress
 from .records import StepError, UsageError
 
@@ -105,9 +105,10 @@ def run_purge(cfg, conn, dry_run: bool, stdout) -> int:
 
     count, errors = purge.purge(cfg, conn, dry_run=dry_run, emit=emit)
     verb = "would purge" if dry_run else "purged"
-    print(f"{PROG}: {verb} {count} job director{'y' if count == 1 else 'ies'} older than "
-          f"{cfg.get('purgeLimit', 90)} days under {cfg.workDirectory}"
-          + (f", {errors} failed" if errors else ""), file=sys.stderr)
+    (log.error if errors else log.info)(
+        "%s %d job director%s older than %s days under %s%s", verb, count,
+        "y" if count == 1 else "ies", cfg.get("purgeLimit", 90), cfg.workDirectory,
+        f", {errors} failed" if errors else "")
     return records.EXIT_ERROR if errors else records.EXIT_OK
 
 
@@ -122,7 +123,7 @@ def run_server(cfg, conn, stdout) -> int:
 
 def run_index(cfg, conn) -> int:
     summary = index.update(cfg, conn, Progress("indexing", unit="packages"))
-    print(f"{PROG}: {summary.line()}", file=sys.stderr)
+    (log.error if summary.errors else log.info)("%s", summary.line())
     return records.EXIT_ERROR if summary.errors else records.EXIT_OK
 
 
@@ -165,6 +166,8 @@ def main(argv=None) -> int:
         parser.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
                             help="how long to wait for another cas-admin or a locked database "
                                  "(default 30)")
+        parser.add_argument("--quiet", "-q", action="store_true",
+                            help="print nothing on success (for cron and timers); errors still")
         args = parser.parse_args(argv)
         if args.dry_run and not args.purge:
             raise UsageError(f"{PROG}: --dry-run goes with --purge")
@@ -174,7 +177,14 @@ def main(argv=None) -> int:
         if args.wait < 0:
             raise UsageError(f"{PROG}: --wait must be >= 0")
         cfg = cli.load_config(args)
+        if args.quiet:
+            logs.set_level("ERROR")
+        if not args.list and not args.dry_run:
+            jobsreap.reap(cfg)  # rows of cas runs that were killed
         try:
+            if args.quiet and not args.list:  # the purge listing too: cron mails any output
+                with open(os.devnull, "w") as devnull:
+                    return admin(args, cfg, devnull)
             return admin(args, cfg)
         except (StepError, findregex.RegexError) as exc:
             log.error("%s", exc.message if isinstance(exc, StepError) else exc)

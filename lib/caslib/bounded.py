@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from . import lifeline
 from .progress import Progress
 
 GRACE = 5  # seconds between SIGTERM and SIGKILL
@@ -51,7 +52,8 @@ def run(argv: list, cwd: str, out_path: str, timeout: float, label: str = "crash
     start = time.monotonic()
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lifeline.preexec(signal.SIGKILL))
         progress = Progress(label, None)
         try:
             while True:

@@ -4,7 +4,7 @@
 executables as a real pipeline of processes::
 
     cas-unpack | cas-ident | cas-dmesg | cas-findkernel | cas-extract [| strip] | cas-crash
-      | cas-mail
+      | cas-triage | cas-mail
 
 Steps are connected by OS pipes; the driver only taps the first link to learn
 the job directory (for the jobs table) and reads the last step's records.
@@ -31,12 +31,13 @@ import sys
 import threading
 import time
 
-from . import cli, jobdir, logs, records
+from . import cli, jobdir, jobsreap, lifeline, logs, records
 from .mail import check_address
+from .summary import triage_line
 from .records import StepError, UsageError
 
 PROG = "cas"
-STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "mail")
+STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "triage", "mail")
 EXIT_PARTIAL = 3  # completed with a partial (log-only) analysis
 
 
@@ -44,8 +45,10 @@ def step_command(step: str, cfg) -> list:
     """argv of one step: the config's replacement, else our sibling executable, else PATH."""
     if step in cfg.pipeline:
         return list(cfg.pipeline[step])
-    if step == "strip":
-        return [sys.executable, "-m", "caslib.strip"]
+    if step == "strip":  # this caslib's, not whichever one -m would find on sys.path
+        lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        return [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "from caslib.strip import main; sys.exit(main())", lib]
     name = f"cas-{step}"
     here = os.path.dirname(os.path.realpath(sys.argv[0] or __file__))
     sibling = os.path.join(here, name)
@@ -62,8 +65,8 @@ class Jobs:
     thread starts the row, the main thread finishes it); a database that cannot
     be reached is a warning, never the job's failure."""
 
-    def __init__(self, cfg):
-        self.cfg, self.row = cfg, None
+    def __init__(self, cfg, email: str | None = None):
+        self.cfg, self.row, self.email = cfg, None, email
 
     def _execute(self, sql: str, params: tuple):
         from . import db
@@ -85,16 +88,31 @@ class Jobs:
     def start(self, record: dict, source: str, email: str | None) -> None:
         if self.row is not None or not record.get("workdir"):
             return
-        self.row = self._execute(
-            "INSERT INTO jobs (job, identifier, workdir, source, state, started, email, pid) "
-            "VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-            (record.get("job"), record.get("id"), record["workdir"], source, time.time(),
-             email, os.getpid()))
+        from .queue import this_host
 
-    def finish(self, state: str, release: str | None, error: str | None) -> None:
+        now = time.time()
+        self.row = self._execute(
+            "INSERT INTO jobs (job, identifier, workdir, source, state, submitted, started, email, "
+            "pid, host) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+            (record.get("job"), record.get("id"), record["workdir"], source, now, now,
+             email, os.getpid(), this_host()))
+
+    def finish(self, state: str, release: str | None, error: str | None,
+               record: dict | None = None) -> None:
         if self.row is not None:
-            self._execute("UPDATE jobs SET state = ?, finished = ?, release = ?, error = ? "
-                          "WHERE id = ?", (state, time.time(), release, error, self.row))
+            err = (record or {}).get("error") or {"step": None, "kind": None, "message": error}
+            rec = record or {}
+            panic = (((rec.get("crash") or {}).get("panic") or {}).get("message")
+                     or ((rec.get("dmesg") or {}).get("panic") or {}).get("message"))
+            self._execute("UPDATE jobs SET state = ?, finished = ?, release = ?, error = ?, "
+                          "error_step = ?, error_kind = ?, error_message = ?, panic = ? "
+                          "WHERE id = ?", (state, time.time(), release, error, err.get("step"),
+                                           err.get("kind"), err.get("message") if error else None,
+                                           panic, self.row))
+        if state == "failed" and error != "interrupted":
+            from . import failmail
+
+            failmail.notify(self.cfg, self.row, record, self.email)
 
 
 class Pipeline:
@@ -104,20 +122,35 @@ class Pipeline:
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.first_record: dict | None = None
         self.started = time.monotonic()
+        self.ended: dict[int, float] = {}  # step index -> when it exited
+        self.noted: list[threading.Event] = []  # set once ended[index] is written
 
     def spawn(self, name, argv, stdin, env):
         try:
-            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=env)
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, env=env,
+                                    preexec_fn=lifeline.preexec())  # dies with cas
         except OSError as exc:
             raise UsageError(f"{PROG}: cannot start {name} ({argv[0]}): {exc.strerror}") from None
         self.procs.append((name, proc))
-        threading.Thread(target=self._report, args=(name, proc), daemon=True).start()
+        self.noted.append(threading.Event())
+        threading.Thread(target=self._report, args=(name, proc, len(self.procs) - 1),
+                         daemon=True).start()
         return proc
 
-    def _report(self, name, proc) -> None:
-        """One progress line per step, when it ends."""
+    def _report(self, name, proc, index) -> None:
+        """One progress line per step, when it ends, with the step's own time: all steps
+        start together, but a step works from when its input ended (the step before it
+        exited) until it exits."""
         code = proc.wait()
-        took = time.monotonic() - self.started
+        now = time.monotonic()
+        self.ended[index] = now
+        self.noted[index].set()
+        before = None
+        # normally the step before has exited already (that ended our input) and its thread
+        # notes when at once; a step that ended before its input did worked since the start
+        if index > 0 and self.noted[index - 1].wait(1.0):
+            before = self.ended[index - 1]
+        took = max(0.0, now - before) if before is not None else now - self.started
         if code == 0:
             logs.get().info("%s done (%.1f s)", name, took)
         elif code == 1:
@@ -175,8 +208,17 @@ def summary(record: dict) -> str:
         f"Kernel:   {kernel.get('release') or 'unknown'} ({kernel.get('machine') or '?'})",
         f"Panic:    {panic.get('message') or 'unknown'}",
     ]
+    info = record.get("debuginfo") or {}
+    if info.get("override") or info.get("source"):  # not simply the shelf: say where from
+        lines.append(f"Debug:    {info.get('override') or info.get('source')} "
+                     f"{info.get('url') or info.get('file') or info.get('rpm') or ''}".rstrip())
     if panic.get("task"):
         lines.append(f"Task:     {panic['task']} (pid {panic.get('pid')}, cpu {panic.get('cpu')})")
+    split = record.get("split")
+    if isinstance(split, dict) and isinstance(split.get("parts"), list):
+        lines.append(f"Dump:     split into {len(split['parts'])} parts (makedumpfile --split)")
+    if isinstance(record.get("triage"), dict):
+        lines.append(f"Triage:   {triage_line(record['triage'])}")
     strip = record.get("strip")
     if strip:
         lines.append(f"Strip:    saved {strip['saved_bytes']:,} bytes" if strip.get("replaced")
@@ -196,12 +238,17 @@ def summary(record: dict) -> str:
     return "\n".join(lines)
 
 
-def run_pipeline(args, cfg) -> int:
+def run_pipeline(args, cfg, jobs=None) -> int:
+    """Run one job in the foreground; ``jobs`` records it (default: a new row of the table)."""
     log = logs.get()
     names = ["unpack", "ident", "dmesg", "findkernel", "extract"] + (
-        ["strip"] if args.strip else []) + ["crash", "mail"]
+        ["strip"] if args.strip else []) + ["crash", "triage", "mail"]
     argvs = {n: step_command(n, cfg) for n in names}
-    argvs["unpack"] += ["-i", args.identifier, "--job", args.job or args.identifier, args.file]
+    argvs["unpack"] += ["-i", args.identifier, "--job", args.job or args.identifier, "--",
+                        args.file]  # after --: a file named -rf is a file
+    for opt in ("release", "vmlinux", "package"):  # overrides: cas-findkernel applies them
+        if getattr(args, opt):
+            argvs["findkernel"].append(f"--{opt}={getattr(args, opt)}")
     if args.modules:
         argvs["extract"].append("-m")
     if args.email:
@@ -212,7 +259,8 @@ def run_pipeline(args, cfg) -> int:
     if cfg.path:
         env["CAS_CONFIG"] = cfg.path
     log.info("pipeline: %s", " | ".join(f"cas-{n}" if n in STEPS else n for n in names))
-    jobs = Jobs(cfg)
+    jobs = jobs or Jobs(cfg, args.email)
+    jobsreap.reap(cfg)  # rows of runs killed before they could say so
     pipeline = Pipeline()
     source = args.file
     final: list[dict] = []
@@ -264,7 +312,7 @@ def run_pipeline(args, cfg) -> int:
                 (record.get("kernel") or {}).get("release"),
                 f"{'log-only: ' if status == EXIT_PARTIAL else ''}{err.get('step')}: "
                 f"{err.get('message')}" if err else
-                (f"{broken[0][0]} exit {broken[0][1]}" if broken else None))
+                (f"{broken[0][0]} exit {broken[0][1]}" if broken else None), record)
     if args.json:
         records.write_record(record, sys.stdout)
     else:
@@ -273,7 +321,7 @@ def run_pipeline(args, cfg) -> int:
 
 
 def compress_only(args) -> int:
-    argv = step_command("unpack", cli.load_config(args)) + ["--compress", args.file]
+    argv = step_command("unpack", cli.load_config(args)) + [f"--compress={args.file}"]
     if args.config:
         argv += ["--config", args.config]
     return subprocess.call(argv)
@@ -281,24 +329,10 @@ def compress_only(args) -> int:
 
 def main(argv=None) -> int:
     def body() -> int:
-        parser = records.argument_parser(
-            PROG, "Run the whole CAS pipeline on a kernel crash dump.",
-            "example: cas -i 12345 -f vmcore.12345.tar.xz -e engineer@example.com --job 1")
-        parser.add_argument("-i", "--identifier", help="ticket identifier (1-64 of A-Za-z0-9._-)")
-        parser.add_argument("-f", "--file", required=True, help="the dump: a path or an http(s)/ftp URL")
-        parser.add_argument("-e", "--email", help="mail the results to this address")
-        parser.add_argument("-m", "--modules", action="store_true",
-                            help="also extract module debug files and load them in crash")
-        parser.add_argument("--compress", action="store_true",
-                            help="only compress FILE with xz for transfer (FILE.xz)")
-        parser.add_argument("--strip", action="store_true",
-                            help="shrink the core with makedumpfile -c -d 31 before crash")
-        parser.add_argument("--job", help="file the run under this job name (default: the identifier)")
-        parser.add_argument("--json", action="store_true", help="print the final record, not a summary")
-        cli.add_config_option(parser)
+        parser = build_parser()
         args = parser.parse_args(argv)
         if args.compress:
-            if args.identifier or args.email or args.strip or args.modules:
+            if args.identifier or args.email or args.strip or args.modules or args.queue:
                 raise UsageError(f"{PROG}: --compress takes only -f FILE (and --config)")
             return compress_only(args)
         if not args.identifier:
@@ -311,7 +345,46 @@ def main(argv=None) -> int:
                 check_address(args.email)
         except StepError as exc:
             raise UsageError(f"{PROG}: {exc.message}") from None
+        if sum(bool(x) for x in (args.release, args.vmlinux, args.package)) > 1:
+            raise UsageError(f"{PROG}: give one of --release, --vmlinux, --package")
+        for opt in ("vmlinux", "package"):
+            path = getattr(args, opt)
+            if path is not None:
+                if not os.path.isfile(path):
+                    raise UsageError(f"{PROG}: --{opt} {path}: no such file")
+                setattr(args, opt, os.path.abspath(path))
         cfg = cli.load_config(args)
+        if args.queue:
+            from .submit import submit
+
+            return submit(args, cfg)
         return run_pipeline(args, cfg)
 
     return records.main_wrapper(PROG, body)
+
+
+def build_parser():
+    """cas's arguments (the queue stores a job as these and the worker parses them back)."""
+    parser = records.argument_parser(
+        PROG, "Run the whole CAS pipeline on a kernel crash dump.",
+        "example: cas -i 12345 -f vmcore.12345.tar.xz -e engineer@example.com --job 1")
+    parser.add_argument("-i", "--identifier", help="ticket identifier (1-64 of A-Za-z0-9._-)")
+    parser.add_argument("-f", "--file", required=True, help="the dump: a path or an http(s)/ftp URL")
+    parser.add_argument("-e", "--email", help="mail the results to this address")
+    parser.add_argument("-m", "--modules", action="store_true",
+                        help="also extract module debug files and load them in crash")
+    parser.add_argument("--compress", action="store_true",
+                        help="only compress FILE with xz for transfer (FILE.xz)")
+    parser.add_argument("--strip", action="store_true",
+                        help="shrink the core with makedumpfile -c -d 31 before crash")
+    parser.add_argument("--job", help="file the run under this job name (default: the identifier)")
+    parser.add_argument("--json", action="store_true", help="print the final record, not a summary")
+    parser.add_argument("--queue", action="store_true",
+                        help="check the arguments and the input, queue the job for cas-worker, return")
+    parser.add_argument("--release", metavar="R",
+                        help="look up this kernel release instead of the identified one")
+    parser.add_argument("--vmlinux", metavar="FILE", help="use this vmlinux for the dump")
+    parser.add_argument("--package", metavar="PKG",
+                        help="take the vmlinux from this debuginfo package")
+    cli.add_config_option(parser)
+    return parser

@@ -4,7 +4,7 @@ import grp
 import os
 import pwd
 
-from . import config, logs
+from . import config, logs, pathsafety, records
 from .records import UsageError
 
 
@@ -21,6 +21,8 @@ def load_config(args) -> config.Config:
     if become_casuser(cfg):
         # built-in defaults live under the cas user's home, not root's
         cfg = config.load(getattr(args, "config", None))
+    pathsafety.configure(cfg)
+    records.set_record_check(pathsafety.check_record)
     return cfg
 
 

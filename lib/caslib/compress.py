@@ -7,7 +7,10 @@ compressed to a complete .xz stream by stdlib ``lzma`` in a thread pool
 (liblzma releases the GIL); concatenated .xz streams are a valid .xz file
 that ``xz -dc`` and cas-unpack read whole.  Dumps are mostly zero blocks,
 and a zero block always compresses to the same stream, so that one is
-computed once.  zstd uses zstandard's own multi-threaded compressor.
+computed once.  zstd is cut the same way into independent 16 MiB frames,
+each with its content size in the header (zstandard releases the GIL), so
+that cas-unpack decodes them on every core too (``caslib.parallel``);
+``zstd -dc`` reads the frames as one file.
 
 The output is written as ``FILE.xz.part-<pid>`` next to the input and
 renamed when complete; an existing output is never replaced without
@@ -18,6 +21,7 @@ import collections
 import lzma
 import os
 import stat
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from . import logs
@@ -28,14 +32,16 @@ FORMATS = {"xz": ".xz", "zstd": ".zst"}
 XZ_PRESET = 6
 XZ_BLOCK = 3 * 8 * 1024 * 1024   # 3 x the preset-6 dictionary, the xz -T0 block size
 ZSTD_LEVEL = 3
+ZSTD_FRAME = 16 * 1024 * 1024
 
 
 def _xz_block(data: bytes) -> bytes:
     return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET)
 
 
-def _compress_xz(src, dst, threads: int, progress) -> None:
-    zero_block = bytes(XZ_BLOCK)
+def _compress_blocks(src, dst, threads: int, progress, size: int, pack) -> None:
+    """Cut ``src`` into ``size`` blocks, ``pack`` each in a thread pool, write them in order."""
+    zero_block = bytes(size)
     zero_stream = None
     done = 0
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -50,32 +56,31 @@ def _compress_xz(src, dst, threads: int, progress) -> None:
                 progress.update(done)
 
         while True:
-            block = src.read(XZ_BLOCK)
+            block = src.read(size)
             if not block:
                 break
-            if len(block) == XZ_BLOCK and block == zero_block:
+            if len(block) == size and block == zero_block:
                 if zero_stream is None:
-                    zero_stream = _xz_block(block)
+                    zero_stream = pack(block)
                 pending.append((zero_stream, len(block)))
             else:
-                pending.append((pool.submit(_xz_block, block), len(block)))
+                pending.append((pool.submit(pack, block), len(block)))
             drain(threads + 1)   # bounded: at most threads + 1 blocks in memory
         drain(0)
 
 
-def _compress_zstd(src, dst, progress) -> None:
-    import zstandard
+_local = threading.local()
 
-    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-    with cctx.stream_writer(dst, closefd=False) as writer:
-        done = 0
-        while True:
-            chunk = src.read(1 << 20)
-            if not chunk:
-                break
-            writer.write(chunk)
-            done += len(chunk)
-            progress.update(done)
+
+def _zstd_frame(data: bytes) -> bytes:
+    """One complete frame; a compressor per thread (they are not thread-safe)."""
+    cctx = getattr(_local, "cctx", None)
+    if cctx is None:
+        import zstandard
+
+        cctx = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True,
+                                                      write_content_size=True)
+    return cctx.compress(data)
 
 
 def compress_file(path: str, fmt: str = "xz", force: bool = False,
@@ -102,9 +107,9 @@ def compress_file(path: str, fmt: str = "xz", force: bool = False,
             with open(tmp, "xb") as dst, Progress(f"compress {os.path.basename(path)}",
                                                   st.st_size) as progress:
                 if fmt == "xz":
-                    _compress_xz(src, dst, threads, progress)
+                    _compress_blocks(src, dst, threads, progress, XZ_BLOCK, _xz_block)
                 else:
-                    _compress_zstd(src, dst, progress)
+                    _compress_blocks(src, dst, threads, progress, ZSTD_FRAME, _zstd_frame)
             os.replace(tmp, out)
         except BaseException as exc:
             try:

@@ -1,4 +1,4 @@
-"""The CAS configuration file (DESIGN.md section 4; every key in man/cas.conf.5).
+"""The CAS configuration file (every key in man/cas.conf.5).
 
 Lookup order: ``--config FILE``, else ``$CAS_CONFIG``, else (for a user other
 than root) ``$XDG_CONFIG_HOME/cas/cas.conf``, else ``/etc/cas.conf``, else
@@ -25,7 +25,7 @@ SYSTEM_CONFIG = "/etc/cas.conf"
 REGEX_TYPES = ("posix-extended", "posix-egrep", "egrep", "posix-basic", "grep", "ed", "sed",
                "emacs", "posix-awk", "awk", "gnu-awk", "findutils-default")
 DEBUG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-PIPELINE_STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "mail")
+PIPELINE_STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "triage", "mail")
 
 
 def _xdg(var: str, fallback: str) -> str:
@@ -61,16 +61,26 @@ def _default(name: str):
         "database": os.path.join(data, "cas.db"),
         "debugs": os.path.join(cache, "debugs"),
         "snippets": None,
+        "knownIssues": None,
         "crashCommand": "crash",
         "crashTimeout": 1800,
         "servers": [],
         "mailFrom": None,
         "cacheLimit": 20 * 1024 ** 3,
         "downloadTimeout": 60,
+        "transferDeadline": 6 * 3600,
         "purgeLimit": 90,
         "autoPurge": False,
         "crash_32": None,
         "buffersize": 64 * 1024 ** 2,
+        "debuginfodUrls": os.environ.get("DEBUGINFOD_URLS", "").split(),  # as elfutils reads it
+        "maxCoreSize": 64 * 1024 ** 4,
+        "maxJobs": None,
+        "smtpPort": None,
+        "smtpTls": "auto",
+        "smtpUser": None,
+        "smtpPasswordFile": None,
+        "smtpCaFile": None,
     }[name]
 
 
@@ -90,17 +100,30 @@ KEYS = {
     "database": ("settings", "path"),
     "debugs": ("settings", "path"),
     "snippets": ("settings", "optpath"),
+    "knownIssues": ("settings", "optpath"),
     "crashCommand": ("settings", "str"),
     "crashTimeout": ("settings", "seconds"),
     "servers": ("settings", "words"),
     "mailFrom": ("settings", "optstr"),
     "cacheLimit": ("settings", "size"),
     "downloadTimeout": ("settings", "seconds"),
+    "debuginfodUrls": ("settings", "words"),
+    "transferDeadline": ("settings", "seconds"),
     "purgeLimit": ("maintenance", "int"),
     "autoPurge": ("maintenance", "bool"),
     "crash_32": ("advanced", "optpath"),
     "buffersize": ("advanced", "optsize"),
+    "maxCoreSize": ("advanced", "size"),
+    # the job service (cas --queue, cas-worker) and SMTP the way sites run it (smtp.py)
+    "maxJobs": ("settings", "optcount"),
+    "smtpPort": ("settings", "optcount"),
+    "smtpTls": ("settings", "tls"),
+    "smtpUser": ("settings", "optstr"),
+    "smtpPasswordFile": ("settings", "optpath"),
+    "smtpCaFile": ("settings", "optpath"),
 }
+# Sizes a typo must not turn into an exhausted machine: key -> (least, most) bytes.
+SIZE_BOUNDS = {"buffersize": (4096, 4 * 1024 ** 3)}
 _BY_LOWER = {k.lower(): k for k in KEYS}
 _SIZE_SUFFIX = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
 
@@ -134,6 +157,8 @@ def _parse(kind: str, raw: str, key: str, where: str):
     def bad(expected: str):
         return UsageError(f"{where}: {key} = {raw!r}: expected {expected}")
 
+    if ("\n" in raw or "\r" in raw) and kind not in ("globs", "words"):
+        raise bad("a value on one line")
     if kind == "optsize":  # the original documented "None" (or nothing) as the default
         if raw.lower() in ("", "none"):
             return _default(key)
@@ -153,7 +178,10 @@ def _parse(kind: str, raw: str, key: str, where: str):
             if kind == "optpath":
                 return None
             raise bad("a path")
-        return os.path.abspath(os.path.expanduser(raw))
+        path = os.path.expanduser(raw)
+        if not os.path.isabs(path):
+            raise bad("an absolute path (or ~/...)")
+        return os.path.normpath(path)
     if kind == "int":
         try:
             value = int(raw)
@@ -162,6 +190,16 @@ def _parse(kind: str, raw: str, key: str, where: str):
         if value < 0:
             raise bad("a number >= 0")
         return value
+    if kind == "optcount":
+        if not raw:
+            return None
+        if not raw.isdigit() or int(raw) < 1:
+            raise bad("a whole number >= 1")
+        return int(raw)
+    if kind == "tls":
+        if raw.lower() not in ("auto", "starttls", "tls", "none"):
+            raise bad("auto, starttls, tls or none")
+        return raw.lower()
     if kind in ("size", "seconds"):
         text = raw.lower().rstrip("b") if kind == "size" else raw.lower().rstrip("s")
         suffix = text[-1:] if kind == "size" and text[-1:] in "kmgt" else ""
@@ -171,6 +209,9 @@ def _parse(kind: str, raw: str, key: str, where: str):
             raise bad("a size like 67108864, 64M or 2G" if kind == "size" else "seconds") from None
         if value <= 0:
             raise bad("a number > 0")
+        least, most = SIZE_BOUNDS.get(key, (1, None))
+        if value < least or (most is not None and value > most):
+            raise bad(f"a size from {least:,} to {most:,} bytes")
         return value
     if kind == "bool":
         low = raw.lower()
@@ -232,7 +273,7 @@ def load(explicit: str | None = None, environ=None) -> Config:
     cfg = defaults()
     if path is None:
         return cfg
-    parser = configparser.ConfigParser(interpolation=None, strict=False,
+    parser = configparser.ConfigParser(interpolation=None, strict=True,
                                        inline_comment_prefixes=None)
     parser.optionxform = str  # keep camelCase for messages
     try:
@@ -243,11 +284,15 @@ def load(explicit: str | None = None, environ=None) -> Config:
     except configparser.MissingSectionHeaderError as exc:
         raise UsageError(f"{path}: line {exc.lineno}: a setting before any section header "
                          "(start the file with [settings])") from None
+    except configparser.DuplicateOptionError as exc:
+        raise UsageError(f"{path}: {exc.option} is set twice in [{exc.section}] "
+                         f"(line {exc.lineno}); keep one") from None
     except (configparser.Error, UnicodeDecodeError) as exc:
         first = " ".join(str(exc).split())
         raise UsageError(f"{path}: not a valid config file: {first}") from None
     cfg.path = os.path.abspath(path)
     key_type = None
+    seen = set()  # a file sets only the keys it changes; the rest keep their defaults
     for section in parser.sections():
         if section.lower() == "pipeline":
             for step, command in parser.items(section):
@@ -270,7 +315,11 @@ def load(explicit: str | None = None, environ=None) -> Config:
             want = KEYS[key][0]
             if section.lower() != want:
                 cfg.warnings.append(f"{path}: {raw_key} belongs in [{want}], read from [{section}]")
+            if key in seen:
+                raise UsageError(f"{path}: {key} is set twice (again as {raw_key!r} in "
+                                 f"[{section}]); keep one")
             cfg.values[key] = _parse(KEYS[key][1], raw_value, key, path)
+            seen.add(key)
             if key == "sshkey":
                 key_type = raw_value.strip() if seedvalues.is_key_type(raw_value) else None
     if key_type:  # casuser may come later in the file

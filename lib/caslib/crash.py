@@ -14,13 +14,18 @@ this core with this vmlinux, extra arguments passed on: run it by hand for an
 interactive session), ``crash.in`` (the commands, built from the snippets
 directory by caslib.snippets), ``crash.out`` (everything crash printed) and
 the split results the snippets redirect to (by default ``traceback``,
-``sys``, ``log``, ``modules``, ``memory``).  When crash cannot open the dump
-it is tried once more with ``--minimal`` (the first output is kept as
-``crash.failed.out``) so the kernel log still comes out.
+``sys``, ``log``, ``modules``, ``memory``, ``bt-lines``, ``taint``, ``slabs``,
+``dstate``, ``runq``).  When crash cannot open the dump
+it is tried again with ``--zero_excluded``, then ``--minimal`` (the first
+output is kept as ``crash.failed.out``) so the kernel log still comes out.
+``cores`` (the parts of a split dump) are all given to crash.  When even
+``--minimal`` fails and the job holds a kdump directory's ``vmcore_dmesg``, the
+record says ``degraded`` with a ``note`` and the panic read from that file.
 
 Adds ``crash``: ``{server, command, exit_status, output, files, panic,
-version, degraded, init_error, timed_out, note, failed_commands, warnings,
-mismatch, seconds}`` where ``files`` maps result names to absolute paths, ``panic`` is
+version, degraded, init_error, opened_with, date, crash_time_from, timed_out,
+note, failed_commands, warnings, mismatch, seconds}`` (a mismatch with a vmlinux the user
+forced, ``debuginfo.override``, is an error of kind ``mismatch`` instead) where ``files`` maps result names to absolute paths, ``panic`` is
 caslib.panic.summary (message, task, pid, cpu, task_address, rip,
 backtrace, oops) and ``failed_commands`` lists ``{command, error}`` for each
 command crash reported an error for (a failing command is a result, not a
@@ -38,7 +43,7 @@ Errors (error record, exit 1): ``bad-record``, ``not-found``, ``missing-tool``
 (crash not installed), ``bad-snippet``, ``no-server``, ``mismatch`` (crash
 says vmlinux and core do not match), ``bad-vmlinux`` (crash cannot use the
 vmlinux: no debug data, not a kernel), ``crash-init`` (crash cannot read the
-core, or cannot open it even with --minimal), ``ssh`` (the server could not
+core, or cannot open it even with --zero_excluded or --minimal), ``ssh`` (the server could not
 be reached).
 """
 
@@ -49,13 +54,14 @@ import shutil
 import socket
 import stat
 
-from . import bounded, cli, logs, panic, records, servers, snippets
+from . import bounded, cli, crashdate, logs, panic, records, servers, snippets
 from .records import StepError
 
 STEP = "cas-crash"
 WRAPPER, COMMANDS, OUTPUT, FAILED_OUTPUT = "crash", "crash.in", "crash.out", "crash.failed.out"
 CRASH_PACKAGE = "install the crash package (Debian/Ubuntu: apt-get install crash; Fedora/RHEL: dnf install crash)"
 _MISMATCH = ("do not match", "kernel version inconsistency")
+RETRY_OPTIONS = ("--zero_excluded", "--minimal")
 
 
 class Target:
@@ -157,14 +163,32 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
         raise
 
 
-def wrapper_text(crash: str, vmlinux: str, core: str) -> str:
-    """The job's ``crash`` script: this core with this vmlinux, arguments passed on."""
+def wrapper_text(crash: str, vmlinux: str, core: str, more: tuple = ()) -> str:
+    """The job's ``crash`` script: this core (and the further parts of a split dump,
+    ``more``) with this vmlinux, arguments passed on."""
     q = shlex.quote
+    cores = " ".join(q(c) for c in (core, *more))
     return ("#!/bin/sh\n"
             "# Written by cas-crash: opens this job's core with its vmlinux in crash.\n"
             "# Run it with no arguments for an interactive session; arguments are passed on\n"
             f"# (cas-crash runs it in this directory as: ./crash -i {COMMANDS}).\n"
-            f"exec {q(crash)} {q(vmlinux)} {q(core)} \"$@\"\n")
+            f"exec {q(crash)} {q(vmlinux)} {cores} \"$@\"\n")
+
+
+def _more_cores(record: dict, core: str, workdir: str) -> tuple:
+    """The further parts of a split dump (``cores`` from cas-unpack/cas-ident), checked."""
+    cores = record.get("cores")
+    if cores is None:
+        return ()
+    if not isinstance(cores, list) or core not in cores:
+        raise StepError("cores must be a list of paths that holds core", "bad-record")
+    from . import jobdir
+    for c in cores:
+        if not isinstance(c, str) or not os.path.isabs(c) or not jobdir.inside(workdir, c):
+            raise StepError(f"cores: {c!r} is not a path inside {workdir}", "bad-record")
+        if not os.path.isfile(c):
+            raise StepError(f"{c}: no such file (cores)", "not-found")
+    return tuple(c for c in cores if c != core)
 
 
 def _lines(path: str) -> list:
@@ -221,10 +245,15 @@ def _prepare(record: dict, cfg, workdir: str, core: str, vmlinux: str) -> tuple:
     env = {"CAS_CORE": core, "CAS_VMLINUX": vmlinux, "CAS_RELEASE": kernel.get("release"),
            "CAS_MACHINE": kernel.get("machine"), "CAS_WORKDIR": workdir}
     plan = snippets.build(snippets.default_directories(cfg), env, workdir, module_dir)
+    if os.path.basename(core) in plan.targets and os.path.dirname(core) == workdir:
+        raise StepError(f"a snippet writes {os.path.basename(core)!r}, the name of the core; "
+                        "rename the snippet's target (the core is never overwritten)", "usage")
     for name in plan.targets + [OUTPUT, FAILED_OUTPUT]:
         _remove(os.path.join(workdir, name))  # results of an earlier run of this job
     write_atomic(os.path.join(workdir, COMMANDS), plan.text())
-    write_atomic(os.path.join(workdir, WRAPPER), wrapper_text(target.crash, vmlinux, core), 0o755)
+    more = _more_cores(record, core, workdir)
+    write_atomic(os.path.join(workdir, WRAPPER), wrapper_text(target.crash, vmlinux, core, more),
+                 0o755)
     return target, plan
 
 
@@ -285,7 +314,7 @@ def process(record: dict, cfg) -> dict:
     out_lines = _lines(out_path)
     result = {"server": target.name, "command": shlex.join(argv),
               "exit_status": outcome.exit_status, "output": out_path,
-              "degraded": False, "init_error": None}
+              "degraded": False, "init_error": None, "opened_with": None}
     partial = dict(record, crash=result)
     started = outcome.timed_out or _started(out_lines, workdir, plan.targets)
     if target.server and outcome.exit_status == 255 and not started:
@@ -293,23 +322,52 @@ def process(record: dict, cfg) -> dict:
                         f"{servers.ssh_failure(''.join(out_lines), 255)}", "ssh", partial)
     if not started:
         first_error = _why_not_started(out_lines, outcome, core, vmlinux, partial)
-        log.warning("crash cannot open the dump (%s); trying again with --minimal", first_error)
         os.replace(out_path, os.path.join(workdir, FAILED_OUTPUT))
-        for name in plan.targets:
-            _remove(os.path.join(workdir, name))
-        outcome, argv = _run(cfg, target, workdir, ["--minimal", "-i", COMMANDS], out_path)
-        out_lines = _lines(out_path)
-        result.update(command=shlex.join(argv), exit_status=outcome.exit_status,
-                      degraded=True, init_error=first_error)
-        if not outcome.timed_out and not _started(out_lines, workdir, plan.targets):
+        result["init_error"] = first_error
+        for option in RETRY_OPTIONS:  # excluded pages read as zeros, then the minimal mode
+            log.warning("crash cannot open the dump (%s); trying again with %s", first_error,
+                        option)
+            for name in plan.targets:
+                _remove(os.path.join(workdir, name))
+            outcome, argv = _run(cfg, target, workdir, [option, "-i", COMMANDS], out_path)
+            out_lines = _lines(out_path)
+            result.update(command=shlex.join(argv), exit_status=outcome.exit_status,
+                          degraded=option == "--minimal", opened_with=option)
+            if outcome.timed_out or _started(out_lines, workdir, plan.targets):
+                break
+        else:
             again = panic.init_error(out_lines) or first_error
-            raise StepError(f"crash cannot open {core} with {vmlinux}, even with --minimal: "
-                            f"{again}", "crash-init", partial)
+            message = (f"crash cannot open {core} with {vmlinux}, even with "
+                       f"{' or '.join(RETRY_OPTIONS)}: {again}")
+            from .kdumpdir import dmesg_panic
+            quoted = dmesg_panic(record)
+            if not quoted:
+                raise StepError(message, "crash-init", partial)
+            # the kdump directory's vmcore-dmesg.txt still tells the panic: the job goes on
+            result.update(files={}, panic=panic.summary([], [], quoted), timed_out=False,
+                          version=panic.crash_version(out_lines), failed_commands=[],
+                          warnings=_warnings(out_lines), mismatch=None, degraded=True,
+                          opened_with=None, seconds=round(outcome.seconds, 1),
+                          note=f"{message}; the panic is taken from vmcore-dmesg.txt")
+            log.warning("%s", result["note"])
+            record["crash"] = result
+            return record
+        log.info("crash opened the dump with %s", result["opened_with"])
     _summarise(result, plan, workdir, out_lines, outcome, cfg)
+    crashdate.fill(record, result, _lines(result["files"].get("sys", "")) + out_lines)
     if result["note"]:
         log.warning("%s (%s)", result["note"], out_path)
     if result["mismatch"]:
         log.warning("crash says %s does not match %s: %s", vmlinux, core, result["mismatch"])
+        forced = (record.get("debuginfo") or {}).get("override")
+        if forced:  # the user chose this vmlinux: crash's doubt ends the job, no analysis
+            for name in plan.targets:  # split results that would look like one
+                _remove(os.path.join(workdir, name))
+            result.pop("panic", None)
+            result["files"] = {}
+            raise StepError(f"crash says the vmlinux of the {forced} override does not match "
+                            f"{core}: {result['mismatch']}; its output in {out_path} is not an "
+                            "analysis", "mismatch", dict(record, crash=result))
     for failed in result["failed_commands"]:
         log.info("crash command %r reported: %s", failed["command"], failed["error"])
     record["crash"] = result

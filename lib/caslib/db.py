@@ -14,14 +14,18 @@ Public API (other steps code against it):
   transaction(conn)  context manager: BEGIN IMMEDIATE ... COMMIT / ROLLBACK.
   friendly(exc, path) -> DatabaseError  for sqlite3 errors raised later.
 
-Tables (schema version 2; version 2 added the index kernels(base)):
+Tables (schema version 4; version 2 added the index kernels(base), version 3 the
+queue columns of jobs, see ``jobs_queue_migration``, version 4 the signatures table):
   packages(id, path UNIQUE, size, mtime_ns, format 'rpm'|'deb', name, epoch, version,
            release, arch, payload, files, error, indexed)
   kernels(id, package -> packages.id ON DELETE CASCADE, release, base, flavour, machine,
           vmlinux, modules_prefix, modules, build_id)
-  jobs(id, job, identifier, workdir UNIQUE, source, state running|done|failed, started,
-       finished, release, error, email, pid)
+  jobs(id, job, identifier, workdir UNIQUE (NULL while queued), source,
+       state queued|running|done|failed|cancelled, submitted, started, finished, release,
+       error, error_step, error_kind, error_message, email, pid, host, worker_pid, attempt,
+       rerun_of -> jobs.id, args (the cas arguments, JSON), panic, requeues, cancel)
   servers(host, port, arch, crash, status, checked; PRIMARY KEY(host, port))
+  signatures(id, job, identifier, workdir UNIQUE, signature, kind, culprit, kernel, created)
 """
 
 import contextlib
@@ -30,7 +34,50 @@ import sqlite3
 
 from .records import StepError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
+
+def jobs_queue_migration() -> list:
+    """Version 3: the jobs table becomes the queue (cas --queue, cas-worker, cas-jobs).
+
+    SQLite cannot widen a CHECK constraint in place, so the table is rebuilt:
+    new states queued and cancelled, workdir and started empty while queued,
+    the structured error, the worker (host, pid), attempts and reruns.
+    """
+    return [
+        """CREATE TABLE jobs_v3(
+            id INTEGER PRIMARY KEY,
+            job TEXT NOT NULL,
+            identifier TEXT,
+            workdir TEXT UNIQUE,
+            source TEXT,
+            state TEXT NOT NULL
+                CHECK(state IN ('queued','running','done','failed','cancelled')),
+            submitted REAL,
+            started REAL,
+            finished REAL,
+            release TEXT,
+            error TEXT,
+            error_step TEXT, error_kind TEXT, error_message TEXT,
+            email TEXT,
+            pid INTEGER,
+            host TEXT,
+            worker_pid INTEGER,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            rerun_of INTEGER REFERENCES jobs_v3(id) ON DELETE SET NULL,
+            args TEXT,
+            panic TEXT,
+            requeues INTEGER NOT NULL DEFAULT 0,
+            cancel INTEGER NOT NULL DEFAULT 0)""",
+        """INSERT INTO jobs_v3 (id, job, identifier, workdir, source, state, submitted, started,
+            finished, release, error, email, pid)
+           SELECT id, job, identifier, workdir, source, state, started, started, finished,
+                  release, error, email, pid FROM jobs""",
+        "DROP TABLE jobs",
+        "ALTER TABLE jobs_v3 RENAME TO jobs",
+        "CREATE INDEX jobs_started ON jobs(started)",
+        "CREATE INDEX jobs_state ON jobs(state, id)",
+    ]
+
 
 MIGRATIONS = {
     1: [
@@ -74,7 +121,25 @@ MIGRATIONS = {
     ],
     # cas-findkernel's "nearest" suggestions look kernels up by base release
     2: ["CREATE INDEX kernels_base ON kernels(base)"],
+    3: jobs_queue_migration(),
 }
+
+
+def signatures_migration() -> list:
+    """cas-triage's known-crash signatures, one row per job directory (caslib.signatures)."""
+    return [
+        """CREATE TABLE signatures(
+            id INTEGER PRIMARY KEY,
+            job TEXT, identifier TEXT,
+            workdir TEXT UNIQUE,
+            signature TEXT NOT NULL,
+            kind TEXT, culprit TEXT, kernel TEXT,
+            created REAL NOT NULL)""",
+        "CREATE INDEX signatures_signature ON signatures(signature)",
+    ]
+
+
+MIGRATIONS[4] = signatures_migration()
 
 
 class DatabaseError(StepError):
@@ -159,4 +224,38 @@ def connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
         if conn is not None:
             conn.close()
         raise friendly(exc, path, timeout) from None
+    return conn
+
+
+def connect_readonly(path: str, timeout: float = 30.0) -> sqlite3.Connection:
+    """Open an existing database for reading only (users who may list but not write).
+
+    Nothing is created or migrated; a database older than this CAS is read as
+    it is only when it already has the current schema, else DatabaseError.
+    """
+    path = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise DatabaseError(f"{path}: no database yet (nothing has been queued or run)",
+                            "not-found")
+    # Reading a WAL database needs its -shm file; when no CAS process has the database
+    # open there is none, and a user who may not write the directory cannot make one.
+    # Then (no -wal file either) the main file holds everything: read it as immutable.
+    conn = None
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(f"file:{path}?{query}", uri=True, timeout=timeout)
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            break
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            if "immutable" in query or os.path.exists(path + "-wal") or not (
+                    "readonly" in str(exc) or "unable to open" in str(exc)):
+                raise friendly(exc, path, timeout) from None
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise DatabaseError(f"{path}: database schema version {version}, this CAS reads "
+                            f"{SCHEMA_VERSION}; run any CAS command as casuser once to "
+                            "migrate it", "version")
     return conn

@@ -14,7 +14,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 
-from . import decompress
+from . import decompress, safetar
 from .records import StepError
 
 AR_MAGIC = b"!<arch>\n"
@@ -92,7 +92,7 @@ def read_md5sums(reader, path: str) -> dict:
     """``{"/usr/...": md5hex}`` from a control tarball stream (empty without md5sums)."""
     out = {}
     try:
-        with tarfile.open(fileobj=reader, mode="r|") as tf:
+        with safetar.open_stream(reader) as tf:
             for m in tf:
                 if m.isfile() and m.name.lstrip("./") == "md5sums":
                     fh = tf.extractfile(m)
@@ -143,9 +143,11 @@ class Package:
 def tar_entries(reader, path: str):
     """Yield ``(tarinfo, fileobj-or-None)`` from a data tarball stream, in order."""
     try:
-        tf = tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 20)
+        tf = safetar.open_stream(reader, 1 << 20)
         for m in tf:
             yield m, (tf.extractfile(m) if m.isreg() else None)
+    except safetar.UnsafeTar as exc:
+        raise StepError(f"{path}: unsafe data tarball header: {exc.message}", "unsafe") from None
     except tarfile.ReadError as exc:
         text = str(exc)
         kind = "truncated" if "unexpected end" in text else "corrupt"

@@ -8,7 +8,7 @@ raises ``StepError`` of kind ``truncated`` when the input ends inside a
 stream, or ``corrupt`` when the data is not what the magic promised, naming
 the compressed offset where it happened.
 
-Magic numbers: FORMATS.md "Nested compression"; the zstd frame layout is
+Magic numbers: doc/formats.md section 7; the zstd frame layout is
 RFC 8878 section 3.1.
 """
 

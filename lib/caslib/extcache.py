@@ -105,8 +105,15 @@ class Cache:
                 os.utime(path, (now, now))
 
     def stage(self, key: str) -> str:
-        """A fresh private directory to build an entry in."""
-        path = os.path.join(self.root, ".tmp", f"{key}.{os.getpid()}.{time.monotonic_ns()}")
+        """A fresh private directory to build an entry in (call with the key's lock held:
+        any other staging directory of this key is then a killed run's, and goes)."""
+        tmp = os.path.join(self.root, ".tmp")
+        with os.scandir(tmp) as it:
+            for d in it:
+                if d.name.startswith(f"{key}.") and d.is_dir(follow_symlinks=False):
+                    self.log.info("cache: removing %s, left by a killed extraction", d.path)
+                    shutil.rmtree(d.path, ignore_errors=True)
+        path = os.path.join(tmp, f"{key}.{os.getpid()}.{time.monotonic_ns()}")
         os.mkdir(path, 0o755)
         return path
 
@@ -162,6 +169,15 @@ class Cache:
                 out.append((mtime, size, d.name))
         return sorted(out)
 
+    def staging_bytes(self) -> int:
+        """Bytes on disk under ``.tmp`` (staging and eviction in progress)."""
+        total = 0
+        for top, _dirs, files in os.walk(os.path.join(self.root, ".tmp")):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(top, name)).st_blocks * 512
+        return total
+
     def sweep(self, older_than: float = STALE_STAGE) -> None:
         """Remove staging directories left by a killed extraction (SIGKILL, power loss)."""
         tmp = os.path.join(self.root, ".tmp")
@@ -177,7 +193,8 @@ class Cache:
         """Drop least recently used entries until the total fits ``limit``; bytes freed."""
         self.sweep()
         entries = self.entries()
-        total = sum(size for _, size, _ in entries)
+        # staging space counts too: a killed extraction's leftovers fill the same disk
+        total = sum(size for _, size, _ in entries) + self.staging_bytes()
         freed = 0
         for _, size, key in entries:
             if total <= self.limit:

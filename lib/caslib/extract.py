@@ -22,7 +22,7 @@ import os
 import posixpath
 import shutil
 
-from . import cli, extcache, logs, pkgmembers, records
+from . import cli, extcache, fetchvmlinux, logs, pkgmembers, records
 from .records import StepError
 
 STEP = "cas-extract"
@@ -152,6 +152,15 @@ def process(record: dict, cfg, modules: bool = False) -> dict:
     info = record.get("debuginfo")
     if not isinstance(info, dict):
         raise StepError("record has no debuginfo (run cas-findkernel first)", "bad-record")
+    if info.get("source") in fetchvmlinux.SOURCES:  # not a package: see fetchvmlinux
+        workdir = record.get("workdir")
+        if not isinstance(workdir, str) or not os.path.isabs(workdir) or not os.path.isdir(workdir):
+            raise StepError(f"record's workdir {workdir!r} is not a job directory", "bad-record")
+        record["vmlinux"] = fetchvmlinux.place(record, info, workdir, cfg)
+        if modules:
+            logs.get().warning("no module debug files with a %s vmlinux", info["source"])
+            record["modules"] = []
+        return record
     package, member = info.get("rpm"), info.get("vmlinux")
     if not package or not member:
         raise StepError("debuginfo lacks rpm or vmlinux", "bad-record")

@@ -37,11 +37,12 @@ def shown(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def _request(url: str):
+def _request(url: str, extra: dict | None = None, method: str | None = None):
     """http(s) with ``user:password@`` becomes Basic auth (urllib would take it for the host)."""
     import urllib.request  # here, not at the top: most runs never download
 
     headers = {"User-Agent": "cas-unpack"}
+    headers.update(extra or {})
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() in ("http", "https") and parts.username is not None:
         cred = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
@@ -49,13 +50,14 @@ def _request(url: str):
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         netloc = host + (f":{parts.port}" if parts.port else "")
         url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return urllib.request.Request(url, headers=headers)
+    return urllib.request.Request(url, headers=headers, method=method)
 
 
 class Download:
     """``read(n)`` over a URL's body; StepError on HTTP errors, timeouts and short reads."""
 
-    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT, headers: dict | None = None,
+                 method: str | None = None, deadline=None):
         import http.client
         import urllib.error
         import urllib.request
@@ -64,11 +66,15 @@ class Download:
         self.url = url
         self.name = shown(url)
         self.timeout = timeout
+        self.deadline = deadline  # deadline.Deadline: the whole download, however it trickles
         self.pos = 0
         try:
-            self.resp = urllib.request.urlopen(_request(url), timeout=timeout)
+            self.resp = urllib.request.urlopen(_request(url, headers, method), timeout=timeout)
         except urllib.error.HTTPError as exc:
-            raise StepError(f"{self.name}: HTTP {exc.code} {exc.reason}", "download") from None
+            exc.close()
+            err = StepError(f"{self.name}: HTTP {exc.code} {exc.reason}", "download")
+            err.http_status = exc.code  # for callers that tell a 404 from a failure
+            raise err from None
         except urllib.error.URLError as exc:
             reason = exc.reason.strerror if isinstance(exc.reason, OSError) and \
                 exc.reason.strerror else exc.reason
@@ -86,8 +92,13 @@ class Download:
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             n = 1 << 20
+        reader = self.resp.read
+        if self.deadline is not None:
+            self.deadline.check(self.pos)
+            # one recv at most per call, so a trickle meets the deadline check soon
+            reader = getattr(self.resp, "read1", self.resp.read)
         try:
-            data = self.resp.read(n)
+            data = reader(n)
         except (socket.timeout, TimeoutError):
             raise StepError(f"{self.name}: download stalled for {self.timeout:g} s after "
                             f"{self.pos:,} bytes", "timeout") from None

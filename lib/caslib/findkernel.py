@@ -1,7 +1,7 @@
 """cas-findkernel: find the debuginfo package that holds the vmlinux of a dump's kernel.
 
 Reads ``kernel`` ({release, machine, build_id, ...}, written by cas-ident)
-and adds ``debuginfo`` (DESIGN.md section 2):
+and adds ``debuginfo`` (man/cas-records.7):
   {rpm, name, epoch, version, release, arch, payload, format, vmlinux,
    modules_prefix, match}
 ``rpm`` is the package's absolute path (also for .deb/.ddeb); ``release``
@@ -25,8 +25,9 @@ error record that names the nearest indexed releases.
 
 import os
 import sqlite3
+import stat
 
-from . import cli, db, kernelrelease, logs, records
+from . import cli, db, kernelrelease, logs, othersources, records
 from .records import StepError
 
 STEP = "cas-findkernel"
@@ -35,29 +36,54 @@ log = logs.get()
 _SELECT = ("SELECT p.path, p.name, p.epoch, p.version, p.release, p.arch, p.payload, p.format,"
            " k.vmlinux, k.modules_prefix, k.release, k.machine, k.build_id"
            " FROM kernels k JOIN packages p ON p.id = k.package")
-# among equals: RPM before deb, then the payload that extracts fastest (FORMATS.md C), then path
+# among equals: RPM before deb, then the payload that extracts fastest (doc/formats.md section 9), then path
 _ORDER = (" ORDER BY p.format = 'deb', CASE p.payload WHEN 'zstd' THEN 0 WHEN 'gzip' THEN 1"
           " WHEN 'lzma' THEN 2 WHEN 'xz' THEN 3 WHEN 'bzip2' THEN 4 ELSE 5 END, p.path, k.vmlinux")
 
 
-class Index:
-    """The kernels index, opened once per run (read only)."""
+BUSY_WAIT = 3.0  # seconds a reader waits for a writer's lock before saying so
 
-    def __init__(self, path: str, timeout: float = 30.0):
+
+class Index:
+    """The kernels index, opened once per run, read only.
+
+    A reader never writes (no journal-mode switch, no migration) and waits
+    only BUSY_WAIT seconds for a writer that holds the database exclusively
+    (``cas-admin`` indexing, ``locking_mode=EXCLUSIVE``): then a ``busy``
+    error record says who to wait for, instead of a silent 30 s stall.
+    """
+
+    def __init__(self, path: str, timeout: float = BUSY_WAIT):
         if not os.path.exists(path):
             raise StepError(f"no kernel index at {path}: run cas-admin to index the shelf",
                             "not-found")
-        self.path = path
-        self.conn = db.connect(path, timeout)
+        self.path, self.timeout = path, timeout
+        try:
+            self.conn = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True,
+                                        timeout=timeout)
+            self.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise self._friendly(exc) from None
+
+    def _friendly(self, exc: Exception) -> StepError:
+        err = db.friendly(exc, self.path, self.timeout)
+        if err.kind == "busy":
+            return StepError(f"{self.path}: the kernel index is locked by a writer (cas-admin "
+                             f"indexing?); gave up after {self.timeout:g} s, try again when it "
+                             "is done", "busy")
+        return err
 
     def query(self, where: str, args: tuple) -> list[tuple]:
         try:
             return self.conn.execute(f"{_SELECT} WHERE {where}{_ORDER}", args).fetchall()
         except sqlite3.Error as exc:
-            raise db.friendly(exc, self.path) from None
+            raise self._friendly(exc) from None
 
     def known_releases(self) -> list[tuple[str, str | None]]:
-        return self.conn.execute("SELECT DISTINCT release, machine FROM kernels").fetchall()
+        try:
+            return self.conn.execute("SELECT DISTINCT release, machine FROM kernels").fetchall()
+        except sqlite3.Error as exc:
+            raise self._friendly(exc) from None
 
     def near_releases(self, release: str, window: int = 50) -> list[tuple[str, str | None]]:
         """Indexed (release, machine) pairs that could be nearest to ``release``.
@@ -68,18 +94,24 @@ class Index:
         """
         parsed = kernelrelease.parse(release)
         q = "SELECT DISTINCT release, machine FROM kernels WHERE "
-        rows = set(self.conn.execute(q + "release < ? ORDER BY release DESC LIMIT ?",
-                                     (release, window)))
-        rows.update(self.conn.execute(q + "release > ? ORDER BY release LIMIT ?", (release, window)))
-        rows.update(self.conn.execute(q + "base = ? LIMIT ?", (parsed.base, window)))
+        rows = set(self._rows(q + "release < ? ORDER BY release DESC LIMIT ?",
+                              (release, window)))
+        rows.update(self._rows(q + "release > ? ORDER BY release LIMIT ?", (release, window)))
+        rows.update(self._rows(q + "base = ? LIMIT ?", (parsed.base, window)))
         major_minor = ".".join(release.split(".")[:2]) + "."
-        rows.update(self.conn.execute(
+        rows.update(self._rows(
             q + "release >= ? AND release < ? AND flavour = ? LIMIT ?",
             (major_minor, major_minor + "\uffff", parsed.flavour, 5 * window)))
         return sorted(rows, key=lambda r: (r[0], r[1] or ""))
 
     def package_count(self) -> int:
-        return self.conn.execute("SELECT count(DISTINCT package) FROM kernels").fetchone()[0]
+        return self._rows("SELECT count(DISTINCT package) FROM kernels", ())[0][0]
+
+    def _rows(self, sql: str, args: tuple) -> list:
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise self._friendly(exc) from None
 
 
 def _debuginfo(row: tuple, match: str) -> dict:
@@ -162,23 +194,65 @@ def _no_match(index: Index, release, machine, build_id) -> tuple[str, list]:
     return text, list(near) if release and near else []
 
 
-def process(record: dict, cfg, index: Index | None = None) -> dict:
-    """Add ``debuginfo`` to a record carrying ``kernel``; StepError when none matches."""
+def process(record: dict, cfg, index: Index | None = None, force=None) -> dict:
+    """Add ``debuginfo`` to a record carrying ``kernel``; StepError when none matches.
+
+    ``force`` (the command line's overrides, see main) replaces the piped
+    record's release, or names the vmlinux or package to use.
+    """
+    force = force or {}
     kernel = record.get("kernel")
+    if force.get("vmlinux") or force.get("package"):
+        kernel = kernel if isinstance(kernel, dict) else {}
+        record["debuginfo"] = (othersources.forced_vmlinux(force["vmlinux"], kernel)
+                               if force.get("vmlinux") else
+                               othersources.forced_package(force["package"], kernel))
+        log.info("forced %s: %s", record["debuginfo"]["override"],
+                 force.get("vmlinux") or force.get("package"))
+        return record
     if not isinstance(kernel, dict):
-        raise StepError("record has no kernel (run cas-ident first, or use --release)",
-                        "bad-record")
-    if index is None:
-        index = Index(cfg.database)
+        if not force.get("release"):
+            raise StepError("record has no kernel (run cas-ident first, or use --release)",
+                            "bad-record")
+        kernel = {}
+    lookup = kernel
+    if force.get("release"):  # a piped record: the given release wins, the dump's build-id waits
+        identified = kernel.get("release")
+        record["kernel"] = kernel = dict(kernel, release=force["release"])
+        lookup = {"release": force["release"], "machine": force.get("machine") or
+                  kernel.get("machine"), "build_id": force.get("build_id")}
     try:
-        record["debuginfo"] = choose(index, kernel)
-    except MissingKernel as exc:
-        # the error record says what was missing, for cas-mail's log-only report
-        raise StepError(exc.message, exc.kind, dict(record, missing=exc.missing)) from None
+        if index is None:
+            index = Index(cfg.database)
+        record["debuginfo"] = choose(index, lookup)
+    except StepError as exc:
+        if exc.kind != "not-found":
+            raise
+        try:
+            record["debuginfo"] = othersources.beyond_shelf(record, kernel, cfg, exc)
+        except StepError as final:
+            if isinstance(exc, MissingKernel):
+                # the error record says what was missing, for cas-mail's log-only report
+                raise StepError(final.message, final.kind,
+                                dict(record, missing=exc.missing)) from None
+            raise
     info = record["debuginfo"]
+    if force.get("release"):
+        info.update(override="release", identified=identified)
     log.info("%s: %s in %s (by %s)", kernel.get("release") or kernel.get("build_id"),
-             info["vmlinux"], info["rpm"], info["match"])
+             info.get("vmlinux") or info.get("file"),
+             info.get("rpm") or info.get("url") or info.get("source"), info["match"])
     return record
+
+
+def _stdin_has_records() -> bool:
+    """stdin is a pipe, a socket or a non-empty file: records come from there."""
+    try:
+        st = os.fstat(0)
+    except OSError:
+        return False
+    return stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode) or (
+        stat.S_ISREG(st.st_mode) and st.st_size > 0)
 
 
 def main(argv=None) -> int:
@@ -189,20 +263,39 @@ def main(argv=None) -> int:
                             help="kernel release (uname -r) to look up instead of reading records")
         parser.add_argument("--machine", "-M", metavar="M", help="machine (uname -m), with --release")
         parser.add_argument("--build-id", "-b", metavar="B", help="GNU build-id (hex), with --release")
+        parser.add_argument("--vmlinux", metavar="FILE",
+                            help="use this vmlinux (checked by crash's version check)")
+        parser.add_argument("--package", metavar="PKG",
+                            help="take the vmlinux from this debuginfo package (.rpm, .deb)")
         args = parser.parse_args(argv)
         if (args.machine or args.build_id) and not (args.release or args.build_id):
             raise records.UsageError(f"{STEP}: --machine needs --release or --build-id")
+        if args.vmlinux and args.package:
+            raise records.UsageError(f"{STEP}: give --vmlinux or --package, not both")
         cfg = cli.load_config(args)
+        force = {"vmlinux": args.vmlinux and os.path.abspath(args.vmlinux),
+                 "package": args.package and os.path.abspath(args.package)}
         initial = None
-        if args.release or args.build_id:
+        if _stdin_has_records():  # in a pipe: the options override each record
+            if args.build_id and not args.release:
+                raise records.UsageError(f"{STEP}: in a pipe, --build-id goes with --release")
+            if args.release:
+                force.update(release=args.release, machine=args.machine, build_id=args.build_id)
+        elif args.release or args.build_id:
             initial = [{"kernel": {"release": args.release, "machine": args.machine,
                                    "build_id": args.build_id}}]
+        elif args.vmlinux or args.package:
+            initial = [{}]
         holder: dict = {}
 
         def step(record):
-            if "index" not in holder:
-                holder["index"] = Index(cfg.database)
-            return process(record, cfg, holder["index"])
+            if "index" not in holder and not (args.vmlinux or args.package):
+                try:
+                    holder["index"] = Index(cfg.database)
+                except StepError as exc:
+                    if exc.kind != "not-found":
+                        raise
+            return process(record, cfg, holder.get("index"), force)
 
         return records.run(STEP, step, initial)
 

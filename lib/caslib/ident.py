@@ -26,7 +26,11 @@ Python use::
 
   - the container: ``inner_format`` and ``records`` (flattened streams),
     ``header_version``, ``block_size``, ``word_size``, ``compression`` (list),
-    ``dump_level``, ``incomplete`` (kdump), ``elf_class`` (ELF), ``endian``;
+    ``dump_level``, ``incomplete`` (kdump: INCOMPLETE status, or the file
+    stops before its page data ends), ``sub_header_abi`` (``i386``/``arm32``),
+    ``warnings`` (incomplete, a header that fits two layouts, a sub-header
+    though ``sub_hdr_size`` is 0, a missing split part), ``elf_class`` (ELF),
+    ``endian``, ``panic_string`` (LKCD);
   - the CPUs: ``cpus`` (NT_PRSTATUS notes), ``cpu_pids`` (``pr_pid`` per CPU,
     not for QEMU, which writes vCPU numbers there), ``panic_cpu`` and
     ``panic_pid`` (only when exactly one CPU was running a task; diskdump:
@@ -40,16 +44,24 @@ Python use::
     ``candidates`` (releases of an ambiguous scan), ``bytes_read`` and
     ``reads`` (the identification's I/O, fallback scan excluded).
 
+- ``split`` (a ``makedumpfile --split`` part): ``{index, count, start_pfn,
+  end_pfn}``; a record with ``cores`` (cas-unpack) or several FILEs that are
+  parts of one dump become one record: ``core`` the first part, ``cores`` in
+  pfn order, ``split`` ``{count, complete, start_pfn, end_pfn, fingerprint,
+  parts}`` (caslib.splitdump).
+
 Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 ``too-large``, ``compressed`` (run cas-unpack first), ``not-a-dump``,
 ``not-a-kernel-dump`` (a process core, named from NT_PRPSINFO),
-``ambiguous`` (the scan found several releases), ``unidentified``.
+``ambiguous`` (the scan found several releases), ``unidentified``,
+``not-split``/``split-mismatch`` (``cores`` that are not parts of one dump).
 """
 
 import os
 import re
 
-from . import cli, elfcore, kdumphdr, logs, records, utsname, vmcoreinfo
+from . import (cli, elfcore, kdumphdr, lkcdhdr, logs, pathsafety, records, splitdump, utsname,
+               vmcoreinfo)
 from .flattened import DumpError, FileSource, FlattenedSource, is_flattened
 from .records import StepError
 
@@ -74,7 +86,7 @@ def _iso(ts) -> str | None:
 
 
 def _sniff(head: bytes) -> str | None:
-    """The format named by the first bytes (FORMATS.md A0), or None."""
+    """The format named by the first bytes (doc/formats.md section 1), or None."""
     if head[:4] == b"\x7fELF":
         return "elf"
     if head[:8] == b"KDUMP   ":
@@ -186,15 +198,25 @@ def _ident_elf(src, head, ident: Identification) -> None:
 
 def _ident_kdump(src, head, ident: Identification) -> None:
     hdr = kdumphdr.read_header(src, head)
-    kdumphdr.check_extent(src, hdr, src.size)
+    incomplete = kdumphdr.check_extent(src, hdr, src.size)
     if ident.format != "flattened":
         ident.format = hdr.format
     ident.ident.update(header_version=hdr.header_version, block_size=hdr.block_size,
                        word_size=hdr.bits, endian="little" if hdr.endian == "<" else "big")
+    if hdr.sub_layout in ("i386", "arm32"):
+        ident.ident["sub_header_abi"] = hdr.sub_layout
     if hdr.compression:
         ident.ident["compression"] = hdr.compression
-    if hdr.status & kdumphdr.STATUS_INCOMPLETE:
+    warnings = list(hdr.warnings)
+    if incomplete:
         ident.ident["incomplete"] = True
+        warnings.append(f"incomplete dump: {incomplete}")
+    part = hdr.split()
+    if part:
+        ident.ident["split"] = dict(index=0 if part["start_pfn"] == 0 else None, count=None,
+                                    **part)
+    if warnings:
+        ident.ident["warnings"] = warnings
     if hdr.sub.get("dump_level") is not None and hdr.header_version >= 1:
         ident.ident["dump_level"] = hdr.sub["dump_level"]
     notes = elfcore.parse_notes(hdr.notes, hdr.endian) if hdr.notes else []
@@ -222,6 +244,17 @@ def _ident_kdump(src, head, ident: Identification) -> None:
         if uts:
             _apply_utsname(ident, uts, "init_uts_ns")
             ident.ident["utsname_at"] = how
+
+
+def _ident_lkcd(head: bytes, ident: Identification) -> None:
+    hdr = lkcdhdr.read(head)
+    if hdr is None:
+        return
+    ident.ident["header_version"] = hdr["version"]
+    _apply_utsname(ident, hdr["utsname"], "lkcd header utsname")
+    ident.set("crash_time", _iso(hdr["timestamp"]), "lkcd header time")
+    if hdr["panic_string"]:
+        ident.ident["panic_string"] = hdr["panic_string"]
 
 
 def _ident_scan(path: str, ident: Identification, buffersize: int, start: int = 0) -> None:
@@ -303,6 +336,8 @@ def _identify(plain, src, head, fmt, ident, buffersize) -> dict:
         _ident_elf(src, head, ident)
     elif fmt in ("kdump", "diskdump"):
         _ident_kdump(src, head, ident)
+    elif fmt == "lkcd":
+        _ident_lkcd(head, ident)
     if ident.kernel["release"]:
         ident.method = "vmcoreinfo" if "VMCOREINFO" in ident.sources["release"] \
             else "utsname"
@@ -318,8 +353,10 @@ def _identify(plain, src, head, fmt, ident, buffersize) -> dict:
         where = (f"its {plain.size} bytes" if ident.ident["scanned"] >= plain.size
                  else f"its first {ident.ident['scanned']} bytes (--buffersize)")
         if fmt is None:
-            raise DumpError("no dump header (starts with " + head[:8].hex(" ")
-                            + f") and no kernel release in {where}", "not-a-dump")
+            magic = (f" (starts with {head[:8].hex(' ')})"
+                     if pathsafety.may_show_bytes(plain.path) else "")
+            raise DumpError(f"no dump header{magic} and no kernel release in {where}",
+                            "not-a-dump")
         raise DumpError(f"{ident.format} dump names no kernel in its headers nor in"
                         f" {where}", "unidentified")
     return ident.result(src)
@@ -346,7 +383,13 @@ def process(record: dict, cfg=None, buffersize: int | None = None) -> dict:
             partial["format"] = found.format
             partial["ident"] = {"candidates": found.ident["candidates"]}
         raise StepError(f"{core}: {exc}", exc.kind, partial) from None
+    part = facts["ident"].pop("split", None)
     record.update(facts)
+    if part is not None:
+        record["split"] = part
+    splitdump.join_record(record, core)
+    for warning in facts["ident"].get("warnings", []):
+        logs.get().warning("%s: %s", os.path.basename(core), warning)
     k = facts["kernel"]
     logs.get().info("%s: %s (%s) from %s via %s", os.path.basename(core), k["release"],
                     k["machine"] or "unknown machine", facts["format"], facts["ident_method"])
@@ -379,6 +422,6 @@ def main(argv=None) -> int:
                 raise records.UsageError(f"{STEP}: --buffersize {args.buffersize!r}: expected a"
                                          " size like 67108864, 64M or 1G") from None
         cfg = cli.load_config(args)
-        initial = [{"core": os.path.abspath(f)} for f in args.files] or None
+        initial = splitdump.initial_records(args.files)
         return records.run(STEP, lambda r: process(r, cfg, buffersize), initial)
     return records.main_wrapper(STEP, body)

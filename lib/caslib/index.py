@@ -27,7 +27,7 @@ from .records import StepError
 log = logging.getLogger("cas")
 
 _DEBUG = "/usr/lib/debug"
-# kernel debug images inside a debuginfo package (FORMATS.md section B)
+# kernel debug images inside a debuginfo package (doc/formats.md section 8)
 _IMAGE_MODULES = re.compile(r"/usr/lib/debug/lib/modules/(?P<rel>[^/]+)/vmlinux")
 _IMAGE_BOOT = re.compile(r"/usr/lib/debug/boot/vmlinux-(?P<rel>[^/]+?)(?:\.debug)?")
 # targets of .build-id links that are kernel images (debug or main)

@@ -1,4 +1,4 @@
-"""Identifiers, job names and the job directory (DESIGN.md section 3).
+"""Identifiers, job names and the job directory (man/cas-records.7, THE JOB DIRECTORY).
 
 ``<workDirectory>/<job>/<YYYY.MM.DD.HH.MM.SS>``; a second run in the same
 second gets ``...SS-2``, ``-3``, ... created with ``mkdir`` so two runs can

@@ -20,6 +20,7 @@ current_cpu@456/444, nr_cpus@460/448.
 import struct
 import zlib
 
+from . import kdumplayout
 from .flattened import DumpError
 
 SIGNATURES = {b"KDUMP   ": "kdump", b"DISKDUMP": "diskdump"}
@@ -29,16 +30,24 @@ COMPRESSION = {0x1: "zlib", 0x2: "lzo", 0x4: "snappy", 0x20: "zstd"}
 STATUS_INCOMPLETE, STATUS_EXCLUDED_VMEMMAP = 0x8, 0x10
 MAX_BITMAP_READ = 1 << 20     # pfn popcount work: covers 32 GiB of 4 KiB pages
 
-# kdump_sub_header field offsets: (phys_base, dump_level, offset_vmcoreinfo,
-# size_vmcoreinfo, offset_note, size_note, max_mapnr_64, word size, off_t size)
+# kdump_sub_header (diskdump_mod.h): unsigned long phys_base; int dump_level; int split;
+# unsigned long start_pfn, end_pfn; off_t offset_vmcoreinfo; unsigned long size_vmcoreinfo;
+# off_t offset_note; unsigned long size_note; off_t offset_eraseinfo; unsigned long
+# size_eraseinfo; unsigned long long start_pfn_64, end_pfn_64, max_mapnr_64.  On i386
+# 64-bit fields align to 4 bytes, on 32-bit ARM (EABI) to 8.
 SUB_LAYOUTS = {
-    "64": dict(phys_base=(0, "q"), dump_level=(8, "i"), off_vmci=(32, "q"), size_vmci=(40, "Q"),
-               off_note=(48, "q"), size_note=(56, "Q"), max_mapnr_64=(96, "Q")),
-    "i386": dict(phys_base=(0, "i"), dump_level=(4, "i"), off_vmci=(20, "q"), size_vmci=(28, "I"),
-                 off_note=(32, "q"), size_note=(40, "I"), max_mapnr_64=(72, "Q")),
-    "arm32": dict(phys_base=(0, "i"), dump_level=(4, "i"), off_vmci=(24, "q"),
-                  size_vmci=(32, "I"), off_note=(40, "q"), size_note=(48, "I"),
-                  max_mapnr_64=(88, "Q")),
+    "64": dict(phys_base=(0, "q"), dump_level=(8, "i"), split=(12, "i"), start_pfn=(16, "Q"),
+               end_pfn=(24, "Q"), off_vmci=(32, "q"), size_vmci=(40, "Q"),
+               off_note=(48, "q"), size_note=(56, "Q"), start_pfn_64=(80, "Q"),
+               end_pfn_64=(88, "Q"), max_mapnr_64=(96, "Q")),
+    "i386": dict(phys_base=(0, "i"), dump_level=(4, "i"), split=(8, "i"), start_pfn=(12, "I"),
+                 end_pfn=(16, "I"), off_vmci=(20, "q"), size_vmci=(28, "I"),
+                 off_note=(32, "q"), size_note=(40, "I"), start_pfn_64=(56, "Q"),
+                 end_pfn_64=(64, "Q"), max_mapnr_64=(72, "Q")),
+    "arm32": dict(phys_base=(0, "i"), dump_level=(4, "i"), split=(8, "i"), start_pfn=(12, "I"),
+                  end_pfn=(16, "I"), off_vmci=(24, "q"), size_vmci=(32, "I"),
+                  off_note=(40, "q"), size_note=(48, "I"), start_pfn_64=(72, "Q"),
+                  end_pfn_64=(80, "Q"), max_mapnr_64=(88, "Q")),
 }
 
 
@@ -67,43 +76,23 @@ class KdumpHeader:
         self.vmcoreinfo = b""
         self.notes = b""
         self.sub_layout: str | None = None
+        self.warnings: list = []       # what a reader should be told about this header
+        self.score, self.misfits = kdumplayout.CHECKS, []
+
+    def split(self) -> dict | None:
+        """``{start_pfn, end_pfn}`` of a ``makedumpfile --split`` part, else None."""
+        if self.header_version < 2 or not self.sub.get("split"):
+            return None
+        wide = self.header_version >= 6 and self.sub.get("end_pfn_64")
+        start = self.sub.get("start_pfn_64" if wide else "start_pfn")
+        end = self.sub.get("end_pfn_64" if wide else "end_pfn")
+        if start is None or end is None or start > end:
+            return None
+        return {"start_pfn": start, "end_pfn": end}
 
     @property
     def compression(self) -> list:
         return [name for bit, name in COMPRESSION.items() if self.status & bit]
-
-
-def _plausible_block(bs: int) -> bool:
-    return 512 <= bs <= 1 << 20 and bs & (bs - 1) == 0
-
-
-def _probe(head: bytes) -> list:
-    """(endian, bits, fields) of every layout whose numbers make sense, likeliest first.
-
-    A 32-bit header read with 64-bit offsets can look plausible (its max_mapnr
-    lands on the 64-bit block_size), so the caller keeps the first candidate whose
-    sub-header also holds up.
-    """
-    found = []
-    for bits in (64, 32):
-        for e in ("<", ">"):
-            version = struct.unpack_from(e + "i", head, 8)[0]
-            if bits == 64:
-                sec, usec = struct.unpack_from(e + "qq", head, 408)
-                rest = struct.unpack_from(e + "IiiIIIIIIi", head, 424)
-            else:
-                sec, usec = struct.unpack_from(e + "ii", head, 404)
-                rest = struct.unpack_from(e + "IiiIIIIIIi", head, 412)
-            status, bs, sub_size, bitmap_blocks, max_mapnr, _, _, _, cpu, ncpus = rest
-            if not (0 <= version < 1000 and _plausible_block(bs)):
-                continue
-            if not (0 <= sub_size < 1 << 16 and 0 <= ncpus < 1 << 20):
-                continue
-            found.append((e, bits, dict(version=version, timestamp=sec, status=status,
-                                        block_size=bs, sub_hdr_size=sub_size,
-                                        bitmap_blocks=bitmap_blocks, max_mapnr=max_mapnr,
-                                        current_cpu=cpu, nr_cpus=ncpus)))
-    return found
 
 
 def _sub_fields(sub: bytes, e: str, layout: str) -> dict:
@@ -115,7 +104,13 @@ def _sub_fields(sub: bytes, e: str, layout: str) -> dict:
 
 
 def read_header(src, head: bytes | None = None) -> KdumpHeader:
-    """Parse the header and sub-header (VMCOREINFO and notes included) of ``src``."""
+    """Parse the header and sub-header (VMCOREINFO and notes included) of ``src``.
+
+    Every byte order and word size whose block size is plausible is scored on
+    all its fields (caslib.kdumplayout); among the best, the one whose
+    sub-header holds VMCOREINFO wins.  When two layouts fit entirely, the
+    header says so in ``warnings``.
+    """
     head = head if head is not None and len(head) >= HEADER_READ else src.read(0, HEADER_READ)
     fmt = SIGNATURES.get(head[:8])
     if fmt is None:
@@ -123,37 +118,70 @@ def read_header(src, head: bytes | None = None) -> KdumpHeader:
     if len(head) < HEADER_READ:
         raise DumpError(f"{fmt} header is truncated ({len(head)} of {HEADER_READ} bytes)",
                         "truncated")
-    candidates = _probe(head)
-    if not candidates:
+    cands = kdumplayout.candidates(head, src.size)
+    if not cands:
         raise DumpError(f"{fmt} header has no plausible block size in any byte order")
-    first_error = None
-    for e, bits, f in candidates:
+    best_points = cands[0][0]
+    parsed, errors = [], []
+    for points, e, bits, f, failed in cands:
+        if parsed and points < best_points:
+            break  # a layout that fits is found: the worse ones need not be read
         hdr = KdumpHeader(fmt, e, bits, f["version"], parse_utsname(head[12:12 + 390]),
                           f["timestamp"], f["status"], f["block_size"], f["sub_hdr_size"],
                           f["bitmap_blocks"], f["max_mapnr"], f["current_cpu"], f["nr_cpus"])
+        hdr.score, hdr.misfits = points, failed
         if fmt == "diskdump":
             return hdr  # its sub-header holds registers only
         try:
             _read_sub_header(src, hdr)
-            return hdr
         except DumpError as exc:
-            first_error = first_error or exc
-    raise first_error
+            errors.append(exc)
+            continue
+        # a layout that fits worse is only taken on the word of its VMCOREINFO
+        if points == best_points or hdr.vmcoreinfo:
+            parsed.append(hdr)
+    if not parsed:
+        raise errors[0]
+    parsed.sort(key=lambda h: (-h.score, not h.vmcoreinfo))
+    hdr = parsed[0]
+    full = [h for h in parsed if h.score == kdumplayout.CHECKS]
+    if len(full) > 1:
+        hdr.warnings.append("header fits the " + " and the ".join(
+            f"{h.bits}-bit {'little' if h.endian == '<' else 'big'}-endian layout"
+            for h in full) + f"; using the {hdr.bits}-bit one"
+            + (", whose sub-header holds VMCOREINFO" if hdr.vmcoreinfo else ""))
+    return hdr
 
 
 def _read_sub_header(src, hdr: KdumpHeader) -> None:
     """Fill ``hdr.sub``, ``hdr.vmcoreinfo`` and ``hdr.notes``; raise if they do not hold up."""
     bs, e = hdr.block_size, hdr.endian
-    if hdr.header_version < 1 or hdr.sub_hdr_size <= 0:
+    if hdr.header_version < 1:
         return
-    sub = src.read(bs, min(hdr.sub_hdr_size * bs, bs))
+    declared = hdr.sub_hdr_size > 0
+    sub = src.read(bs, min(max(hdr.sub_hdr_size, 1) * bs, bs))
     if len(sub) < 8:
+        if not declared:
+            return
         raise DumpError(f"kdump sub-header at offset {bs} is truncated", "truncated")
-    layouts = ["64"] if hdr.bits == 64 else ["i386", "arm32"]
+    layouts = ["64"] if hdr.bits == 64 else ["arm32", "i386"]
     for layout in layouts:
         fields = _sub_fields(sub, e, layout)
-        if _read_blobs(src, hdr, fields):
+        if _read_blobs(src, hdr, fields) and (declared or hdr.vmcoreinfo):
+            if layout != "64" and not hdr.vmcoreinfo and len(layouts) > 1 and not hdr.notes:
+                continue  # nothing told the 32-bit ABIs apart: try the other
             hdr.sub, hdr.sub_layout = fields, layout
+            if not declared:
+                hdr.warnings.append(f"sub_hdr_size is 0 but block 1 (offset {bs}) holds a "
+                                    f"sub-header with VMCOREINFO; read it anyway")
+            return
+        hdr.vmcoreinfo = hdr.notes = b""
+    if not declared:
+        return
+    if hdr.bits == 32:  # neither ABI's offsets lead to VMCOREINFO: keep i386, the older
+        fields = _sub_fields(sub, e, "i386")
+        if _read_blobs(src, hdr, fields):
+            hdr.sub, hdr.sub_layout = fields, "i386"
             return
     hdr.sub = _sub_fields(sub, e, layouts[0])
     if hdr.header_version >= 3:
@@ -191,29 +219,74 @@ def _read_blobs(src, hdr: KdumpHeader, fields: dict) -> bool:
 PAGE_DESC = 24  # {i64 offset; u32 size; u32 flags; u64 page_flags}
 
 
-def check_extent(src, hdr: KdumpHeader, size: int) -> None:
-    """Raise if the file ends before its bitmap and page descriptors do.
+def check_extent(src, hdr: KdumpHeader, size: int) -> str | None:
+    """Raise if the file ends before its bitmap and page descriptors do; say why a dump
+    whose headers are whole is incomplete (None when it is not).
 
     The first descriptor's data offset is where the descriptor table ends
     (makedumpfile writes page data right after it), so one 24-byte read
-    tells whether every header structure is there.
+    tells whether every header structure is there.  A file that stops
+    exactly there, or whose header says INCOMPLETE (makedumpfile ran out of
+    space), still names its kernel: the headers are all that needs.
     """
     if hdr.format != "kdump":
-        return
+        return None
+    flagged = hdr.status & STATUS_INCOMPLETE
     descs = (1 + hdr.sub_hdr_size + hdr.bitmap_blocks) * hdr.block_size
     if descs > size:
+        if flagged and size >= hdr.block_size * (1 + hdr.sub_hdr_size):
+            return f"the header says INCOMPLETE and the file ends inside the bitmap at {size}"
         raise DumpError(f"kdump file is truncated: its bitmap ends at byte {descs}, the file at"
                         f" {size}", "truncated")
     raw = src.read(descs, PAGE_DESC)
     if len(raw) < PAGE_DESC:
-        if hdr.status & STATUS_INCOMPLETE or descs == size:
-            return  # an empty or incomplete dump: makedumpfile said so itself
+        if flagged:
+            return "the header says INCOMPLETE and the file holds no page descriptors"
+        if descs == size:
+            return None  # no dumpable page at all: an empty dump, complete as such
         raise DumpError(f"kdump file is truncated inside its page descriptors at byte {descs}",
                         "truncated")
     offset, psize, _flags, _ = struct.unpack(hdr.endian + "qIIQ", raw)
+    if offset == size and offset > descs:
+        return f"the file ends where page data starts (byte {size}): no page was written"
     if offset > size or offset + psize > size:
+        if flagged:
+            return f"the header says INCOMPLETE and the file ends at {size}, before page data"
         raise DumpError(f"kdump file is truncated: page data starts at byte {offset}, the file"
                         f" ends at {size}", "truncated")
+    if flagged:
+        return "the header says INCOMPLETE (makedumpfile could not write every page)"
+    return _check_last_page(src, hdr, descs, size)
+
+
+def _check_last_page(src, hdr: KdumpHeader, descs: int, size: int) -> str | None:
+    """Whether the last page's data is in the file: a dump cut while makedumpfile wrote
+    (a file size limit, a full disk it did not notice) holds its headers but not every
+    page.  The dumpable bitmap's population count says how many descriptors there are;
+    only bitmaps up to MAX_BITMAP_READ are counted."""
+    half = hdr.bitmap_blocks * hdr.block_size // 2
+    if not 0 < half <= MAX_BITMAP_READ:
+        return None
+    bits = src.read((1 + hdr.sub_hdr_size) * hdr.block_size + half, half)
+    dumpable = int.from_bytes(bits, "little")
+    part = hdr.split()
+    if part:  # a split part describes only the pages of its own pfn range
+        dumpable = (dumpable >> part["start_pfn"]) & ((1 << max(
+            part["end_pfn"] - part["start_pfn"], 0)) - 1)
+    count = dumpable.bit_count()
+    if count < 2:
+        return None
+    end = descs + count * PAGE_DESC
+    raw = src.read(end - PAGE_DESC, PAGE_DESC)
+    if len(raw) < PAGE_DESC:
+        return f"the file ends at byte {size}, inside the descriptors of its {count} pages"
+    offset, psize, _flags, _ = struct.unpack(hdr.endian + "qIIQ", raw)
+    if offset <= 0 or psize == 0:  # makedumpfile fills the table as it writes the pages
+        return (f"the descriptor of its last page (of {count}) was never written; the file"
+                f" ends at byte {size}")
+    if offset + psize > size:
+        return f"the file ends at byte {size}, before the data of its last page ({offset + psize})"
+    return None
 
 
 def read_page(src, hdr: KdumpHeader, pfn: int) -> bytes | None:

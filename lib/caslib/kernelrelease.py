@@ -8,7 +8,7 @@ matches).  retrace-server derives a package name by splitting the string and
 gets the RHEL 8/9 ``+debug``/``+64k``/``+rt`` forms wrong; here a release is
 never rewritten, only described.
 
-Forms understood (FORMATS.md section B):
+Forms understood (doc/formats.md section 8):
   RHEL 4     2.6.9-78.18.ELsmp           base 2.6.9-78.18.EL, flavour smp
   RHEL 5     2.6.18-194.el5xen           base 2.6.18-194.el5, flavour xen
   RHEL 6/7   3.10.0-1160.el7.x86_64.debug, 3.10.0-1160.rt56.1131.el7.x86_64 (flavour rt)

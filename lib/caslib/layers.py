@@ -2,8 +2,8 @@
 
 Why: customers send ``vmcore.12345.tar.bz2``, ``vmcore.zst``, zips, and now
 and then a file compressed twice; file names lie, magic bytes do not.  Each
-layer is recognised from the first bytes of the stream (FORMATS.md "Nested
-compression": gzip, bzip2, xz, lzma-alone, zstd; tar by ``ustar`` at byte
+layer is recognised from the first bytes of the stream (doc/formats.md
+section 7: gzip, bzip2, xz, lzma-alone, zstd; tar by ``ustar`` at byte
 257; zip by ``PK\\3\\4``) and removed while streaming, until a raw file is left.
 
 Archives: the member whose own first bytes are a kernel dump (ELF
@@ -17,8 +17,13 @@ Tar is read as a stream (``tarfile`` mode ``r|``) on top of the
 decompressor, in one pass.  Zip needs its central directory at the end, so
 a compressed or downloaded zip is first spooled into the job directory
 (sparse, removed afterwards); a local plain zip is read in place.
+
+A compression layer whose bytes sit at a known range of a seekable file (the
+local input, a member of a plain tar, a stored zip member) may be decoded on
+every core (``caslib.parallel``); anything else is decoded on one thread.
 """
 
+import os
 import posixpath
 import stat
 import struct
@@ -27,7 +32,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from . import decompress
+from . import decompress, kdumpdir, parallel, pathsafety, safetar, splitdump
 from .records import StepError
 
 HEAD = 4096 + 8      # enough for every dump magic (sadump sits at 4096) and the tar header
@@ -37,7 +42,7 @@ TAR_BUFSIZE = 1 << 20
 
 
 def dump_kind(head: bytes) -> str | None:
-    """The kernel dump format whose magic starts ``head`` (FORMATS.md A0), else None."""
+    """The kernel dump format whose magic starts ``head`` (doc/formats.md section 1), else None."""
     if head[:4] == b"\x7fELF" and len(head) >= 18:
         order = "<" if head[5:6] == b"\x01" else ">"
         if struct.unpack_from(order + "H", head, 16)[0] == 4:  # e_type ET_CORE
@@ -50,6 +55,13 @@ def dump_kind(head: bytes) -> str | None:
     if head[:13] == b"makedumpfile\0":
         return "flattened"
     return None
+
+
+def is_vmlinux(name: str, head: bytes) -> bool:
+    """An ELF executable named ``vmlinux*`` (not a core, not ``vmlinuz``)."""
+    base = posixpath.basename(name)
+    return (base.startswith("vmlinux") and head[:4] == b"\x7fELF" and len(head) >= 18
+            and struct.unpack_from("<H" if head[5:6] == b"\x01" else ">H", head, 16)[0] == 2)
 
 
 def is_tar(head: bytes) -> bool:
@@ -65,9 +77,10 @@ def is_zip(head: bytes) -> bool:
 class Peekable:
     """``read(n)`` over a stream whose first bytes can be looked at without consuming them."""
 
-    def __init__(self, raw):
+    def __init__(self, raw, origin: parallel.Origin | None = None):
         self.raw = raw
         self.buf = b""
+        self.origin = origin   # where these bytes are in a seekable file, if they are
 
     def peek(self, n: int) -> bytes:
         while len(self.buf) < n:
@@ -89,6 +102,21 @@ class Peekable:
         return True
 
 
+class _Tracking:
+    """A parallel reader of the whole input that keeps the input counter (progress) current."""
+
+    def __init__(self, reader, counter):
+        self.reader, self.counter = reader, counter
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.reader.read(n)
+        self.counter.pos = max(self.counter.pos, self.reader.compressed_pos)
+        return data
+
+    def readable(self):
+        return True
+
+
 @dataclass
 class Candidate:
     """One file written into the job directory, and how it was reached."""
@@ -98,6 +126,7 @@ class Candidate:
     layers: list = field(default_factory=list)
     member: str | None = None
     kind: str | None = None   # dump format by magic, None for "just a file"
+    split: bool | None = None  # a part of a makedumpfile --split dump (None: not asked yet)
 
     def rank(self):
         return (self.kind is not None, self.size)
@@ -111,23 +140,50 @@ class Peeler:
     ``out.discard(path)`` removes one.
     """
 
-    def __init__(self, out, log, name: str, local_path: str | None = None):
+    def __init__(self, out, log, name: str, local_path: str | None = None,
+                 fd: int | None = None):
         self.out = out
         self.log = log
         self.name = name
         self.local_path = local_path
+        self.fd = fd             # the local input, for reading compressed ranges with pread
         self.depth = 0
+        self.opened = []         # parallel readers, closed when peeling ends
+        self.vmlinux: Candidate | None = None  # a ``vmlinux`` ELF member, kept (see tar())
+        self.parts: list = []     # further parts of a split dump, kept beside the best
+        self.side: dict = {}      # kdump directory text files kept: record key -> Candidate
 
     def where(self, member: str | None) -> str:
         return f"{self.name}: member {member!r}" if member else self.name
 
     def peel(self, raw, size_hint: int | None = None) -> Candidate:
         """Peel ``raw`` (a binary stream over the whole input) down to one raw file."""
-        stream, layers = self.strip(Peekable(raw), [], None)
-        cand = self.rest(stream, layers, None, size_hint if not layers else None)
+        origin, self.counter = None, raw
+        if self.fd is not None and size_hint:
+            origin = parallel.Origin(self.fd, 0, size_hint)
+        try:
+            stream, layers = self.strip(Peekable(raw, origin), [], None)
+            cand = self.rest(stream, layers, None, size_hint if not layers else None)
+        finally:
+            self._close_from(0)
         if cand is None:  # only possible for members; kept for clarity
             raise StepError(f"{self.name}: nothing to unpack", "empty")
         return cand
+
+    def _open(self, stream: Peekable, codec: str, label: str, layers: list, member, quiet):
+        """The decoder for one layer: on every core when its bytes can be read by offset."""
+        if not quiet and codec in ("xz", "zstd", "bzip2", "gzip", "lzma"):
+            outer = [layer for layer in layers[:-1] if layer not in ("tar", "zip")]
+            why = ("inside another compressed layer" if outer else
+                   "an archive member that is not at a fixed offset" if member else
+                   "the input is a pipe or download, not a seekable file")
+            reader = parallel.open_reader(stream.origin, codec, label, self.log, why)
+            if reader is not None:
+                self.opened.append(reader)
+                if len(layers) == 1 and member is None and hasattr(self.counter, "pos"):
+                    return _Tracking(reader, self.counter)
+                return reader
+        return decompress.open_reader(stream, codec, label)
 
     def strip(self, stream: Peekable, layers: list, member, quiet=False):
         """Remove compression layers; returns the inner stream and the layers so far."""
@@ -143,7 +199,7 @@ class Peeler:
             if not quiet:
                 self.log.info("%s: peeling %s layer %d", self.where(member), codec, len(layers))
             label = f"{self.where(member)} ({'+'.join(layers)})"
-            stream = Peekable(decompress.open_reader(stream, codec, label))
+            stream = Peekable(self._open(stream, codec, label, layers, member, quiet))
 
     def rest(self, stream: Peekable, layers: list, member, size_hint=None) -> Candidate | None:
         """After compression: an archive to open, or the raw file to write."""
@@ -174,25 +230,54 @@ class Peeler:
         self.log.info("%s: reading tar archive", where)
         best = None
         try:
-            archive = tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFSIZE)
+            archive = safetar.open_stream(stream, TAR_BUFSIZE)
             for m in archive:
                 check_tar_member(m, where)
+                limit = getattr(self.out, "max_size", None)
+                if m.issparse() and limit and m.size > limit:
+                    raise StepError(f"{where}: sparse member {m.name!r} declares {m.size:,} "
+                                    f"bytes, more than maxCoreSize {limit:,}", "unsafe")
                 if not m.isreg() or m.size == 0:
                     continue
                 member = m.name if outer is None else f"{outer}/{m.name}"
-                if best is not None and best.kind:
+                opened, origin = len(self.opened), None
+                if stream.origin is not None and m.sparse is None:
+                    at = stream.origin.start + m.offset_data
+                    origin = parallel.Origin(stream.origin.fd, at, at + m.size)
+                raw = Peekable(archive.extractfile(m), origin)  # a stream: read once, peeked at
+                if self._side_file(raw, m, layers, member):
+                    self._close_from(opened)
+                    continue
+                inner = None
+                if best is not None and best.kind == "kdump" and self._is_split(best):
+                    inner, ls = self.strip(raw, layers, member, quiet=True)
+                    if self._split_part(inner, ls, m, layers, member):
+                        self._close_from(opened)
+                        continue
+                if best is not None and best.kind and (
+                        self.vmlinux or not posixpath.basename(m.name).startswith("vmlinux")):
                     self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
                                   where, m.name, f"{m.size:,}")
+                    self._close_from(opened)
                     continue
-                inner, ls = self.strip(Peekable(archive.extractfile(m)), layers, member)
+                if inner is None:
+                    inner, ls = self.strip(raw, layers, member)
                 head = inner.peek(HEAD)
+                if self.vmlinux is None and is_vmlinux(m.name, head):
+                    self._keep_vmlinux(inner, ls, member, m.size, where)
+                    self._close_from(opened)
+                    continue
                 if (best is not None and len(ls) == len(layers) and not dump_kind(head)
                         and not is_tar(head) and not is_zip(head) and m.size <= best.size):
                     self.log.info("%s: skipping member %r (%s bytes): not a dump, not the "
                                   "largest", where, m.name, f"{m.size:,}")
                     continue
                 cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
+                self._close_from(opened)   # this member's decoder threads end here
                 best = self._keep_better(best, cand)
+        except safetar.UnsafeTar as exc:
+            self._drop(best)
+            raise StepError(f"{where}: unsafe tar header: {exc.message}", "unsafe") from None
         except tarfile.TarError as exc:
             self._drop(best)
             raise StepError(f"{where}: corrupt or truncated tar archive: {exc}", "corrupt") from None
@@ -217,9 +302,10 @@ class Peeler:
             spool, _ = self.out.write(stream, None)
             path = spool
         best = None
+        fd = self.fd if path == self.local_path and self.fd is not None else os.open(path, os.O_RDONLY)
         try:
             with zipfile.ZipFile(path) as archive:
-                best = self._zip_choose(archive, layers, outer, where)
+                best = self._zip_choose(archive, layers, outer, where, fd)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
                 ValueError) as exc:
             self._drop(best)
@@ -229,12 +315,14 @@ class Peeler:
             self._drop(best)
             raise
         finally:
+            if fd != self.fd:
+                os.close(fd)
             if spool:
                 self.out.discard(spool)
         self._log_choice(where, best)
         return best
 
-    def _zip_choose(self, archive, layers, outer, where) -> Candidate:
+    def _zip_choose(self, archive, layers, outer, where, fd) -> Candidate:
         files = []
         for info in archive.infolist():
             mode = info.external_attr >> 16
@@ -245,6 +333,13 @@ class Peeler:
             check_zip_member(info, mode, target, where)
             if not info.is_dir() and target is None and info.file_size > 0:
                 files.append(info)
+        for info in [i for i in files if posixpath.basename(i.filename).startswith("vmlinux")]:
+            with archive.open(info) as fh:
+                inner, ls = self.strip(Peekable(fh), layers, info.filename, quiet=True)
+                if self.vmlinux is None and is_vmlinux(info.filename, inner.peek(HEAD)):
+                    member = info.filename if outer is None else f"{outer}/{info.filename}"
+                    self._keep_vmlinux(inner, ls, member, info.file_size, where)
+                    files.remove(info)
         if not files:
             raise StepError(f"{where}: zip archive holds no regular file", "no-core")
         chosen, kind = None, None
@@ -263,18 +358,63 @@ class Peeler:
                               f"{info.file_size:,}")
         member = chosen.filename if outer is None else f"{outer}/{chosen.filename}"
         with archive.open(chosen) as fh:
-            inner, ls = self.strip(Peekable(fh), layers, member)
+            inner, ls = self.strip(Peekable(fh, stored_origin(fd, chosen)), layers, member)
             cand = self.rest(inner, ls, member, chosen.file_size if ls == layers else None)
         if cand is None:
             raise StepError(f"{where}: member {chosen.filename!r} is empty", "no-core")
         return cand
 
+    # -- kdump directories: split parts and vmcore-dmesg.txt -----------------
+
+    def _side_file(self, stream, m, layers, member) -> bool:
+        """Keep a kdump directory's ``vmcore-dmesg.txt`` (named so, and text) beside the dump."""
+        key = kdumpdir.SIDE_FILES.get(posixpath.basename(m.name))
+        if key is None or key in self.side or m.size > kdumpdir.MAX_SIDE:
+            return False
+        if not kdumpdir.is_text(stream.peek(HEAD)):
+            return False
+        path, size = self.out.write(stream, m.size)
+        self.side[key] = Candidate(path, size, list(layers), member, None)
+        self.log.info("%s: keeping member %r (%s bytes) as %s", self.name, m.name,
+                      f"{size:,}", key)
+        return True
+
+    def _is_split(self, best) -> bool:
+        if getattr(best, "split", None) is None:
+            best.split = splitdump.part_info(best.path) is not None
+        return best.split
+
+    def _split_part(self, inner, ls, m, layers, member) -> bool:
+        """Keep another part of the split dump the best member is a part of."""
+        if not splitdump.is_part_head(inner.peek(splitdump.PEEK)):
+            return False
+        cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
+        if cand is not None:
+            self.parts.append(cand)
+            self.log.info("%s: keeping member %r (%s bytes): another part of the split dump",
+                          self.name, m.name, f"{cand.size:,}")
+        return True
+
     # -- helpers -------------------------------------------------------------
+
+    def _close_from(self, n: int) -> None:
+        while len(self.opened) > n:
+            self.opened.pop().close()
+
+    def _keep_vmlinux(self, stream, layers, member, size_hint, where) -> None:
+        """The customer sent the kernel too: kept aside (``self.vmlinux``); cas-findkernel
+        uses it when its build-id is the dump's."""
+        path, size = self.out.write(stream, size_hint)
+        self.vmlinux = Candidate(path, size, layers, member, None)
+        self.log.info("%s: keeping member %r (%s bytes): a vmlinux", where, member, f"{size:,}")
 
     def _keep_better(self, best, cand):
         if cand is None:
             return best
         if best is None or cand.rank() > best.rank():
+            if best is not None:
+                self.log.info("%s: not used: member %r (%s bytes)", self.name, best.member,
+                              f"{best.size:,}")
             self._drop(best)
             return cand
         self.out.discard(cand.path)
@@ -290,24 +430,31 @@ class Peeler:
                       f"{best.size:,}", why)
 
 
-def _escapes(name: str) -> bool:
-    return name.startswith("/") or ".." in name.split("/")
+def stored_origin(fd: int, info: zipfile.ZipInfo) -> parallel.Origin | None:
+    """Where a stored (uncompressed, unencrypted) zip member's bytes are, from its local header."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
+        return None
+    head = os.pread(fd, 30, info.header_offset)
+    if len(head) < 30 or head[:4] != b"PK\x03\x04":
+        return None
+    name_len, extra_len = struct.unpack_from("<HH", head, 26)
+    start = info.header_offset + 30 + name_len + extra_len
+    return parallel.Origin(fd, start, start + info.compress_size)
 
 
 def check_tar_member(m: tarfile.TarInfo, where: str) -> None:
-    """Refuse members that would write outside a directory if someone extracted them."""
+    """Refuse members that would write outside a directory if someone extracted them
+    (the name rules live in pathsafety, shared with every archive reader)."""
     name = m.name
-    if name.startswith("/"):
-        raise StepError(f"{where}: unsafe tar member {name!r}: absolute path", "unsafe")
-    if ".." in name.split("/"):
-        raise StepError(f"{where}: unsafe tar member {name!r}: '..' leads out", "unsafe")
+    why = pathsafety.member_escapes(name, windows=False)
+    if why:
+        raise StepError(f"{where}: unsafe tar member {name!r}: {why}", "unsafe")
     if m.issym():
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(name), m.linkname))
-        if m.linkname.startswith("/") or target == ".." or target.startswith("../"):
+        if pathsafety.link_escapes(name, m.linkname):
             raise StepError(f"{where}: unsafe tar member {name!r}: symlink to {m.linkname!r} "
                             "points outside", "unsafe")
     elif m.islnk():
-        if _escapes(m.linkname):
+        if m.linkname.startswith("/") or ".." in m.linkname.split("/"):
             raise StepError(f"{where}: unsafe tar member {name!r}: hard link to "
                             f"{m.linkname!r} points outside", "unsafe")
     elif m.ischr() or m.isblk() or m.isfifo():
@@ -318,15 +465,11 @@ def check_tar_member(m: tarfile.TarInfo, where: str) -> None:
 
 def check_zip_member(info: zipfile.ZipInfo, mode: int, target: str | None, where: str) -> None:
     name = info.filename
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise StepError(f"{where}: unsafe zip member {name!r}: absolute path", "unsafe")
-    if ".." in name.replace("\\", "/").split("/"):
-        raise StepError(f"{where}: unsafe zip member {name!r}: '..' leads out", "unsafe")
-    if target is not None:
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-            raise StepError(f"{where}: unsafe zip member {name!r}: symlink to {target!r} "
-                            "points outside", "unsafe")
+    why = pathsafety.member_escapes(name)
+    if why:
+        raise StepError(f"{where}: unsafe zip member {name!r}: {why}", "unsafe")
+    if target is not None and pathsafety.link_escapes(name, target):
+        raise StepError(f"{where}: unsafe zip member {name!r}: symlink to {target!r} "
+                        "points outside", "unsafe")
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
         raise StepError(f"{where}: unsafe zip member {name!r}: device or fifo", "unsafe")
-

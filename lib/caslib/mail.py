@@ -13,7 +13,10 @@ failure keeps the results on disk and says ``sent: false`` with the reason;
 Nothing read from the dump goes into a header: the recipient is validated,
 the job name was validated when the job was made, everything else is body.
 
-Keys read: ``job``, ``id``, ``workdir``, ``kernel``, ``crash``, ``email``
+With a ``triage`` (cas-triage) the mail starts with its five-line summary (a
+"Known issue:" line first when one matched) and lists the result files.
+
+Keys read: ``job``, ``id``, ``workdir``, ``kernel``, ``crash``, ``triage``, ``email``
 (the address, when ``-e`` is not given).  Error records pass through
 untouched, as for every filter, except one: an error of cas-findkernel,
 cas-extract or cas-crash on a record that carries ``dmesg`` (cas-dmesg's
@@ -28,12 +31,11 @@ import os
 import re
 import smtplib
 import socket
-import ssl
 import sys
 import tempfile
 from email.message import EmailMessage
 
-from . import cli, jobdir, logonly, logs, records
+from . import cli, deadline, jobdir, kdumpdir, logonly, logs, records, smtp, summary
 from .records import StepError
 
 STEP = "cas-mail"
@@ -100,7 +102,9 @@ def body(record: dict) -> str:
     task = None
     if panic.get("task") or panic.get("pid") is not None:
         task = f"{panic.get('task') or '?'} (pid {panic.get('pid')}, cpu {panic.get('cpu')})"
-    lines = [
+    triage = record.get("triage") if isinstance(record.get("triage"), dict) else None
+    lines = (summary.lines(triage) + [""]) if triage else []
+    lines += [
         f"CAS results for job {record.get('job')} (identifier {record.get('id')})",
         "",
         f"Kernel:      {kernel.get('release') or 'unknown'} ({kernel.get('machine') or '?'})",
@@ -111,13 +115,36 @@ def body(record: dict) -> str:
     ]
     if panic.get("rip"):
         lines.append(f"RIP:         {panic['rip']}")
-    if panic.get("backtrace"):
-        lines.append("Backtrace:")
+    if panic.get("backtrace") and not (triage and triage.get("backtrace")):
+        lines.append("Backtrace:")  # crash's, stale frames and all: triage's replaces it
         lines += [f"    {frame}" for frame in panic["backtrace"][:12]]
     if crash.get("timed_out"):
         lines.append("Note:        crash timed out; the output is partial")
-    if crash.get("degraded"):
+    if crash.get("degraded") and "opened_with" in crash and not crash["opened_with"]:
+        lines.append(f"Note:        {crash.get('note') or 'crash could not open the dump'}")
+    elif crash.get("degraded"):
         lines.append("Note:        crash could only open the dump in --minimal mode")
+    elif crash.get("opened_with"):
+        lines.append(f"Note:        crash could only open the dump with {crash['opened_with']}")
+    split = record.get("split")
+    if isinstance(split, dict) and isinstance(split.get("parts"), list):
+        lines.append(f"Dump:        split by makedumpfile --split into {len(split['parts'])}"
+                     " parts, all given to crash"
+                     + ("" if split.get("complete") else " (a part is missing)"))
+    if not panic.get("message") or crash.get("degraded"):
+        quoted = kdumpdir.dmesg_panic(record)
+        if quoted:
+            lines.append("From vmcore-dmesg.txt:")
+            lines += [f"    {line}" for line in quoted]
+    failed = [c for c in crash.get("failed_commands") or [] if isinstance(c, dict)]
+    if failed:
+        lines.append("Failed crash commands:")
+        lines += [f"    {c.get('command')}: {c.get('error')}" for c in failed[:40]]
+    if crash.get("warnings"):
+        lines.append("Warnings:")
+        lines += [f"    {w}" for w in crash["warnings"][:40]]
+    if triage:
+        lines += summary.details(triage)
     lines += [
         "",
         f"Location: {record.get('workdir')}",
@@ -137,8 +164,15 @@ def build_message(record: dict, to: str | None, sender: str) -> EmailMessage:
     msg["Date"] = email.utils.formatdate(localtime=True)
     domain = sender.rpartition("@")[2] or "localhost"
     msg["Message-ID"] = email.utils.make_msgid("cas", domain=domain)
-    msg.set_content(body(record), charset="utf-8")
+    text = body(record)
+    msg.set_content(text, charset="utf-8", cte=body_cte(text))
     return msg
+
+
+def body_cte(text: str) -> str:
+    """8bit, readable in less and any mail client; base64 only when a line is too long for SMTP."""
+    longest = max((len(line.encode("utf-8")) for line in text.splitlines()), default=0)
+    return "8bit" if longest <= 998 else "base64"
 
 
 def save(msg: EmailMessage, workdir: str) -> str:
@@ -155,23 +189,19 @@ def save(msg: EmailMessage, workdir: str) -> str:
     return path
 
 
-def send(msg: EmailMessage, smtphost: str, timeout: float = 60.0) -> None:
-    """Send through ``host[:port]``; STARTTLS when the server offers it."""
-    host, _, port = smtphost.rpartition(":") if smtphost.count(":") == 1 else (smtphost, "", "")
-    host = host or smtphost
-    with smtplib.SMTP(host, int(port) if port else 25, timeout=timeout) as smtp:
-        smtp.ehlo()
-        if smtp.has_extn("starttls"):
-            smtp.starttls(context=ssl.create_default_context())
-            smtp.ehlo()
-        smtp.send_message(msg)
+SMTP_TOTAL = 120.0  # the whole conversation, however slowly the server trickles
 
 
-def _send_or_reason(msg, smtphost) -> str | None:
+def send_or_reason(msg, cfg) -> str | None:
+    """Send through the configured relay (smtp.py); None when sent, else the one-line reason."""
+    total = min(cfg.get("transferDeadline") or SMTP_TOTAL, SMTP_TOTAL)
     try:
-        send(msg, smtphost)
+        with deadline.alarm(total, "SMTP conversation"):
+            smtp.deliver(msg, cfg)
+    except StepError as exc:
+        return f"{cfg.smtphost}: {exc.message}"
     except (OSError, smtplib.SMTPException, ValueError) as exc:
-        return f"{smtphost}: {' '.join(str(exc).split()) or type(exc).__name__}"
+        return f"{cfg.smtphost}: {' '.join(str(exc).split()) or type(exc).__name__}"
     return None
 
 
@@ -193,7 +223,7 @@ def process(record: dict, cfg, to: str | None = None) -> dict:
         result["reason"] = "no recipient (-e): message saved only"
         log.info("no recipient: message saved as %s", path)
     else:
-        reason = _send_or_reason(msg, cfg.smtphost)
+        reason = send_or_reason(msg, cfg)
         if reason:
             record["mail"] = dict(result, reason=reason)
             raise StepError(f"mail to {to} not sent: {reason}; saved as {path}, "
@@ -205,8 +235,8 @@ def process(record: dict, cfg, to: str | None = None) -> dict:
     return record
 
 
-def resend(workdir: str, cfg) -> dict:
-    """Send a job's saved ``mail.eml`` again; returns the record to print."""
+def resend(workdir: str, cfg, to: str | None = None) -> dict:
+    """Send a job's saved ``mail.eml`` again (to ``to`` when given); returns the record to print."""
     record = {"workdir": os.path.abspath(workdir)}
     path = os.path.join(record["workdir"], "mail.eml")
     try:
@@ -214,12 +244,15 @@ def resend(workdir: str, cfg) -> dict:
             msg = email.message_from_binary_file(fh, policy=email.policy.SMTP)
     except OSError as exc:
         raise StepError(f"{path}: cannot read saved message: {exc.strerror}", "not-found") from None
+    if to:
+        del msg["To"]
+        msg["To"] = to
     to = msg.get("To")
     if not to:
-        raise StepError(f"{path}: saved message has no recipient", "usage")
+        raise records.UsageError(f"{STEP}: {path}: saved message has no recipient; give one with -e")
     if not cfg.smtphost:
-        raise StepError(f"{path}: no smtphost configured to resend through", "usage")
-    reason = _send_or_reason(msg, cfg.smtphost)
+        raise records.UsageError(f"{STEP}: {path}: no smtphost configured to resend through")
+    reason = send_or_reason(msg, cfg)
     record["mail"] = {"to": str(to), "sent": reason is None, "message_id": msg.get("Message-ID"),
                       "file": path, "reason": reason}
     if reason:
@@ -243,9 +276,18 @@ def main(argv=None) -> int:
                 raise records.UsageError(f"{STEP}: {exc.message}") from None
         cfg = cli.load_config(args)
         if args.resend:
-            return records.run(STEP, lambda r: resend(args.resend, cfg), [{}])
+            try:  # usage errors (no recipient, no smtphost) leave from here: exit 2
+                result: dict | StepError = resend(args.resend, cfg, args.email)
+            except StepError as exc:
+                result = exc
+
+            def resent(_record):
+                if isinstance(result, StepError):
+                    raise result
+                return result
+            return records.run(STEP, resent, [{"workdir": os.path.abspath(args.resend)}])
         # an analysis step's error record that carries the kernel log is mailed as log-only
         source = (logonly.convert(r) for r in records.read_records(sys.stdin, STEP))
-        return records.run(STEP, lambda r: process(r, cfg, args.email), source)
+        return records.run(STEP, lambda r: process(r, cfg, args.email), source, trusted=False)
 
     return records.main_wrapper(STEP, body_)

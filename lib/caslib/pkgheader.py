@@ -28,7 +28,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 
-from . import debpkg, elfnote
+from . import debpkg, elfnote, safetar
 from ._vendor import rpmfile as _rpmfile
 from .records import StepError
 
@@ -299,12 +299,12 @@ def _tar_stream(raw, member: str, path: str):
     if ext == "zst":
         import zstandard
         reader = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
-        return tarfile.open(fileobj=reader, mode="r|"), "zstd"
+        return safetar.open_stream(reader), "zstd"
     mode = {"gz": "r|gz", "xz": "r|xz", "bz2": "r|bz2", "lzma": "r|xz", "": "r|"}.get(ext)
     if mode is None:
         raise PackageError(f"{path}: unsupported Debian member compression {member!r}")
     names = {"gz": "gzip", "xz": "xz", "bz2": "bzip2", "lzma": "lzma"}
-    return tarfile.open(fileobj=buffered, mode=mode), names.get(ext)
+    return safetar.open_stream(buffered, mode=mode), names.get(ext)
 
 
 _CONTROL_LIMIT = 64 << 20

@@ -1,4 +1,4 @@
-"""The record contract every CAS filter shares (DESIGN.md section 1).
+"""The record contract every CAS filter shares (man/cas-records.7).
 
 A filter is a function ``process(record) -> record``.  This module owns
 everything around it so no filter re-implements it: reading JSON lines from
@@ -17,7 +17,7 @@ import signal
 import sys
 from typing import Callable, Iterable, Iterator
 
-from . import logs
+from . import jsonlines, logs
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -66,10 +66,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def argument_parser(prog: str, description: str, epilog: str | None = None) -> ArgumentParser:
-    from . import __version__
+    """The parser every command starts from; it brings ``--version`` (``cas-ident 0.2.0``)."""
+    from caslib import __version__
     parser = ArgumentParser(prog=prog, description=description, epilog=epilog,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}",
+                        help="print the command's name and the CAS version, and exit")
     return parser
 
 
@@ -81,21 +83,42 @@ def error_record(record: dict, step: str, message: str, kind: str = "failed") ->
 
 
 def read_records(stream, step: str) -> Iterator[dict]:
-    """Yield records from JSON lines; a line that is not an object becomes an error record."""
-    for lineno, line in enumerate(stream, 1):
+    """Yield records from JSON lines; a line that is not a sound object becomes an error record
+    (its message also on stderr), and the lines after it are still read."""
+    for lineno, (line, too_long) in enumerate(jsonlines.bounded_lines(stream), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            yield error_record({"input": line.rstrip("\n")[:200]}, step,
-                               f"stdin line {lineno}: not JSON ({exc.msg})", "bad-record")
-            continue
-        if not isinstance(record, dict):
-            yield error_record({"input": line.rstrip("\n")[:200]}, step,
-                               f"stdin line {lineno}: not a JSON object", "bad-record")
+        shown = {"input": line.rstrip("\n")[:200]}
+        why = None
+        if too_long:
+            why = f"stdin line {lineno}: longer than {jsonlines.MAX_LINE} characters"
+        else:
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                why = f"stdin line {lineno}: not JSON ({exc.msg})"
+            except RecursionError:
+                why = f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
+            else:
+                if not isinstance(record, dict):
+                    why = f"stdin line {lineno}: not a JSON object"
+                elif jsonlines.depth(record) > jsonlines.MAX_DEPTH:
+                    why = f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
+        if why:
+            logging.getLogger("cas").error("%s", why)
+            yield error_record(shown, step, why, "bad-record")
             continue
         yield record
+
+
+_record_check = None  # set by cli.load_config: pathsafety.check_record
+
+
+def set_record_check(check) -> None:
+    """Install the check every record gets before its step runs
+    (``check(record, trusted, step)``)."""
+    global _record_check
+    _record_check = check
 
 
 def write_record(record: dict, stream) -> None:
@@ -112,24 +135,34 @@ def _one_line(exc: BaseException) -> str:
 
 
 def apply(step: str, process: Callable[[dict], dict], record: dict,
-          log: logging.Logger | None = None) -> dict:
+          log: logging.Logger | None = None, trusted: bool = False) -> dict:
     """Run ``process`` on one record under the contract; never raises.
 
-    Error records pass through untouched.  The job's process log (when the
-    record names a ``workdir`` and ``job``) receives this step's log lines.
+    Error records pass through untouched.  The record is checked first
+    (names, types, paths: ``pathsafety``; ``trusted`` records came from the
+    command line), then the job's process log (when the record names a
+    ``workdir`` and ``job``) receives this step's log lines.
     """
     if "error" in record:
         return record
     log = log or logging.getLogger("cas")
-    with logs.job_log(record):
+    if _record_check is not None:
+        try:
+            _record_check(record, trusted, step)
+        except StepError as exc:
+            log.error("%s", exc.message)
+            return error_record(record, step, exc.message, exc.kind)
+    with logs.job_log(record), logs.hold_info() as drop_info:
         try:
             out = process(dict(record))
         except StepError as exc:
+            drop_info()  # the error is the one line; the narrative stays in the job log
             log.error("%s", exc.message)
             return error_record(exc.partial if exc.partial is not None else record,
                                 step, exc.message, exc.kind)
         except OSError as exc:
             message = _one_line(exc)
+            drop_info()
             log.error("%s", message)
             return error_record(record, step, message, "os-error")
         except KeyboardInterrupt as exc:
@@ -144,6 +177,7 @@ def apply(step: str, process: Callable[[dict], dict], record: dict,
         except Exception as exc:  # a bug: one line on stdout, the traceback only in the log
             log.debug("internal error", exc_info=True)
             message = f"internal error: {type(exc).__name__}: {_one_line(exc)}"
+            drop_info()
             log.error("%s", message)
             return error_record(record, step, message, "internal")
     return out
@@ -160,20 +194,25 @@ def _quiet_broken_pipe() -> int:
 
 
 def run(step: str, process: Callable[[dict], dict], initial: Iterable[dict] | None = None,
-        stdin=None, stdout=None) -> int:
+        stdin=None, stdout=None, trusted: bool | None = None) -> int:
     """Drive a filter: records from ``initial`` (built from arguments) or stdin.
 
+    ``trusted`` defaults to whether ``initial`` was given; a filter that passes
+    stdin's records through a generator as ``initial`` says ``trusted=False``.
+
     Each record is written and flushed as soon as it is done, so a pipeline
-    streams.  Returns the exit status of DESIGN.md section 1.
+    streams.  Returns the exit status of man/cas-records.7.
     """
     stdin = stdin if stdin is not None else sys.stdin
     stdout = stdout if stdout is not None else sys.stdout
     log = logging.getLogger("cas")
     source = initial if initial is not None else read_records(stdin, step)
+    if trusted is None:
+        trusted = initial is not None
     status = EXIT_OK
     try:
         for record in source:
-            out = apply(step, process, record, log)
+            out = apply(step, process, record, log, trusted=trusted)
             if "error" in out:
                 status = EXIT_ERROR
             write_record(out, stdout)

@@ -1,6 +1,6 @@
 """An RPM opened for extraction: header facts from rpmfile, the payload streamed by us.
 
-rpmfile parses the lead, signature and main header (FORMATS.md C); its own
+rpmfile parses the lead, signature and main header (doc/formats.md section 9); its own
 ``extractfile()`` decompresses twice and reads zstd payloads whole, so the
 payload is read here once, forward, through ``decompress.open_reader``.
 

@@ -168,10 +168,15 @@ def _read_plain(path: str) -> str:
 
 
 def redirect_target(line: str) -> str | None:
-    """The file a crash command line redirects to with ``>``/``>>``, or None."""
+    """The file a crash command line redirects to with ``>``/``>>``, or None.
+
+    With a pipe (``ps -m | grep UN >> dstate``) the shell at its end does the writing,
+    in crash's directory, the job directory: its last ``>``/``>>`` names the result.
+    """
     if "|" in line:
-        line = line.split("|", 1)[0]
-    m = _REDIRECT.match(line)
+        m = _REDIRECT.match(line.split("|", 1)[0]) or _REDIRECT.match(line.rsplit("|", 1)[1])
+    else:
+        m = _REDIRECT.match(line)
     return m.group("target") if m else None
 
 

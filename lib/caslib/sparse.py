@@ -22,7 +22,8 @@ COPY_CHUNK = 1 << 20
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def _zeros(n: int) -> bytes:
+def zeros(n: int) -> bytes:
+    """``n`` zero bytes, one shared object per size (decoders hand it out for zero chunks)."""
     z = _ZERO_CACHE.get(n)
     if z is None:
         if len(_ZERO_CACHE) > 8:
@@ -51,7 +52,7 @@ class SparseWriter:
         n = len(data)
         if not n:
             return 0
-        if data == _zeros(n) if n <= 4 * COPY_CHUNK else not data.strip(b"\0"):
+        if data == zeros(n) if n <= 4 * COPY_CHUNK else not data.strip(b"\0"):
             self.size += n
             return n
         view = memoryview(data)
@@ -59,7 +60,7 @@ class SparseWriter:
         end = min((-self.size) % BLOCK or BLOCK, n)  # the first step ends on a block boundary
         run_start = None                             # start of a pending run of data blocks
         while pos < n:
-            if data[pos:end] == (_ZERO_BLOCK if end - pos == BLOCK else _zeros(end - pos)):
+            if data[pos:end] == (_ZERO_BLOCK if end - pos == BLOCK else zeros(end - pos)):
                 if run_start is not None:
                     self._put(view[run_start:pos], self.size + run_start)
                     run_start = None

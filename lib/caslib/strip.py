@@ -34,6 +34,12 @@ def process(record: dict, cfg=None, command: str = "makedumpfile") -> dict:
     if not binary:
         raise StepError(f"{command} not found: install the Debian package makedumpfile", "missing-tool")
     original = os.stat(core).st_size
+    if isinstance(record.get("cores"), list) and len(record["cores"]) > 1:
+        # makedumpfile reads one file: a part alone would lose the other parts' pages
+        record["strip"] = {"original_bytes": original, "stripped_bytes": None, "saved_bytes": 0,
+                           "replaced": False, "reason": "a split dump: kept its parts as they are"}
+        logs.get().info("not stripping: %s", record["strip"]["reason"])
+        return record
     out = os.path.join(workdir, "." + os.path.basename(core) + ".strip.part")
     argv = [binary, "-c", "-d", "31"]
     if record.get("ident_method") != "vmcoreinfo" and record.get("vmlinux"):

@@ -2,7 +2,7 @@
 
 ``process(record, cfg) -> record`` reads ``id``, ``job`` (optional, default
 the identifier) and ``source`` (a path or an http/https/ftp URL), creates
-the job directory and adds, per DESIGN.md section 2:
+the job directory and adds, per man/cas-records.7:
 
 ``workdir``     the new job directory ``<workDirectory>/<job>/<YYYY.MM.DD.HH.MM.SS>``
 ``core``        absolute path of the raw core inside it, named as the input
@@ -32,13 +32,15 @@ import os
 import re
 import stat
 
-from . import cli, compress, decompress, fetch, jobdir, layers, logs, records, sparse
+from . import (cli, compress, deadline, decompress, fetch, jobdir, kdumpdir, layers, logs,
+               pathsafety, records, sparse)
 from .progress import Progress
 from .records import StepError
 
 STEP = "cas-unpack"
-# Names the job directory holds besides the core (DESIGN.md section 3).
-RESERVED = {"crash", "crash.in", "crash.out", "traceback", "sys", "log", "modules", "memory", "usr"}
+# Names the job directory holds besides the core (man/cas-records.7, THE JOB DIRECTORY);
+# see pathsafety.cas_writes for every name and pattern CAS writes.
+RESERVED = pathsafety.JOB_NAMES
 SUFFIXES = (".tar", ".tgz", ".tbz", ".tbz2", ".txz", ".tzst", ".tlz", ".gz", ".bz2", ".xz",
             ".lzma", ".zst", ".zstd", ".zip")
 _SAFE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+:-]{0,199}")
@@ -54,7 +56,7 @@ def core_name(source_name: str, job: str) -> str:
             if name.lower().endswith(suffix) and len(name) > len(suffix):
                 name = name[: -len(suffix)]
                 changed = True
-    if not _SAFE.fullmatch(name) or name in RESERVED or name == f"{job}.log":
+    if not _SAFE.fullmatch(name) or pathsafety.cas_writes(name, job):
         return "vmcore"
     return name
 
@@ -62,7 +64,8 @@ def core_name(source_name: str, job: str) -> str:
 class Output:
     """Partial files in the job directory: created, written sparsely, renamed or removed."""
 
-    def __init__(self, workdir: str, core: str, log, tick=None):
+    def __init__(self, workdir: str, core: str, log, tick=None, max_size: int | None = None):
+        self.max_size = max_size  # maxCoreSize: no layer may unpack to more
         self.workdir = workdir
         self.core = core
         self.log = log
@@ -101,6 +104,11 @@ class Output:
                     if not data:
                         break
                     writer.write(data)
+                    if self.max_size and writer.size > self.max_size:
+                        self.discard(path)
+                        raise StepError(f"{self.workdir}: the core grows past maxCoreSize "
+                                        f"({self.max_size:,} bytes); stopped and removed the "
+                                        "partial file", "too-large")
                     if self.tick:
                         self.tick()
             writer.close()
@@ -172,11 +180,20 @@ class _Counting:
         return True
 
 
-def open_source(source: str, timeout: float):
+def open_source(source: str, timeout: float, total: float = deadline.DEFAULT):
     """Open the input before anything is created: (stream, name, size, local path or None)."""
     if fetch.is_url(source):
-        dl = fetch.Download(source, timeout)
+        dl = fetch.Download(source, timeout, deadline=deadline.Deadline(total, fetch.shown(source)))
         return dl, fetch.url_basename(source), dl.length, None
+    try:
+        st = os.stat(source)
+    except OSError:
+        st = None
+    if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise StepError(f"{source}: a device, not a dump file", "not-found")
+    if st is not None and stat.S_ISFIFO(st.st_mode):  # no writer, or a silent one: bounded
+        reader = deadline.open_fifo(source, deadline.Deadline(total, source))
+        return reader, os.path.basename(source), None, None
     try:
         # unbuffered: one read(2) per call, so a signal is never left waiting behind a
         # buffered loop on a pipe or fifo (and no extra copy for regular files)
@@ -208,6 +225,9 @@ def _raw_local(fh, local: str, size: int) -> bool:
 
 def _link_or_copy(fh, local: str, size: int, out: Output, progress, log) -> tuple[str, int]:
     """Hard-link the user's raw dump into the job directory, else copy it sparsely."""
+    if not pathsafety.link_allowed(local):  # someone else's file: a copy of our own
+        log.info("%s: raw file of another user, copying it", local)
+        return out.copy_file(fh.fileno(), size, progress)
     out.count += 1
     path = os.path.join(out.workdir, f"{out.core}.part{out.count}")
     try:
@@ -218,6 +238,18 @@ def _link_or_copy(fh, local: str, size: int, out: Output, progress, log) -> tupl
     except OSError as exc:
         log.info("%s: raw file, copying it (no hard link: %s)", local, exc.strerror)
     return out.copy_file(fh.fileno(), size, progress)
+
+
+def _keep_vmlinux(out: Output, cand, log) -> dict:
+    """The customer's vmlinux as ``<workdir>/vmlinux``: ``{file, member, build_id}``."""
+    from . import elfnote
+    final = os.path.join(out.workdir, "vmlinux")
+    os.rename(cand.path, final)
+    out.parts.remove(cand.path)
+    with open(final, "rb") as fh:
+        build_id = elfnote.build_id(fh)
+    log.info("kept the archive's %s as %s (build-id %s)", cand.member, final, build_id)
+    return {"file": final, "member": cand.member, "build_id": build_id}
 
 
 def process(record: dict, cfg, timeout: float | None = None) -> dict:
@@ -233,35 +265,48 @@ def process(record: dict, cfg, timeout: float | None = None) -> dict:
         raise StepError("record has no source file or URL", "bad-record")
     if timeout is None:
         timeout = cfg.get("downloadTimeout", fetch.DEFAULT_TIMEOUT)
-    raw, name, size, local = open_source(source, timeout)
+    if not fetch.is_url(source) and os.path.isdir(source):  # a kdump directory
+        chosen = kdumpdir.choose(source, log)  # before the job directory: input is checked first
+        record.update(id=ident, job=job, workdir=jobdir.create(cfg.workDirectory, job))
+        with logs.job_log(record):
+            return kdumpdir.unpack_directory(record, source, chosen, log)
+    raw, name, size, local = open_source(source, timeout,
+                                         cfg.get("transferDeadline") or deadline.DEFAULT)
     try:
         workdir = jobdir.create(cfg.workDirectory, job)
         record["id"], record["job"], record["workdir"] = ident, job, workdir
         record["source"] = source
         with logs.job_log(record):
-            return _unpack(record, raw, name, size, local, log)
+            return _unpack(record, raw, name, size, local, log, cfg.get("maxCoreSize"))
     finally:
         raw.close()
 
 
-def _unpack(record: dict, raw, name: str, size, local, log) -> dict:
+def _unpack(record: dict, raw, name: str, size, local, log, max_size=None) -> dict:
     workdir = record["workdir"]
     shown = fetch.shown(record["source"]) if local is None else record["source"]
     log.info("unpacking %s for %s into %s", shown, record["id"], workdir)
     counter = _Counting(raw)
     with Progress(f"unpack {name}", size) as progress:
         out = Output(workdir, core_name(name, record["job"]), log,
-                     tick=lambda: progress.update(counter.pos))
+                     tick=lambda: progress.update(counter.pos), max_size=max_size)
         try:
+            peeler = None
             if local is not None and _raw_local(raw, local, size):
                 path, core_bytes = _link_or_copy(raw, local, size, out, progress, log)
                 kind = layers.dump_kind(os.pread(raw.fileno(), layers.HEAD, 0))
                 peeled, member = [], None
             else:
-                cand = layers.Peeler(out, log, shown, local).peel(counter, size)
+                peeler = layers.Peeler(out, log, shown, local, raw.fileno() if local else None)
+                cand = peeler.peel(counter, size)
                 path, core_bytes, kind = cand.path, cand.size, cand.kind
                 peeled, member = cand.layers, cand.member
+                if peeler.vmlinux is not None:
+                    record["customer_vmlinux"] = _keep_vmlinux(out, peeler.vmlinux, log)
             core = out.finish(path)
+            if peeler is not None:
+                kdumpdir.finish_extras(out, core, [p.path for p in peeler.parts],
+                                       {k: c.path for k, c in peeler.side.items()}, record, log)
         except StepError as exc:
             out.cleanup()
             raise StepError(exc.message, exc.kind, partial=record) from None
@@ -327,6 +372,9 @@ def main(argv=None) -> int:
             initial = [{"id": args.id, "job": args.job or args.id, "source": source}]
 
         def step(record):
+            if initial is None and isinstance(record.get("source"), str) \
+                    and not fetch.is_url(record["source"]):
+                pathsafety.check_source(record["source"])  # a record's file, not the user's
             if args.id is not None and "id" not in record:
                 record["id"] = args.id
             if args.job and "job" not in record:

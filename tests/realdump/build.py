@@ -43,8 +43,14 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+try:  # the faultmod and panics steps: real panics of several kinds (panics.py)
+    from . import panics
+except ImportError:  # run as a script
+    import panics
+
 SCHEMA = 1
 BUILDER = 1  # bump when what a step makes changes: every stamp of another value is rebuilt
+SECTIONS = ("panics",)  # manifest sections of later steps: an older manifest lacks them
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPEC = os.path.join(HERE, "kernel-debuginfo.spec")
 HOSTNAME = "casdemo"
@@ -837,6 +843,97 @@ def step_verify(vmlinux: str, dumps: dict, kernel: dict, kinfo: dict, qinfo: dic
 
 
 # ---------------------------------------------------------------------------------------------
+# 5b. split dumps and a kdump directory's dmesg (a later step with its own stamp and manifest
+#     section "split": added to a complete cache without rebuilding anything else)
+
+SPLIT_SETS = {"split-zlib": ("-c", 3), "split-lzo": ("-l", 2)}
+
+
+def step_split(dumps_dir: str, vmlinux: str, kernel_release: str, out: str) -> dict:
+    """makedumpfile --split of the fixed ELF into parts (zlib and lzo), each set opened by
+    crash with all its parts; makedumpfile --dump-dmesg writes a kdump directory's
+    vmcore-dmesg.txt.  --splitblock-size 4096 (KiB): the default 1 GiB block would put
+    all of a 256 MiB guest into the first part."""
+    src = os.path.join(dumps_dir, "vmcore.qemu-elf-fixed")
+    sets = {}
+    for variant, (opt, count) in SPLIT_SETS.items():
+        names = [f"vmcore.{variant}.{i}" for i in range(1, count + 1)]
+        run(["makedumpfile", "--split", "--splitblock-size", "4096", opt, "-d", "31", src,
+             *[os.path.join(out, n) for n in names]])
+        for n in names:
+            os.chmod(os.path.join(out, n), 0o644)
+            with open(os.path.join(out, n), "rb") as fh:
+                if fh.read(8) != b"KDUMP   ":
+                    raise BuildError(f"{n}: not a kdump file")
+        script = "set scroll off\n!echo '=== sys'\nsys\nquit\n"
+        p = run(["crash", "-s", "--no_crashrc", vmlinux, *names], cwd=out, input=script,
+                timeout=CRASH_TIMEOUT, check=False)
+        with open(os.path.join(out, f"crash.{variant}.txt"), "w") as fh:
+            fh.write(p.stdout + p.stderr)
+        sys_fields = parse_crash_sys(p.stdout.partition("=== sys")[2])
+        if p.returncode != 0 or sys_fields.get("RELEASE") != kernel_release \
+                or PANIC_TEXT not in sys_fields.get("PANIC", "") \
+                or p.stdout.count("[PARTIAL DUMP]") != count:
+            raise BuildError(f"crash could not open the {variant} parts together "
+                             f"(exit {p.returncode}):\n{tail(p.stdout + p.stderr)}")
+        log(f"crash opened {variant} ({count} parts): {sys_fields.get('RELEASE')}")
+        sets[variant] = {"files": names, "compression": variant.split("-")[1],
+                         "command": f"makedumpfile --split --splitblock-size 4096 {opt} -d 31",
+                         "crash_sys": sys_fields, "crash_output": f"crash.{variant}.txt"}
+    # a dump cut while makedumpfile wrote it: a 2 MiB file size limit (SIGXFSZ ignored, so
+    # the write fails with EFBIG and makedumpfile stops, as it does on a full disk)
+    cut = "vmcore.cut-2MiB"
+    p = run(["sh", "-c", 'trap "" XFSZ; ulimit -f 4096; exec "$@"', "sh", "makedumpfile",
+             "-c", "-d", "31", src, os.path.join(out, cut)], check=False)
+    if p.returncode == 0 or os.path.getsize(os.path.join(out, cut)) != 2 << 20:
+        raise BuildError(f"makedumpfile under a 2 MiB file size limit: exit {p.returncode}, "
+                         f"{os.path.getsize(os.path.join(out, cut))} bytes")
+    os.chmod(os.path.join(out, cut), 0o644)
+    said = [line for line in (p.stdout + p.stderr).splitlines() if "Can't write" in line]
+    dmesg = "vmcore-dmesg.txt"
+    run(["makedumpfile", "--dump-dmesg", src, os.path.join(out, dmesg)])
+    with open(os.path.join(out, dmesg), errors="replace") as fh:
+        text = fh.read()
+    if PANIC_TEXT not in text:
+        raise BuildError(f"makedumpfile --dump-dmesg: no {PANIC_TEXT!r} in {dmesg}")
+    return {"sets": sets, "dmesg": dmesg, "cut": {"file": cut, "makedumpfile_said": said,
+                                                   "command": "ulimit -f 4096; makedumpfile "
+                                                              "-c -d 31 (SIGXFSZ ignored)"}}
+
+
+def add_split_section(manifest_path: str) -> None:
+    """Build the split step into the manifest's cache directory, if it is not there, and
+    record it in the manifest's "split" section (and its files in "files")."""
+    with open(manifest_path) as fh:
+        manifest = json.load(fh)
+    root = os.path.dirname(manifest_path)
+    if "cut" in manifest.get("split", {}) and manifest_ok(manifest_path):
+        return
+    cache = Cache(root)
+    with open(root + ".lock", "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)
+        with open(cache.path("dumps", ".stamp.json")) as fh:
+            cache.stamps["dumps"] = json.load(fh)
+        cache.step("split", ["dumps"], lambda out: step_split(
+            cache.path("dumps"), manifest["vmlinux"], manifest["kernel"]["release"], out))
+        info = cache.stamps["split"]["info"]
+        sdir = cache.path("split")
+        section = {"sets": {v: {**{k: d[k] for k in ("compression", "command", "crash_sys")},
+                                "paths": [os.path.join(sdir, f) for f in d["files"]],
+                                "crash_output": os.path.join(sdir, d["crash_output"])}
+                            for v, d in info["sets"].items()},
+                   "dmesg": os.path.join(sdir, info["dmesg"]),
+                   "cut": dict(info["cut"], path=os.path.join(sdir, info["cut"]["file"]))}
+        files = [f for f in manifest["files"] if not f["path"].startswith(sdir + os.sep)]
+        for d in info["sets"].values():
+            files += [file_entry(sdir, f, "split-dump", format="kdump") for f in d["files"]]
+        files.append(file_entry(sdir, info["dmesg"], "vmcore-dmesg", format="text"))
+        files.append(file_entry(sdir, info["cut"]["file"], "cut-dump", format="kdump"))
+        manifest.update(split=section, files=files)
+        write_json(manifest_path, manifest)
+
+
+# ---------------------------------------------------------------------------------------------
 # 6. RPMs
 
 def tiny_elf(build_id: bytes, banner: str) -> bytes:
@@ -933,11 +1030,24 @@ def rpm_query(path: str) -> dict:
             "payload_compressor": out[4], "payload_flags": out[5], "files": files}
 
 
-def decoy_releases(uname_r: str) -> list:
+def abi_shift(uname_r: str, delta: int) -> str:
+    """6.1.0-56-cloud-amd64, +1 -> 6.1.0-57-cloud-amd64: the same flavour, another ABI."""
     m = re.match(r"^(\d+\.\d+\.\d+)-(\d+)-(.*)$", uname_r)
-    base, abi, flavour = m.group(1), int(m.group(2)), m.group(3)
-    other = "amd64" if flavour != "amd64" else "cloud-amd64"
-    return [f"{base}-{abi - 1}-{flavour}", f"{base}-{abi}-{other}", f"{base}-{abi + 1}-{flavour}"]
+    return f"{m.group(1)}-{int(m.group(2)) + delta}-{m.group(3)}"
+
+
+def decoys(uname_r: str) -> dict:
+    """THE decoy rule, in one place: the releases of the decoy packages built next to the
+    real one, by role. The manifest records them ("decoys"); tests read them from there, so
+    nothing depends on which kernel the mirror serves."""
+    m = re.match(r"^(\d+\.\d+\.\d+-\d+)-(.*)$", uname_r)
+    other = "amd64" if m.group(2) != "amd64" else "cloud-amd64"
+    return {"older": abi_shift(uname_r, -1), "other_flavour": f"{m.group(1)}-{other}",
+            "newer": abi_shift(uname_r, +1)}
+
+
+def decoy_releases(uname_r: str) -> list:
+    return list(decoys(uname_r).values())
 
 
 def step_rpms(kernel_dir: str, kinfo: dict, kernel: dict, out: str) -> dict:
@@ -1041,6 +1151,9 @@ def write_manifest(cache: Cache, kernel: dict, total_seconds: float) -> str:
               "format": d["format"]} for d in dumps]
     files += [{k: r[k] for k in ("path", "size", "sha256")} | {"role": "debuginfo-rpm",
               "format": "rpm"} for r in rpms]
+    panics_section, panic_files = panics.manifest_section(sys.modules[__name__], cache,
+                                                          cache.path("faultmod"))
+    files += panic_files
     facts.update({
         "makedumpfile": di["makedumpfile"], "makedumpfile_warnings": di["makedumpfile_warnings"],
         "skipped_variants": di["skipped"], "elf_fix": di["elf_fix"],
@@ -1061,8 +1174,10 @@ def write_manifest(cache: Cache, kernel: dict, total_seconds: float) -> str:
         "modules": [os.path.join(kdir, m) for m in ki["debug_modules"]],
         "dumps": dumps,
         "rpms": rpms,
+        "decoys": decoys(kernel["uname_r"]),
         "files": files,
         "facts": facts,
+        "panics": panics_section,
         "build_seconds": {**{n: s["seconds"] for n, s in st.items()},
                           "total_this_run": round(total_seconds, 2)},
     }
@@ -1076,7 +1191,8 @@ def manifest_ok(path: str) -> bool:
     try:
         with open(path) as fh:
             m = json.load(fh)
-        if m.get("schema") != SCHEMA or m.get("builder") != BUILDER:
+        if m.get("schema") != SCHEMA or m.get("builder") != BUILDER \
+                or any(key not in m for key in SECTIONS):
             return False
         return all(os.path.getsize(f["path"]) == f["size"] for f in m["files"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -1110,6 +1226,7 @@ def cached_manifest(root: str, pinned: str | None) -> str | None:
 def build(root: str, pinned: str | None, refresh: bool) -> str:
     if not refresh and (path := cached_manifest(root, pinned)):
         log(f"cache complete: {path}")
+        add_split_section(path)
         return path
     check_tools()
     kernel = pick_kernel(pinned)
@@ -1121,32 +1238,44 @@ def build(root: str, pinned: str | None, refresh: bool) -> str:
         manifest = cache.path("manifest.json")
         if manifest_ok(manifest):
             log("cache complete")
-            return manifest
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(manifest)
-        started = time.monotonic()
-        r = kernel["uname_r"]
-        cache.step("debs", [], lambda out: step_debs(kernel, out))
-        debs = dict(cache.stamps["debs"]["info"], dir=cache.path("debs"))
-        cache.step("kernel", ["debs"], lambda out: step_kernel(kernel, debs, out))
-        kinfo = cache.stamps["kernel"]["info"]
-        kdir = cache.path("kernel")
-        cache.step("initrd", ["kernel"], lambda out: step_initrd(kdir, kinfo, out))
-        cache.step("qemu", ["kernel", "initrd"], lambda out: step_qemu(
-            os.path.join(kdir, kinfo["vmlinuz"]), cache.path("initrd", "initrd.img"), out))
-        qinfo = cache.stamps["qemu"]["info"]
-        cache.step("dumps", ["qemu"], lambda out: step_dumps(cache.path("qemu"), qinfo, out))
-        dinfo = cache.stamps["dumps"]["info"]
-        all_dumps = {v: cache.path("qemu", d["file"]) for v, d in qinfo["dumps"].items()}
-        all_dumps.update({v: cache.path("dumps", d["file"]) for v, d in dinfo["dumps"].items()})
-        cache.step("verify", ["kernel", "qemu", "dumps"], lambda out: step_verify(
-            os.path.join(kdir, kinfo["vmlinux"]), all_dumps, kernel, kinfo, qinfo, out))
-        cache.step("rpms", ["kernel"], lambda out: step_rpms(kdir, kinfo, kernel, out))
-        log(f"writing the manifest ({r})")
-        path = write_manifest(cache, kernel, time.monotonic() - started)
-        if not manifest_ok(path):
-            raise BuildError("the manifest just written does not check out")
-        return path
+        else:
+            _build_steps(cache, kernel, manifest)
+    add_split_section(manifest)  # outside the lock, which it takes itself
+    return manifest
+
+
+def _build_steps(cache: Cache, kernel: dict, manifest: str) -> str:
+    """Every step before the manifest (the caller holds the version lock)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(manifest)
+    started = time.monotonic()
+    r = kernel["uname_r"]
+    cache.step("debs", [], lambda out: step_debs(kernel, out))
+    debs = dict(cache.stamps["debs"]["info"], dir=cache.path("debs"))
+    cache.step("kernel", ["debs"], lambda out: step_kernel(kernel, debs, out))
+    kinfo = cache.stamps["kernel"]["info"]
+    kdir = cache.path("kernel")
+    cache.step("initrd", ["kernel"], lambda out: step_initrd(kdir, kinfo, out))
+    cache.step("qemu", ["kernel", "initrd"], lambda out: step_qemu(
+        os.path.join(kdir, kinfo["vmlinuz"]), cache.path("initrd", "initrd.img"), out))
+    qinfo = cache.stamps["qemu"]["info"]
+    cache.step("dumps", ["qemu"], lambda out: step_dumps(cache.path("qemu"), qinfo, out))
+    dinfo = cache.stamps["dumps"]["info"]
+    all_dumps = {v: cache.path("qemu", d["file"]) for v, d in qinfo["dumps"].items()}
+    all_dumps.update({v: cache.path("dumps", d["file"]) for v, d in dinfo["dumps"].items()})
+    cache.step("verify", ["kernel", "qemu", "dumps"], lambda out: step_verify(
+        os.path.join(kdir, kinfo["vmlinux"]), all_dumps, kernel, kinfo, qinfo, out))
+    cache.step("rpms", ["kernel"], lambda out: step_rpms(kdir, kinfo, kernel, out))
+    me = sys.modules[__name__]
+    cache.step("faultmod", ["kernel"], lambda out: panics.step_faultmod(
+        me, kernel, os.path.join(kdir, kinfo["config"]), out))
+    cache.step("panics", ["kernel", "faultmod"], lambda out: panics.step_panics(
+        me, kdir, kinfo, cache.path("faultmod"), cache.stamps["faultmod"]["info"], out))
+    log(f"writing the manifest ({r})")
+    path = write_manifest(cache, kernel, time.monotonic() - started)
+    if not manifest_ok(path):
+        raise BuildError("the manifest just written does not check out")
+    return path
 
 
 def main(argv=None) -> int:

@@ -117,6 +117,21 @@ def test_rpm_names_and_decoys():
     assert build.decoy_releases("6.1.0-56-amd64")[1] == "6.1.0-56-cloud-amd64"
 
 
+@pytest.mark.parametrize("release", ["6.1.0-9-cloud-amd64", "6.1.0-50-cloud-amd64",
+                                     "6.1.0-57-cloud-amd64", "6.1.0-99-amd64"])
+def test_decoy_rule_follows_the_kernel(release):
+    """Whatever the mirror serves: the decoys are ABI - 1, the other flavour and ABI + 1 of
+    that kernel, never the kernel itself, and an ABI + 2 release is none of them."""
+    base, abi, flavour = release.split("-", 2)
+    d = build.decoys(release)
+    assert d["older"] == f"{base}-{int(abi) - 1}-{flavour}"
+    assert d["newer"] == f"{base}-{int(abi) + 1}-{flavour}"
+    assert d["other_flavour"].startswith(f"{base}-{abi}-")
+    assert d["other_flavour"] != release
+    assert build.decoy_releases(release) == [d["older"], d["other_flavour"], d["newer"]]
+    assert release not in d.values() and build.abi_shift(release, 2) not in d.values()
+
+
 def test_parse_crash_sys():
     text = ("      KERNEL: /x/vmlinux\n    DUMPFILE: d  [PARTIAL DUMP]\nLOAD AVERAGE: 0.00\n"
             "    NODENAME: casdemo\n     RELEASE: 6.1.0-56-cloud-amd64\n"
@@ -133,8 +148,8 @@ def test_manifest_ok_rejects_partial_caches(tmp_path):
     f = tmp_path / "a"
     f.write_bytes(b"1234")
     m = tmp_path / "manifest.json"
-    m.write_text('{"schema": %d, "builder": %d, "files": [{"path": "%s", "size": 4}]}'
-                 % (build.SCHEMA, build.BUILDER, f))
+    m.write_text('{"schema": %d, "builder": %d, "panics": {}, "files": [{"path": "%s", '
+                 '"size": 4}]}' % (build.SCHEMA, build.BUILDER, f))
     assert build.manifest_ok(str(m))
     f.write_bytes(b"12")
     assert not build.manifest_ok(str(m))
@@ -159,8 +174,8 @@ def test_manifest_lists_every_file_with_its_size(realdump):
 @pytest.mark.realdump
 def test_kernel_facts_agree_across_independent_sources(realdump):
     k, facts = realdump["kernel"], realdump["facts"]
-    assert k["hostname"] == "casdemo" and k["machine"] == "x86_64"
-    assert k["panic"] == "sysrq triggered crash"
+    assert k["hostname"] == build.HOSTNAME and k["machine"] == "x86_64"
+    assert k["panic"] == build.PANIC_TEXT
     assert k["release"] == facts["readelf_vmcoreinfo"]["OSRELEASE"]
     assert k["build_id"] == facts["readelf_vmcoreinfo"]["BUILD-ID"]
     assert k["build_id"] == facts["readelf_vmlinux_build_id"]
@@ -199,3 +214,40 @@ def test_rpms_are_fedora_style_kernel_debuginfo(realdump):
     assert len(set(names)) == len(names) and not set(names) & {
         os.path.basename(r["path"]) for r in real}
     assert all(r["uname_r"] != k["release"] for r in decoys)
+
+
+MODULE_KINDS = ("null", "paging", "gpf", "stack", "bug", "warn", "softlockup", "hung")
+
+
+@pytest.mark.realdump
+def test_panics_of_every_kind_with_what_crash_says(realdump):
+    p = realdump["panics"]
+    made = set(p["kinds"])
+    assert {"oom", "init"} <= made
+    if p["module"]["module"] is None:  # the module could not be built: the reason is given
+        assert p["module"]["reason"] and all(p["skipped"].get(k) for k in MODULE_KINDS)
+    else:
+        assert set(MODULE_KINDS) <= made
+        assert os.path.isfile(p["module"]["path"])
+    assert "hard-lockup" in p["skipped"]
+    for kind in p["second_boot"]:
+        assert [d["boot"] for d in p["kinds"][kind]] == [1, 2]
+    expect = {"oom": "Out of memory", "init": "Attempted to kill init!", "null": "Oops:",
+              "paging": "Oops:", "gpf": "Fatal exception",
+              "stack": "stack-protector: Kernel stack is corrupted in: casfault_smash",
+              "bug": "kernel BUG at casfault/casfault.c:", "warn": "panic_on_warn set",
+              "softlockup": "softlockup: hung tasks", "hung": "hung_task: blocked tasks"}
+    for kind, dumps in p["kinds"].items():
+        for d in dumps:
+            assert os.path.getsize(d["path"]) == d["size"]
+            with open(d["path"], "rb") as fh:
+                assert fh.read(8) == b"KDUMP   "
+            c = d["crash"]
+            assert expect[kind] in c["panic"], (kind, c["panic"])
+            assert c["frames"] and c["frames"][0] == "panic"
+            if kind in ("oom", "init"):
+                assert c["mod_taints"] == {} and c["log_tainted"] is None
+            else:
+                assert c["mod_taints"] == {"casfault": "OE"} and "OE" in c["log_tainted"]
+    assert p["kinds"]["init"][0]["crash"]["pid"] == 1
+    assert any(f == "casfault_spin [casfault]" for f in p["kinds"]["softlockup"][0]["crash"]["frames"])
