@@ -74,6 +74,9 @@ install-system: install-data
 	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 644 man/*.7 $(DESTDIR)$(PREFIX)/share/man/man7/
 	install -m 644 etc/cas.conf.example etc/cas.conf.minimal $(DESTDIR)$(PREFIX)/share/doc/cas/examples/
+	# as setup.cfg's data_files (the .deb gets them from pybuild): the units as examples too
+	for u in etc/systemd/*.service etc/systemd/*.timer; do \
+	    [ ! -e "$$u" ] || install -D -m 644 "$$u" $(DESTDIR)$(PREFIX)/share/doc/cas/examples/systemd/$${u##*/}; done
 
 install-data:
 	install -D -m 644 etc/cas.conf $(DESTDIR)/etc/cas.conf
