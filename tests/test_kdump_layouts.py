@@ -110,7 +110,7 @@ def test_sub_header_present_though_sub_hdr_size_is_zero(tmp_path):
     assert any("sub_hdr_size is 0" in w for w in res.record["ident"]["warnings"])
 
 
-def test_split_parts_are_grouped_and_a_missing_part_is_said(tmp_path):
+def test_split_parts_are_grouped_and_a_missing_part_is_said(tmp_path, config_file):
     parts = []
     for i, (start, end) in enumerate([(0, 0x4000), (0x4000, 0x8000)]):
         p = str(tmp_path / f"dump{i}")
@@ -130,8 +130,17 @@ def test_split_parts_are_grouped_and_a_missing_part_is_said(tmp_path):
     other = str(tmp_path / "other")  # another dump's part: a different crash time
     kdumpgen.write(other, max_mapnr=0x8000, utsname=dict(UTS, machine="x86_64"),
                    vmcoreinfo=VMCI, timestamp=STAMP + 1, split=(0x4000, 0x8000))
-    res = run("cas-ident", input=[{"core": parts[0], "cores": [parts[0], other]}])
-    assert res.returncode == 1 and res.record["error"]["kind"] == "split-mismatch"
+    # a piped record's files must lie in its job directory (records are input)
+    conf = config_file()
+    workdir = tmp_path / "work" / "j" / "2026.01.02.03.04.05"
+    workdir.mkdir(parents=True)
+    inside = []
+    for p in (parts[0], other):
+        os.link(p, workdir / os.path.basename(p))
+        inside.append(str(workdir / os.path.basename(p)))
+    res = run("cas-ident", "--config", conf, input=[{"id": "j", "job": "j", "workdir": str(workdir),
+                                                     "core": inside[0], "cores": inside}])
+    assert res.returncode == 1 and res.record["error"]["kind"] == "split-mismatch", res
 
 
 @pytest.mark.parametrize("version,at,time_fmt,endian", [
