@@ -54,7 +54,7 @@ def test_crash_that_cannot_run_leaves_the_panic_of_vmcore_dmesg(realdump, tmp_pa
     refuse.chmod(0o755)
     dump = _dump(realdump, "makedumpfile-zlib")
     record = _record(realdump, dump, tmp_path / "job")
-    os.makedirs(record["workdir"])
+    os.makedirs(record["workdir"], exist_ok=True)
     dmesg = os.path.join(record["workdir"], "vmcore-dmesg.txt")
     shutil.copy(realdump["split"]["dmesg"], dmesg)
     record["vmcore_dmesg"] = dmesg

@@ -69,10 +69,11 @@ def test_tarball_binary_dmesg_is_not_kept_as_text(tmp_path, config_file):
 
 def test_cores_outside_the_job_directory_are_refused(tmp_path, config_file):
     p = parts(tmp_path)
-    work = tmp_path / "work" / "job"
+    work = tmp_path / "work" / "job" / "2026.01.02.03.04.05"  # a real job directory
     work.mkdir(parents=True)
     res = run("cas-ident", "--config", config_file(),
-              input=[{"core": str(p[0]), "cores": [str(p[0]), str(p[1])], "workdir": str(work)}])
+              input=[{"id": "job", "job": "job", "core": str(p[0]),
+                      "cores": [str(p[0]), str(p[1])], "workdir": str(work)}])
     assert res.returncode == 1 and res.record["error"]["kind"] == "bad-record"
     assert "outside the job directory" in res.record["error"]["message"]
     assert "Traceback" not in res.stderr
