@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 
@@ -18,6 +19,23 @@ def dumps(manifest):
 
 def variant(manifest, name):
     return next(d for d in manifest["dumps"] if d["variant"] == name)
+
+
+def job_dir(tmp_path):
+    """A real job directory under the test config's workDirectory: piped records must name one."""
+    workdir = tmp_path / "work" / "j1" / "2026.01.02.03.04.05"
+    workdir.mkdir(parents=True)
+    return workdir
+
+
+def link_into(path, workdir):
+    """``path`` hard-linked into the job directory (a piped record's core must lie there)."""
+    inside = workdir / os.path.basename(path)
+    try:
+        os.link(path, inside)
+    except OSError:  # another file system: copy it
+        shutil.copyfile(path, inside)
+    return inside
 
 
 def makedumpfile_dmesg(path, out):
@@ -83,15 +101,19 @@ def test_holds_every_line_crash_log_printed(realdump):
     assert ours == log
 
 
-def test_filter_writes_the_job_log_and_the_panic_summary(realdump, tmp_path):
+def test_filter_writes_the_job_log_and_the_panic_summary(realdump, tmp_path, config_file,
+                                                         casenv):
     d = variant(realdump, "makedumpfile-lzo")
-    rec = {"core": d["path"], "workdir": str(tmp_path), "job": "j1", "zz_unknown": [1, 2]}
-    res = run("cas-dmesg", input=json.dumps(rec) + "\n")
+    workdir = job_dir(tmp_path)
+    core = link_into(d["path"], workdir)
+    rec = {"core": str(core), "workdir": str(workdir), "job": "j1", "zz_unknown": [1, 2],
+           "id": "j1"}
+    res = run("cas-dmesg", "--config", config_file(), input=json.dumps(rec) + "\n", env=casenv)
     assert res.returncode == 0, res
     out = res.record
     assert list(out)[:4] == ["core", "workdir", "job", "zz_unknown"] and out["zz_unknown"] == [1, 2]
     dmesg = out["dmesg"]
-    assert dmesg["file"] == str(tmp_path / "dmesg") and dmesg["layout"] == "lockless"
+    assert dmesg["file"] == str(workdir / "dmesg") and dmesg["layout"] == "lockless"
     with open(dmesg["file"]) as fh:
         assert len(fh.read().splitlines()) == dmesg["lines"]
     assert dmesg["warnings"] == []
@@ -103,7 +125,7 @@ def test_filter_writes_the_job_log_and_the_panic_summary(realdump, tmp_path):
     assert "sysrq_handle_crash+0x16/0x20" in panic["backtrace"]
     assert "? _printk+0x68/0x83" in panic["backtrace"]
     assert {"function": "_printk+0x68/0x83", "module": None, "reliable": False} in panic["frames"]
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".dmesg.")]
+    assert not [f for f in os.listdir(workdir) if f.startswith(".dmesg.")]
 
 
 def test_error_records_pass_untouched_and_bad_records_are_errors(tmp_path):
@@ -123,24 +145,28 @@ def test_error_records_pass_untouched_and_bad_records_are_errors(tmp_path):
     (b"just some text, not a dump\n" * 40, "not-a-dump"),
     (b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack("<HH", 4, 62) + bytes(200), "corrupt"),
 ])
-def test_bad_dumps_are_one_line_errors(tmp_path, content, kind):
-    core = tmp_path / "vmcore"
+def test_bad_dumps_are_one_line_errors(tmp_path, config_file, casenv, content, kind):
+    workdir = job_dir(tmp_path)
+    core = workdir / "vmcore"
     core.write_bytes(content)
-    res = run("cas-dmesg", input=json.dumps({"core": str(core), "workdir": str(tmp_path)}) + "\n")
+    rec = {"core": str(core), "workdir": str(workdir), "job": "j1", "id": "j1"}
+    res = run("cas-dmesg", "--config", config_file(), input=json.dumps(rec) + "\n", env=casenv)
     assert res.returncode == 1, res
     assert res.record["error"]["kind"] == kind, res.record
     assert str(core) in res.record["error"]["message"]
-    assert "Traceback" not in res.stderr and not os.path.exists(tmp_path / "dmesg")
+    assert "Traceback" not in res.stderr and not os.path.exists(workdir / "dmesg")
     printed = run("cas-dmesg", core)
     assert printed.returncode == 1 and printed.stdout == ""
     assert len(printed.stderr.strip().splitlines()) == 1 and str(core) in printed.stderr
 
 
-def test_keep_going_passes_a_record_whose_log_cannot_be_read(tmp_path):
-    core = tmp_path / "vmcore"
+def test_keep_going_passes_a_record_whose_log_cannot_be_read(tmp_path, config_file, casenv):
+    workdir = job_dir(tmp_path)
+    core = workdir / "vmcore"
     core.write_bytes(b"no dump here\n" * 100)
-    res = run("cas-dmesg", "--keep-going",
-              input=json.dumps({"core": str(core), "workdir": str(tmp_path)}) + "\n")
+    rec = {"core": str(core), "workdir": str(workdir), "job": "j1", "id": "j1"}
+    res = run("cas-dmesg", "--config", config_file(), "--keep-going",
+              input=json.dumps(rec) + "\n", env=casenv)
     assert res.returncode == 0, res
     assert res.record["dmesg"]["file"] is None and "not an ELF" in res.record["dmesg"]["reason"]
 
@@ -163,10 +189,12 @@ def test_page_walk_agrees_with_the_image_mapping_and_reaches_the_direct_map(real
 
 @pytest.mark.parametrize("name,keep", [("makedumpfile-zlib", 5_000_000),
                                        ("makedumpfile-flattened", 9_000_000)])
-def test_cut_real_dumps_are_truncated_errors(realdump, tmp_path, name, keep):
-    core = tmp_path / "vmcore"
+def test_cut_real_dumps_are_truncated_errors(realdump, tmp_path, config_file, casenv, name, keep):
+    workdir = job_dir(tmp_path)
+    core = workdir / "vmcore"  # the cut copy, written into the job directory
     with open(variant(realdump, name)["path"], "rb") as fh:
         core.write_bytes(fh.read(keep))
-    res = run("cas-dmesg", input=json.dumps({"core": str(core), "workdir": str(tmp_path)}) + "\n")
+    rec = {"core": str(core), "workdir": str(workdir), "job": "j1", "id": "j1"}
+    res = run("cas-dmesg", "--config", config_file(), input=json.dumps(rec) + "\n", env=casenv)
     assert res.returncode == 1 and res.record["error"]["kind"] == "truncated", res
-    assert "Traceback" not in res.stderr and not os.path.exists(tmp_path / "dmesg")
+    assert "Traceback" not in res.stderr and not os.path.exists(workdir / "dmesg")
