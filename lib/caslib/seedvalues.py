@@ -39,9 +39,11 @@ def sshkey(raw: str, casuser: str | None = None) -> str:
 def _home(casuser: str | None) -> str:
     if casuser and os.geteuid() == 0:
         try:
-            return pwd.getpwnam(casuser).pw_dir
+            entry = pwd.getpwnam(casuser)
         except KeyError:
-            pass  # cli.become_casuser reports the missing user
+            entry = None  # cli.become_casuser reports the missing user
+        if entry is not None and entry.pw_uid != 0:  # root stays root: its own $HOME
+            return entry.pw_dir
     return os.path.expanduser("~")
 
 
