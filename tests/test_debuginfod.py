@@ -79,10 +79,19 @@ def site(tmp_path, casenv):
     return make
 
 
-def _record(manifest, tmp_path):
+STAMP = "2026.01.02.03.04.05"
+
+
+def _jobdir(tmp_path, job="job", work="work"):
+    """``<workDirectory>/<job>/<stamp>``: the only workdir a piped record may name."""
+    workdir = tmp_path / work / job / STAMP
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
+def _record(manifest, tmp_path, work="work"):
     """What cas-ident says about the real dump, in a job directory of its own."""
-    workdir = tmp_path / "job"
-    workdir.mkdir(exist_ok=True)
+    workdir = _jobdir(tmp_path, work=work)
     k = manifest["kernel"]
     return {"workdir": str(workdir), "kernel": {"release": k["release"], "machine": k["machine"],
                                                  "build_id": k["build_id"]}}
@@ -136,8 +145,7 @@ def test_two_jobs_at_once_download_once(realdump, rpm_server, site, tmp_path):
     assert found.returncode == 0, found
     procs = []
     for n in range(2):
-        workdir = tmp_path / f"job{n}"
-        workdir.mkdir()
+        workdir = _jobdir(tmp_path, job=f"job{n}")
         rec = dict(found.record, workdir=str(workdir))
         proc = subprocess.Popen(command("cas-extract") + ["--config", conf], env=env, text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -157,7 +165,8 @@ def test_env_debuginfod_urls_is_the_default(realdump, rpm_server, tmp_path, case
     conf.write_text(f"[settings]\nkernels = {tmp_path}/k\nworkDirectory = {tmp_path}/w\n"
                     f"database = {tmp_path}/db\ndebugs = {tmp_path}/d\n")
     env = dict(casenv, DEBUGINFOD_URLS=f"http://127.0.0.1:{free_port()} {rpm_server.url}")
-    res = run("cas-findkernel", "--config", conf, input=_record(realdump, tmp_path), env=env)
+    res = run("cas-findkernel", "--config", conf, input=_record(realdump, tmp_path, work="w"),
+              env=env)
     assert res.returncode == 0, res
     assert res.record["debuginfo"]["server"] == rpm_server.url
 
@@ -222,7 +231,7 @@ def test_a_file_with_the_wrong_build_id_is_refused(realdump, site, tmp_path):
     err = extracted.record["error"]
     assert err["kind"] == "mismatch" and realdump["kernel"]["build_id"] in err["message"]
     assert "vmlinux" not in extracted.record
-    assert not glob.glob(str(tmp_path / "job" / "usr" / "**" / "*.debug"), recursive=True)
+    assert not glob.glob(str(_jobdir(tmp_path) / "usr" / "**" / "*.debug"), recursive=True)
     assert not [p for p in glob.glob(str(tmp_path / "debugs" / "*")) if os.path.isdir(p)]
     assert "Traceback" not in extracted.stderr
 
@@ -243,7 +252,7 @@ def test_debuginfod_maxsize_is_counted_when_the_server_does_not_say(realdump, si
     assert extracted.returncode == 1
     err = extracted.record["error"]
     assert err["kind"] == "too-large" and "DEBUGINFOD_MAXSIZE=5000000" in err["message"]
-    assert not glob.glob(str(tmp_path / "job" / "usr" / "**" / "*.debug"), recursive=True)
+    assert not glob.glob(str(_jobdir(tmp_path) / "usr" / "**" / "*.debug"), recursive=True)
 
 
 def test_a_record_cannot_point_cas_extract_at_another_url(realdump, rpm_server, site, tmp_path):
