@@ -206,6 +206,18 @@ def test_rpm_as_integer_never_closes_stderr(site):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs a file only root can read")
+def test_a_forced_package_only_root_can_read_is_not_taken_from_a_record(site):
+    # cas --package names a package off the shelf; a record saying so is still input
+    secret = site.tmp / "rootonly.rpm"
+    secret.write_bytes(b"root:*:19000:0:99999:7:::\n" * 100)
+    os.chmod(secret, 0o600)
+    rec = dict(site.ok, debuginfo={"rpm": str(secret), "vmlinux": "/x", "override": "package"})
+    res = site.run("cas-extract", input=rec)
+    clean_error(res, "bad-record", "'debuginfo.rpm'")
+    assert "readable by everyone" in res.record["error"]["message"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a file only root can read")
 def test_source_only_root_can_read_is_not_taken_from_a_record(site):
     secret = site.tmp / "rootonly"
     secret.write_bytes(b"root:*:19000:0:99999:7:::\n" * 100)

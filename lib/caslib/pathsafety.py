@@ -219,8 +219,28 @@ def check_record(record: dict, trusted: bool = False, step: str | None = None) -
         elif isinstance(value, dict):
             for name, item in value.items():
                 _inside(f"{dotted}.{name}", item, place, workdir)
+        elif dotted == "debuginfo.rpm" and record["debuginfo"].get("override") == "package":
+            _readable_anyway(dotted, value)  # cas --package: the user's own package
         else:
             _inside(dotted, value, place, workdir)
+
+
+def _readable_anyway(key: str, path) -> None:
+    """A package forced with ``--package`` lies wherever the user keeps it: take it only when
+    everyone may read it or it is the (non-root) effective user's own regular file."""
+    path = _text({}, key, path)
+    if not os.path.isabs(path):
+        raise bad(key, f"{path!r} is not an absolute path")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # opening it reports it, with the usual words
+    euid = os.geteuid()
+    if not stat.S_ISREG(st.st_mode):
+        raise bad(key, f"{path}: not a regular file")
+    if not (st.st_mode & stat.S_IROTH or (st.st_uid == euid and euid != 0)):
+        raise bad(key, f"{path}: a forced package must be readable by everyone or the "
+                       "user's own file")
 
 
 def check_source(source: str) -> None:
