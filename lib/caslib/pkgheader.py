@@ -29,7 +29,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from . import debpkg, elfnote, safetar
-from ._vendor import rpmfile as _rpmfile
+from ._vendor import load_rpmfile as _rpmfile
 from .records import StepError
 
 rpmfile = _rpmfile()

@@ -123,7 +123,7 @@ def read_int64_tag(fileobj, header_range, tag: int) -> list | None:
 
 def open_package(path: str) -> RpmPackage:
     """Read the header of the RPM at ``path``; StepError for anything that is not one."""
-    from ._vendor import rpmfile as _rpmfile  # imported here to keep start-up light
+    from ._vendor import load_rpmfile as _rpmfile  # imported here to keep start-up light
 
     rpmfile = _rpmfile()
 

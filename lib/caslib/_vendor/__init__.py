@@ -3,7 +3,7 @@
 rpmfile 2.2.1 (MIT, LICENSE beside it) reads RPM headers; no distribution
 packages it, so the RPM and the Debian package carry this copy.  It is
 unmodified except for its two absolute self-imports, made relative so the
-copy can live inside caslib.  ``rpmfile()`` prefers an installed rpmfile (a
+copy can live inside caslib.  ``load_rpmfile()`` prefers an installed rpmfile (a
 pip or site install, which the maintainer may keep newer) and falls back to
 this copy.
 """
@@ -11,8 +11,11 @@ this copy.
 import importlib
 
 
-def rpmfile():
-    """The rpmfile module: the installed one when present, else the vendored copy."""
+def load_rpmfile():
+    """The rpmfile module: the installed one when present, else the vendored copy.
+
+    (Not named ``rpmfile``: importing the submodule ``caslib._vendor.rpmfile`` rebinds
+    that attribute of this package to the module.)"""
     try:
         return importlib.import_module("rpmfile")
     except ImportError:
