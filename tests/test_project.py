@@ -56,6 +56,16 @@ def test_a_python_without_the_dependencies_gets_one_line(name):
         and "zstandard" in lines[0] and ".venv/bin/activate" in lines[0], lines[0]
 
 
+@pytest.mark.parametrize("name", COMMANDS)
+def test_version_answers_without_the_dependencies(name):
+    """--version needs nothing but caslib: it answers on a Python that lacks zstandard."""
+    from caslib import __version__
+
+    proc = subprocess.run([sys.executable, "-S", os.path.join(BIN, name), "--version"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == f"{name} {__version__}\n", proc
+
+
 def test_every_wrapper_goes_through_the_launcher():
     for name in COMMANDS:
         with open(os.path.join(BIN, name)) as fh:
