@@ -81,7 +81,7 @@ install-system: install-data
 install-data:
 	install -D -m 644 etc/cas.conf $(DESTDIR)/etc/cas.conf
 	install -d $(DESTDIR)/etc/cas/snippets.d $(DESTDIR)$(PREFIX)/share/cas/snippets
-	install -m 644 lib/caslib/snippets/[0-9]* $(DESTDIR)$(PREFIX)/share/cas/snippets/
+	install -m 644 lib/caslib/crashrun/snippets/[0-9]* $(DESTDIR)$(PREFIX)/share/cas/snippets/
 	install -D -m 644 completion/cas.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/cas
 	for c in $(filter-out cas,$(COMMANDS)); do \
 	    ln -sf cas $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$c; done

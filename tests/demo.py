@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin")
 DEMO = os.path.join(ROOT, "demo")
 sys.path.insert(0, os.path.join(ROOT, "lib"))
-from caslib import summary  # noqa: E402  (the mail's five-line triage summary)
+from caslib.messages import summary# noqa: E402  (the mail's five-line triage summary)
 
 
 def say(text: str) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 import kernelshelf
 from conftest import command, run
-from caslib import db, pkgheader
+from caslib import db
+from caslib.packages import pkgheader
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +293,7 @@ def test_usage_errors_exit_2(config_file, casenv):
 
 
 def test_server_flag_is_wired(config_file, casenv):
-    """--server hands over to caslib.servers (the cas-crash engineer's); no traceback either way."""
+    """--server hands over to caslib.crashrun.servers (the cas-crash engineer's); no traceback either way."""
     proc = subprocess.run(command("cas-admin") + ["--config", config_file(), "--server"],
                           capture_output=True, text=True, env=casenv, timeout=120)
     assert "Traceback" not in proc.stderr
@@ -389,7 +390,8 @@ def test_unreadable_directory_keeps_what_was_indexed(own_shelf, tmp_path, monkey
     Run in process: as root, chmod cannot make a directory unreadable, so os.scandir is made
     to fail for that one directory, the way it fails with EACCES.
     """
-    from caslib import config, index as index_mod, shelf as shelf_mod
+    from caslib import config
+    from caslib.shelf import index as index_mod, walk as shelf_mod
     conf = tmp_path / "c.conf"
     conf.write_text(f"[settings]\nkernels = {own_shelf}\nworkDirectory = {tmp_path / 'w'}\n"
                     f"database = {tmp_path / 'c.db'}\n")
@@ -419,7 +421,8 @@ def shelf_mod_debs(root):
 
 
 def test_reader_bug_is_counted_not_fatal(own_shelf, tmp_path, monkeypatch):
-    from caslib import config, index as index_mod
+    from caslib import config
+    from caslib.shelf import index as index_mod
     conf = tmp_path / "c.conf"
     conf.write_text(f"[settings]\nkernels = {own_shelf}\nworkDirectory = {tmp_path / 'w'}\n"
                     f"database = {tmp_path / 'c.db'}\n")

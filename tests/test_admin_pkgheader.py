@@ -6,7 +6,9 @@ import subprocess
 import pytest
 
 import kernelshelf
-from caslib import elfnote, index, pkgheader
+from caslib.dumps import elfnote
+from caslib.shelf import index
+from caslib.packages import pkgheader
 
 SHELF = kernelshelf.build()
 

@@ -1,7 +1,7 @@
 """rpmFilter semantics: our translation against GNU find itself, side by side.
 
 For every regexType find supports, each pattern is run through
-``find ROOT -regextype T -regex P`` and through caslib.findregex over the
+``find ROOT -regextype T -regex P`` and through caslib.shelf.findregex over the
 same listing; the selected paths must be the same.
 """
 
@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from caslib import findregex
+from caslib.shelf import findregex
 
 NAMES = ["kernel-debuginfo-3.10.0-1160.el7.x86_64.rpm", "kernel-debuginfo-common-x86_64-1.rpm",
          "kernel-debug-debuginfo-5.14.0-362.el9.x86_64.rpm", "kernel-2.6.9-78.EL.i686.rpm",

@@ -5,7 +5,7 @@ import os
 import random
 import threading
 
-from caslib import bannerscan
+from caslib.dumps import bannerscan
 
 C, O = bannerscan.CHUNK, bannerscan.OVERLAP
 

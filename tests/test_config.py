@@ -265,17 +265,17 @@ def test_buffersize_none_or_empty_is_the_default(tmp_path, value):
 
 
 def test_rpm_filter_comma_separated_names_ignore_case(tmp_path):
-    from caslib import shelf
+    from caslib.shelf import walk
     conf = write(tmp_path / "c.conf",
                  "[settings]\nrpmFilter = Kernel-Debuginfo, kernel-PAE-debuginfo\n")
-    rpm, _ = shelf.filters(config.load(conf, environ={}))
+    rpm, _ = walk.filters(config.load(conf, environ={}))
     assert rpm("/s/kernel-debuginfo-2.6.18-8.el5.x86_64.rpm")
     assert rpm("/s/KERNEL-PAE-DEBUGINFO-2.6.18-8.el5.i686.rpm")
     assert not rpm("/s/kernel-2.6.18-8.el5.x86_64.rpm")
     assert not rpm("/s/kernel-debuginfo-2.6.18.x86_64.rpm.txt")
     # a regex keeps find -regex semantics (case-sensitive, whole path)
     conf = write(tmp_path / "r.conf", "[settings]\nrpmFilter = .*kernel-debuginfo-[0-9].*\\.rpm\n")
-    rpm, _ = shelf.filters(config.load(conf, environ={}))
+    rpm, _ = walk.filters(config.load(conf, environ={}))
     assert rpm("/s/kernel-debuginfo-2.6.18.x86_64.rpm")
     assert not rpm("/s/KERNEL-debuginfo-2.6.18.x86_64.rpm")
     assert not rpm("/s/kernel-debuginfo-common-2.6.18.x86_64.rpm")

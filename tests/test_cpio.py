@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from caslib import cpio, rpmpayload
+from caslib.packages import cpio, rpmpayload
 from caslib.records import StepError
 from conftest import run
 

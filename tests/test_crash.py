@@ -14,7 +14,8 @@ import time
 import pytest
 
 from conftest import run
-from caslib import db, servers
+from caslib import db
+from caslib.crashrun import servers
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Unit tests of cas-crash's parsers (caslib.panic) and crash.in builder (caslib.snippets).
+"""Unit tests of cas-crash's parsers (caslib.crashrun.panic) and crash.in builder (caslib.crashrun.snippets).
 
 The crash text comes from real crash runs: tests/data/crash/ (crash 8.0.2 on
 a real QEMU dump, see its README) and, for an exception frame, the crash
@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from caslib import crash as caslib_crash
-from caslib import panic, snippets
+from caslib.crashrun import panic, snippets
 from caslib.records import StepError
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "crash")

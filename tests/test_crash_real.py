@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from conftest import run
-from caslib import panic, snippets
+from caslib.crashrun import panic, snippets
 
 pytestmark = pytest.mark.realdump
 

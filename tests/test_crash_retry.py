@@ -4,7 +4,7 @@ import os
 import shlex
 import shutil
 
-from caslib import crashdate
+from caslib.crashrun import crashdate
 from test_crash_real import _crash, _dump, _read, _record
 
 

@@ -271,7 +271,7 @@ def test_a_record_cannot_point_cas_extract_at_another_url(realdump, rpm_server, 
 
 # -- the client's parsers, alone ------------------------------------------------------------
 def test_limits_follow_the_elfutils_variables():
-    from caslib.debuginfod import DEFAULT_MAXTIME, DEFAULT_TIMEOUT, Limits
+    from caslib.shelf.debuginfod import DEFAULT_MAXTIME, DEFAULT_TIMEOUT, Limits
 
     lim = Limits({"DEBUGINFOD_TIMEOUT": "5", "DEBUGINFOD_MAXSIZE": "1000",
                   "DEBUGINFOD_MAXTIME": "60"})
@@ -284,7 +284,7 @@ def test_limits_follow_the_elfutils_variables():
 
 @pytest.mark.parametrize("bad", ["", "abc", "0g" * 20, "../etc", "a" * 3, "ab" * 65, None, 7])
 def test_bad_build_ids_are_refused(bad):
-    from caslib.debuginfod import check_build_id
+    from caslib.shelf.debuginfod import check_build_id
     from caslib.records import StepError
 
     with pytest.raises(StepError) as exc:
@@ -294,7 +294,7 @@ def test_bad_build_ids_are_refused(bad):
 
 def test_only_configured_servers_and_http_urls():
     from caslib.config import defaults
-    from caslib.debuginfod import check_url, servers
+    from caslib.shelf.debuginfod import check_url, servers
     from caslib.records import StepError
 
     cfg = defaults()

@@ -1,11 +1,11 @@
-"""caslib.decompress on streams written by the real gzip, bzip2, xz, lzma, zstd and pzstd CLIs."""
+"""caslib.streams.decompress on streams written by the real gzip, bzip2, xz, lzma, zstd and pzstd CLIs."""
 
 import io
 import subprocess
 
 import pytest
 
-from caslib import decompress
+from caslib.streams import decompress
 from caslib.records import StepError
 from unpack_fixtures import COMPRESSORS, MiB, dumpish
 

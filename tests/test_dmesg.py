@@ -172,7 +172,7 @@ def test_keep_going_passes_a_record_whose_log_cannot_be_read(tmp_path, config_fi
 
 
 def test_page_walk_agrees_with_the_image_mapping_and_reaches_the_direct_map(realdump):
-    from caslib import flattened, vmem
+    from caslib.dumps import flattened, vmem
     for name in ("qemu-elf", "makedumpfile-zlib"):
         with flattened.open_source(variant(realdump, name)["path"]) as src:
             mem, vmci, facts = vmem.open_memory(src)

@@ -218,7 +218,7 @@ def test_truncated_rpm(pkgs, env, tmp_path):
 
 @pytest.mark.parametrize("kind", ["gzip", "xz", "xzmt", "zstd"])
 def test_corrupt_payload(pkgs, env, tmp_path, kind):
-    from caslib import rpmpayload
+    from caslib.packages import rpmpayload
     src = pkgs["rpm"][kind]
     bad = tmp_path / "bad.rpm"
     shutil.copy(src, bad)
@@ -241,7 +241,7 @@ def test_unsupported_compressor(pkgs, env, tmp_path):
     (``rpm -qp --nodigest --nosignature``) then reports lz4, vouching for the header."""
     src = pkgs["rpm"]["zstd"]
     data = bytearray(open(src, "rb").read(64 << 10))
-    from caslib import rpmpayload
+    from caslib.packages import rpmpayload
     off = rpmpayload.open_package(src).data_offset
     at = bytes(data[:off]).rfind(b"zstd\0")
     assert at > 0
@@ -275,7 +275,7 @@ def test_digest_mismatch(pkgs, env, tmp_path):
     bytes, so the payload walks cleanly and only the header digests disagree:
     what a package damaged after signing, or mixed up on a mirror, looks like.
     """
-    from caslib import rpmpayload
+    from caslib.packages import rpmpayload
     a, b = pkgs["rpm"]["gzip"], pkgs["rpm_other_gzip"]
     off_a = rpmpayload.open_package(a).data_offset
     off_b = rpmpayload.open_package(b).data_offset
@@ -310,7 +310,8 @@ def test_no_space_left(pkgs, env, tmp_path):
 
 def test_package_replaced_while_read(pkgs, tmp_path, monkeypatch):
     """Another build lands on the shelf (rename over the path) while the payload streams."""
-    from caslib import config, cpio, extract as ex
+    from caslib import config, extract as ex
+    from caslib.packages import cpio
     from caslib.records import StepError
     shelf = tmp_path / "shelf.rpm"
     shutil.copy(pkgs["rpm"]["gzip"], shelf)

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from caslib.records import StepError
-from caslib.xzblocks import ParallelXz
+from caslib.streams.xzblocks import ParallelXz
 
 
 @pytest.fixture(scope="module")

@@ -524,7 +524,7 @@ def test_sigkill_of_cas_leaves_no_orphans_and_no_running_row(site, tmp_path, con
 
 
 def test_killed_extraction_staging_is_reused_and_counted(tmp_path):
-    from caslib import extcache
+    from caslib.shelf import extcache
     cache = extcache.Cache(str(tmp_path / "debugs"), limit=1)
     key = "ab" * 16
     stale = tmp_path / "debugs" / ".tmp" / f"{key}.99999999.1"

@@ -17,8 +17,9 @@ import time
 import pytest
 
 from conftest import run
-from caslib import bannerscan, elfcore, flattened, ident, kdumphdr, utsname, vmcoreinfo
-from caslib.flattened import DumpError
+from caslib.dumps import bannerscan, elfcore, flattened, kdumphdr, utsname, vmcoreinfo
+from caslib import ident
+from caslib.dumps.flattened import DumpError
 
 MiB = 1 << 20
 

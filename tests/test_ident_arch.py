@@ -22,7 +22,7 @@ import subprocess
 import pytest
 
 from conftest import run
-from caslib import kdumphdr, flattened
+from caslib.dumps import kdumphdr, flattened
 
 EM = {"x86_64": 62, "i386": 3, "aarch64": 183, "ppc64": 21, "s390x": 22, "ia64": 50,
       "riscv64": 243}

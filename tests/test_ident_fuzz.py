@@ -21,8 +21,9 @@ import struct
 import pytest
 
 from conftest import run
-from caslib import elfcore, flattened, ident, kdumphdr
-from caslib.flattened import DumpError
+from caslib.dumps import elfcore, flattened, kdumphdr
+from caslib import ident
+from caslib.dumps.flattened import DumpError
 
 CASES = int(os.environ.get("CAS_FUZZ_CASES", "300"))
 SEED = int(os.environ.get("CAS_FUZZ_SEED", str(random.SystemRandom().randrange(1 << 30))))

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from conftest import run
-from caslib import elfcore, flattened
+from caslib.dumps import elfcore, flattened
 
 BOOT_TIMEOUT = 600
 

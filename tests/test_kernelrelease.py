@@ -2,7 +2,7 @@
 
 import pytest
 
-from caslib import kernelrelease as kr
+from caslib.packages import kernelrelease as kr
 
 CASES = [
     # release, base, flavour, machine, family

@@ -13,7 +13,7 @@ import sqlite3
 
 import pytest
 
-from caslib import logpanic
+from caslib.diagnosis import logpanic
 from conftest import SmtpCollector, run
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from caslib import flattened, kdumphdr, lzo, snappy
+from caslib.dumps import flattened, kdumphdr, lzo, snappy
 
 F_ADLER32_D, F_ADLER32_C, F_H_EXTRA_FIELD = 0x1, 0x2, 0x40
 F_CRC32_D, F_CRC32_C, F_H_FILTER = 0x100, 0x200, 0x800

@@ -13,8 +13,8 @@ import struct
 
 import pytest
 
-from caslib import printk, vmcoreinfo
-from caslib.vmem import VmemError
+from caslib.dumps import printk, vmcoreinfo
+from caslib.dumps.vmem import VmemError
 
 BUF = 0xFFFF888000100000       # a direct-map address for the buffers
 SYMS = 0xFFFFFFFF82000000      # kernel-image variables
@@ -257,7 +257,7 @@ class Corrupted:
 
 @pytest.mark.realdump
 def test_fuzzed_real_ring_gives_a_partial_log_or_an_error_never_a_hang(realdump, deadline):
-    from caslib import flattened, vmem
+    from caslib.dumps import flattened, vmem
     path = next(d["path"] for d in realdump["dumps"] if d["variant"] == "makedumpfile-zlib")
     with flattened.open_source(path) as src:
         mem, vmci, _ = vmem.open_memory(src)

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from caslib import safetar
+from caslib.streams import safetar
 from caslib.records import StepError
 
 

@@ -1,4 +1,4 @@
-"""The server list (caslib.servers, behind cas-admin --server) and cas-crash on a server,
+"""The server list (caslib.crashrun.servers, behind cas-admin --server) and cas-crash on a server,
 against a real sshd on a loopback port (tests/sshd_fixture.py).
 
 known_hosts files are written by ssh-keyscan and ssh-keygen -H (real tools);
@@ -15,7 +15,8 @@ import pytest
 
 from conftest import run
 from sshd_fixture import free_port, keygen, sshd  # noqa: F401  (fixture)
-from caslib import db, servers
+from caslib import db
+from caslib.crashrun import servers
 
 
 def test_split_host():

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from caslib import config, snippets
+from caslib import config
+from caslib.crashrun import snippets
 from caslib.records import StepError
 
 

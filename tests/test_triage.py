@@ -13,7 +13,9 @@ import re
 
 import pytest
 
-from caslib import classify, db, kernlog, knownissues, signatures, summary, taint, trust
+from caslib.diagnosis import classify, kernlog, knownissues, signatures, taint, trust
+from caslib import db
+from caslib.messages import summary
 from conftest import ROOT, run
 
 DATA = os.path.join(ROOT, "tests", "data", "triage")

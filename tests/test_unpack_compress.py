@@ -82,7 +82,7 @@ def test_missing_input(setup):
 
 
 def test_compress_library_function(setup):
-    from caslib.compress import compress_file
+    from caslib.streams.compress import compress_file
 
     info = compress_file(setup.data, "xz", threads=2)
     assert decompressed_sha(["xz", "-dc"], info["compressed"]) == sha256(setup.data)

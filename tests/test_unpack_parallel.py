@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from caslib import parallel
+from caslib.streams import parallel
 from conftest import run
 from unpack_fixtures import MiB, assert_clean_failure, compress_with, dumpish, files_under, sh, \
     sha256

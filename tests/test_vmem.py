@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from caslib import vmcoreinfo, vmem
+from caslib.dumps import vmcoreinfo, vmem
 
 PRESENT, PSE = 0x1, 0x80
 IMAGE_PHYS = 0x1000000           # where the kernel image lies (phys_base 0 + 16 MiB)

@@ -5,7 +5,7 @@
   cas-admin --list                  the indexed kernels as JSON lines on stdout:
                                     release, machine, flavour, package, build_id, ...
   cas-admin --purge [--dry-run]     remove job directories older than ``purgeLimit`` days
-  cas-admin --server                refresh the crash server list (caslib.servers)
+  cas-admin --server                refresh the crash server list (caslib.crashrun.servers)
 
 Messages and the summary line go to stderr; data (``--list``, purge lists)
 to stdout.  Only one cas-admin changes a database at a time: a second one
@@ -22,9 +22,11 @@ import sqlite3
 import sys
 import time
 
-from . import cli, db, findregex, index, jobsreap, logs, purge, records
-from .progress import Progress
-from .records import StepError, UsageError
+from caslib import cli, db, logs, records
+from caslib.shelf import findregex, index, purge
+from caslib.queue import jobsreap
+from caslib.progress import Progress
+from caslib.records import StepError, UsageError
 
 PROG = "cas-admin"
 log = logs.get()
@@ -114,9 +116,9 @@ def run_purge(cfg, conn, dry_run: bool, stdout) -> int:
 
 def run_server(cfg, conn, stdout) -> int:
     try:
-        from . import servers
+        from caslib.crashrun import servers
     except ImportError:
-        log.error("--server: the server list module (caslib.servers) is not installed")
+        log.error("--server: the server list module (caslib.crashrun.servers) is not installed")
         return records.EXIT_ERROR
     return servers.refresh(cfg, conn, stdout)
 

@@ -31,10 +31,11 @@ import sys
 import threading
 import time
 
-from . import cli, jobdir, jobsreap, lifeline, logs, records
-from .mail import check_address
-from .summary import triage_line
-from .records import StepError, UsageError
+from caslib import cli, jobdir, lifeline, logs, records
+from caslib.queue import jobsreap
+from caslib.mail import check_address
+from caslib.messages.summary import triage_line
+from caslib.records import StepError, UsageError
 
 PROG = "cas"
 STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "triage", "mail")
@@ -69,7 +70,7 @@ class Jobs:
         self.cfg, self.row, self.email = cfg, None, email
 
     def _execute(self, sql: str, params: tuple):
-        from . import db
+        from caslib import db
 
         try:
             conn = db.connect(self.cfg.database)
@@ -88,7 +89,7 @@ class Jobs:
     def start(self, record: dict, source: str, email: str | None) -> None:
         if self.row is not None or not record.get("workdir"):
             return
-        from .queue import this_host
+        from caslib.queue import this_host
 
         now = time.time()
         self.row = self._execute(
@@ -110,7 +111,7 @@ class Jobs:
                                            err.get("kind"), err.get("message") if error else None,
                                            panic, self.row))
         if state == "failed" and error != "interrupted":
-            from . import failmail
+            from caslib.messages import failmail
 
             failmail.notify(self.cfg, self.row, record, self.email)
 
@@ -355,7 +356,7 @@ def main(argv=None) -> int:
                 setattr(args, opt, os.path.abspath(path))
         cfg = cli.load_config(args)
         if args.queue:
-            from .submit import submit
+            from caslib.queue.submit import submit
 
             return submit(args, cfg)
         return run_pipeline(args, cfg)

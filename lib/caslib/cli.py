@@ -4,8 +4,8 @@ import grp
 import os
 import pwd
 
-from . import config, logs, pathsafety, records
-from .records import UsageError
+from caslib import config, logs, pathsafety, records
+from caslib.records import UsageError
 
 
 def add_config_option(parser) -> None:

@@ -18,8 +18,8 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
-from . import seedvalues
-from .records import UsageError
+from caslib import seedvalues
+from caslib.records import UsageError
 
 SYSTEM_CONFIG = "/etc/cas.conf"
 REGEX_TYPES = ("posix-extended", "posix-egrep", "egrep", "posix-basic", "grep", "ed", "sed",

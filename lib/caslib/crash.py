@@ -12,7 +12,7 @@ directory), ``kernel.machine`` and ``kernel.release``, optional ``modules``
 Writes in the job directory: ``crash`` (an executable sh wrapper opening
 this core with this vmlinux, extra arguments passed on: run it by hand for an
 interactive session), ``crash.in`` (the commands, built from the snippets
-directory by caslib.snippets), ``crash.out`` (everything crash printed) and
+directory by caslib.crashrun.snippets), ``crash.out`` (everything crash printed) and
 the split results the snippets redirect to (by default ``traceback``,
 ``sys``, ``log``, ``modules``, ``memory``, ``bt-lines``, ``taint``, ``slabs``,
 ``dstate``, ``runq``).  When crash cannot open the dump
@@ -26,7 +26,7 @@ Adds ``crash``: ``{server, command, exit_status, output, files, panic,
 version, degraded, init_error, opened_with, date, crash_time_from, timed_out,
 note, failed_commands, warnings, mismatch, seconds}`` (a mismatch with a vmlinux the user
 forced, ``debuginfo.override``, is an error of kind ``mismatch`` instead) where ``files`` maps result names to absolute paths, ``panic`` is
-caslib.panic.summary (message, task, pid, cpu, task_address, rip,
+caslib.crashrun.panic.summary (message, task, pid, cpu, task_address, rip,
 backtrace, oops) and ``failed_commands`` lists ``{command, error}`` for each
 command crash reported an error for (a failing command is a result, not a
 failure of the job), and ``mismatch`` repeats crash's "kernel version
@@ -36,7 +36,7 @@ partial output.
 
 Where crash runs: on this host when the core's machine is this host's; an
 i386..i686 core on x86_64 with ``crash_32`` when that is set; otherwise on a
-server of that architecture from ``cas-admin --server`` (caslib.servers),
+server of that architecture from ``cas-admin --server`` (caslib.crashrun.servers),
 through ssh, in the same job directory.
 
 Errors (error record, exit 1): ``bad-record``, ``not-found``, ``missing-tool``
@@ -54,8 +54,9 @@ import shutil
 import socket
 import stat
 
-from . import bounded, cli, crashdate, logs, panic, records, servers, snippets
-from .records import StepError
+from caslib.crashrun import bounded, crashdate, panic, servers, snippets
+from caslib import cli, logs, records
+from caslib.records import StepError
 
 STEP = "cas-crash"
 WRAPPER, COMMANDS, OUTPUT, FAILED_OUTPUT = "crash", "crash.in", "crash.out", "crash.failed.out"
@@ -131,7 +132,7 @@ def _connect(cfg):
     path = cfg.get("database")
     if not path or not os.path.exists(path):
         return None
-    from . import db
+    from caslib import db
     return db.connect(path)
 
 
@@ -182,7 +183,7 @@ def _more_cores(record: dict, core: str, workdir: str) -> tuple:
         return ()
     if not isinstance(cores, list) or core not in cores:
         raise StepError("cores must be a list of paths that holds core", "bad-record")
-    from . import jobdir
+    from caslib import jobdir
     for c in cores:
         if not isinstance(c, str) or not os.path.isabs(c) or not jobdir.inside(workdir, c):
             raise StepError(f"cores: {c!r} is not a path inside {workdir}", "bad-record")
@@ -339,7 +340,7 @@ def process(record: dict, cfg) -> dict:
             again = panic.init_error(out_lines) or first_error
             message = (f"crash cannot open {core} with {vmlinux}, even with "
                        f"{' or '.join(RETRY_OPTIONS)}: {again}")
-            from .kdumpdir import dmesg_panic
+            from caslib.dumps.kdumpdir import dmesg_panic
             quoted = dmesg_panic(record)
             if not quoted:
                 raise StepError(message, "crash-init", partial)

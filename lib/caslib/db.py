@@ -32,7 +32,7 @@ import contextlib
 import os
 import sqlite3
 
-from .records import StepError
+from caslib.records import StepError
 
 SCHEMA_VERSION = 4
 
@@ -126,7 +126,7 @@ MIGRATIONS = {
 
 
 def signatures_migration() -> list:
-    """cas-triage's known-crash signatures, one row per job directory (caslib.signatures)."""
+    """cas-triage's known-crash signatures, one row per job directory (caslib.diagnosis.signatures)."""
     return [
         """CREATE TABLE signatures(
             id INTEGER PRIMARY KEY,

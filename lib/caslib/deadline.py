@@ -19,7 +19,7 @@ import select
 import signal
 import time
 
-from .records import StepError
+from caslib.records import StepError
 
 DEFAULT = 6 * 3600  # transferDeadline: a 100 GB dump at 5 MB/s fits
 

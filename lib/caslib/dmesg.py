@@ -23,9 +23,11 @@ Errors: ``not-found``, ``bad-record``, ``compressed``, ``not-a-dump``,
 import os
 import sys
 
-from . import cli, jobdir, logpanic, logs, printk, records, vmem
-from .flattened import DumpError, open_source
-from .records import StepError
+from caslib import cli, jobdir, logs, records
+from caslib.diagnosis import logpanic
+from caslib.dumps import printk, vmem
+from caslib.dumps.flattened import DumpError, open_source
+from caslib.records import StepError
 
 STEP = "cas-dmesg"
 COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\0": "xz",

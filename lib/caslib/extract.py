@@ -22,8 +22,10 @@ import os
 import posixpath
 import shutil
 
-from . import cli, extcache, fetchvmlinux, logs, pkgmembers, records
-from .records import StepError
+from caslib import cli, logs, records
+from caslib.shelf import extcache, fetchvmlinux
+from caslib.packages import pkgmembers
+from caslib.records import StepError
 
 STEP = "cas-extract"
 

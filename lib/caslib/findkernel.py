@@ -27,8 +27,10 @@ import os
 import sqlite3
 import stat
 
-from . import cli, db, kernelrelease, logs, othersources, records
-from .records import StepError
+from caslib import cli, db, logs, records
+from caslib.packages import kernelrelease
+from caslib.shelf import othersources
+from caslib.records import StepError
 
 STEP = "cas-findkernel"
 log = logs.get()

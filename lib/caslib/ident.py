@@ -48,7 +48,7 @@ Python use::
   end_pfn}``; a record with ``cores`` (cas-unpack) or several FILEs that are
   parts of one dump become one record: ``core`` the first part, ``cores`` in
   pfn order, ``split`` ``{count, complete, start_pfn, end_pfn, fingerprint,
-  parts}`` (caslib.splitdump).
+  parts}`` (caslib.dumps.splitdump).
 
 Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 ``too-large``, ``compressed`` (run cas-unpack first), ``not-a-dump``,
@@ -60,10 +60,10 @@ Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 import os
 import re
 
-from . import (cli, elfcore, kdumphdr, lkcdhdr, logs, pathsafety, records, splitdump, utsname,
-               vmcoreinfo)
-from .flattened import DumpError, FileSource, FlattenedSource, is_flattened
-from .records import StepError
+from caslib import cli, logs, pathsafety, records
+from caslib.dumps import elfcore, kdumphdr, lkcdhdr, splitdump, utsname, vmcoreinfo
+from caslib.dumps.flattened import DumpError, FileSource, FlattenedSource, is_flattened
+from caslib.records import StepError
 
 STEP = "cas-ident"
 DEFAULT_BUFFERSIZE = 64 << 20
@@ -258,8 +258,8 @@ def _ident_lkcd(head: bytes, ident: Identification) -> None:
 
 
 def _ident_scan(path: str, ident: Identification, buffersize: int, start: int = 0) -> None:
-    from . import bannerscan  # only the fallback needs it: keep start-up short
-    from .progress import Progress
+    from caslib.dumps import bannerscan# only the fallback needs it: keep start-up short
+    from caslib.progress import Progress
     size = os.path.getsize(path)
     with Progress(f"{os.path.basename(path)}: scanning for the kernel release",
                   min(buffersize, max(size - start, 0))) as progress:

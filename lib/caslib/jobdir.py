@@ -9,7 +9,7 @@ import os
 import re
 import time
 
-from .records import StepError
+from caslib.records import StepError
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 STAMP_FORMAT = "%Y.%m.%d.%H.%M.%S"

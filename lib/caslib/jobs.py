@@ -16,10 +16,10 @@ import signal
 import sys
 import time
 
-from . import cli, config, logs, records
-from .queue import FINAL, STATES, cas_argv, open_queue, pid_alive
-from .records import StepError, UsageError
-from .report import job_full, table
+from caslib import cli, config, logs, records
+from caslib.queue import FINAL, STATES, cas_argv, open_queue, pid_alive
+from caslib.records import StepError, UsageError
+from caslib.queue.report import job_full, table
 
 PROG = "cas-jobs"
 CANCEL_WAIT = 60.0
@@ -77,7 +77,7 @@ def cancel(queue, job_id: int) -> dict:
 
 
 def rerun(queue, job_id: int, args, cfg) -> dict:
-    from .submit import check_input, forced_options
+    from caslib.queue.submit import check_input, forced_options
 
     old = queue.get(job_id)
     if old is None:

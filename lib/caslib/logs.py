@@ -33,7 +33,7 @@ def get() -> logging.Logger:
 
 
 def job_log_path(record: dict) -> str | None:
-    from .jobdir import is_valid_name  # jobdir imports records, which imports us
+    from caslib.jobdir import is_valid_name  # jobdir imports records, which imports us
 
     workdir, job = record.get("workdir"), record.get("job")
     if not isinstance(workdir, str) or not is_valid_name(job) or "\0" in workdir \

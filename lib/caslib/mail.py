@@ -35,8 +35,10 @@ import sys
 import tempfile
 from email.message import EmailMessage
 
-from . import cli, deadline, jobdir, kdumpdir, logonly, logs, records, smtp, summary
-from .records import StepError
+from caslib import cli, deadline, jobdir, logs, records
+from caslib.dumps import kdumpdir
+from caslib.messages import logonly, smtp, summary
+from caslib.records import StepError
 
 STEP = "cas-mail"
 MAX_BODY_OUTPUT = 512 * 1024

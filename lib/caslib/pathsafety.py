@@ -22,8 +22,8 @@ import os
 import posixpath
 import stat
 
-from . import jobdir
-from .records import StepError
+from caslib import jobdir
+from caslib.records import StepError
 
 KIND = "bad-record"
 _ROOTS: dict = {}  # "work", "shelf", "cache": set from the config by configure()

@@ -17,7 +17,7 @@ import signal
 import sys
 from typing import Callable, Iterable, Iterator
 
-from . import jsonlines, logs
+from caslib import jsonlines, logs
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -11,7 +11,7 @@ import os
 import pwd
 import re
 
-from . import findregex
+from caslib.shelf import findregex
 
 # key types ssh-keygen -t takes; "dss" is the original's spelling of dsa
 KEY_TYPES = ("rsa", "dsa", "dss", "ecdsa", "ecdsa-sk", "ed25519", "ed25519-sk")

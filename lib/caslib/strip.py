@@ -19,8 +19,8 @@ import os
 import shutil
 import subprocess
 
-from . import cli, logs, records
-from .records import StepError
+from caslib import cli, logs, records
+from caslib.records import StepError
 
 STEP = "cas-strip"
 TIMEOUT = 3600

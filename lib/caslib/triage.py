@@ -9,10 +9,10 @@ Reads records from cas-crash and adds ``triage``::
      failed_snippets [{command, snippet, error}], database}
 
 from crash's split results in the job directory (``log``, ``traceback``, ``sys``,
-``bt-lines``, ``taint``; caslib.classify, caslib.taint, caslib.trust).  The signature
-(caslib.signatures) is stored in the ``signatures`` table of the database with the job's
+``bt-lines``, ``taint``; caslib.diagnosis.classify, caslib.diagnosis.taint, caslib.diagnosis.trust).  The signature
+(caslib.diagnosis.signatures) is stored in the ``signatures`` table of the database with the job's
 identifier, and ``seen_before`` lists the earlier jobs with the same one; a match in the
-site's ``knownIssues`` file (caslib.knownissues) becomes ``known_issue``.  A database that
+site's ``knownIssues`` file (caslib.diagnosis.knownissues) becomes ``known_issue``.  A database that
 cannot be used leaves ``seen_before`` null and says why in ``database``: the analysis
 matters more than its bookkeeping.
 
@@ -24,9 +24,10 @@ outside the job directory).
 import contextlib
 import os
 
-from . import (classify, cli, jobdir, kernlog, knownissues, logs, panic, records, signatures,
-               snippets, taint, trust)
-from .records import StepError
+from caslib.diagnosis import classify, kernlog, knownissues, signatures, taint, trust
+from caslib import cli, jobdir, logs, records
+from caslib.crashrun import panic, snippets
+from caslib.records import StepError
 
 STEP = "cas-triage"
 MAX_READ = 16 << 20   # bytes read from one result file at most (the log is the big one)
@@ -196,7 +197,7 @@ def process(record: dict, cfg, connect=None) -> dict:
     if result["signature"]:
         _known_issue(result, message, cfg)
         if connect is None:
-            from . import db
+            from caslib import db
             connect = db.connect
         _seen_before(record, result, cfg, connect)
     write_log_tail(workdir, files)

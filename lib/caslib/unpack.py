@@ -25,17 +25,18 @@ complete; on any error, a full disk or SIGINT/SIGTERM the partial file is
 removed and the job directory keeps only its log.
 
 ``cas-unpack --compress FILE`` compresses a core for transfer instead (see
-``caslib.compress``).
+``caslib.streams.compress``).
 """
 
 import os
 import re
 import stat
 
-from . import (cli, compress, deadline, decompress, fetch, jobdir, kdumpdir, layers, logs,
-               pathsafety, records, sparse)
-from .progress import Progress
-from .records import StepError
+from caslib import cli, deadline, jobdir, logs, pathsafety, records
+from caslib.streams import compress, decompress, fetch, layers, sparse
+from caslib.dumps import kdumpdir
+from caslib.progress import Progress
+from caslib.records import StepError
 
 STEP = "cas-unpack"
 # Names the job directory holds besides the core (man/cas-records.7, THE JOB DIRECTORY);
@@ -242,7 +243,7 @@ def _link_or_copy(fh, local: str, size: int, out: Output, progress, log) -> tupl
 
 def _keep_vmlinux(out: Output, cand, log) -> dict:
     """The customer's vmlinux as ``<workdir>/vmlinux``: ``{file, member, build_id}``."""
-    from . import elfnote
+    from caslib.dumps import elfnote
     final = os.path.join(out.workdir, "vmlinux")
     os.rename(cand.path, final)
     out.parts.remove(cand.path)

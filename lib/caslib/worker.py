@@ -17,9 +17,9 @@ import subprocess
 import sys
 import time
 
-from . import cli, logs, records
-from .queue import open_queue
-from .records import StepError, UsageError
+from caslib import cli, logs, records
+from caslib.queue import open_queue
+from caslib.records import StepError, UsageError
 
 PROG = "cas-worker"
 POLL = 0.2          # seconds between looks at the queue when there is room
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         cfg = cli.load_config(args)
         try:
             if args.run_job is not None:
-                from .runner import run_job
+                from caslib.queue.runner import run_job
 
                 return run_job(args.run_job, cfg, args.machine)
             worker = Worker(cfg, args.jobs or default_jobs(cfg), args.once, args.machine)

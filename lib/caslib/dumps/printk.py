@@ -1,0 +1,271 @@
+"""The kernel's printk buffer read from dump memory, with VMCOREINFO only (no vmlinux).
+
+Why: when no debuginfo matches a dump, its kernel log still names the panic.
+The kernel exports in VMCOREINFO the symbols, sizes and offsets of its log
+(kernel/printk/printk.c ``log_buf_vmcoreinfo_setup``), as ``makedumpfile
+--dump-dmesg`` and crash's ``log`` use them.  Three layouts:
+
+- the lockless ring buffer (5.10+): ``SYMBOL(prb)`` points to a
+  ``printk_ringbuffer``: a descriptor ring (``count_bits``, ``descs``,
+  ``infos``, ``head_id``, ``tail_id``) and a text data ring (``size_bits``,
+  ``data``).  A descriptor's ``state_var`` holds its id and, in the top two
+  bits, its state (committed 1 and finalized 2 are readable); its text block
+  ``[begin, next)`` (positions modulo the ring size) starts with the owner id
+  (one long); a block that wraps starts at 0.  ``printk_info`` gives
+  ``ts_nsec`` and ``text_len`` (kernel/printk/printk_ringbuffer.h);
+- variable-length records (3.5 to 5.9): ``SYMBOL(log_buf)`` (a pointer),
+  ``log_buf_len``, ``log_first_idx``, ``log_next_idx``; each record is a
+  ``printk_log`` (``log`` before 3.11) header with ``ts_nsec``, ``len`` and
+  ``text_len``, its text right after the header; ``len == 0`` wraps to 0;
+- the plain character buffer (before 3.5): ``log_buf``, ``log_buf_len`` and
+  ``log_end`` (characters ever written).
+
+Everything read is untrusted: ring sizes, record counts, lengths and
+positions are bounded, a corrupt ring yields the records read so far plus a
+warning, never a hang or an allocation a header asked for.
+"""
+
+from dataclasses import dataclass, field
+
+from caslib.dumps.vmem import VmemError
+
+MAX_RECORDS = 1 << 21      # records read at most (a 2^21-descriptor ring is 64 MiB of text)
+MAX_TEXT = 64 << 20        # bytes of log text kept at most
+MAX_BITS = 30              # count_bits/size_bits beyond this are corrupt
+MAX_MISSES = 1 << 16       # descriptors in a row whose id is not theirs: the ids are corrupt
+DESC_COMMITTED, DESC_FINALIZED = 1, 2
+
+
+class PrintkError(Exception):
+    """No log could be read at all (no symbols, unreadable ring structure)."""
+
+
+@dataclass
+class Log:
+    """Records ``(ts_nsec or None, text bytes)``; ``raw`` for the plain buffer."""
+
+    layout: str
+    records: list = field(default_factory=list)
+    raw: bytes | None = None
+    warnings: list = field(default_factory=list)
+
+    def lines(self) -> list:
+        """The log as makedumpfile --dump-dmesg writes it, one str per output line (the
+        bytes are ``line.encode("latin-1")``: escapes make records ASCII, the plain buffer
+        is passed through byte for byte)."""
+        if self.raw is not None:
+            return self.raw.decode("latin-1").splitlines()
+        out = []
+        for ts, text in self.records:
+            out.extend(format_record(ts, text).split("\n"))
+        return out
+
+
+def _escape(text: bytes, indent: int) -> str:
+    """makedumpfile's byte rules: a newline continues under the stamp, printable and space
+    characters stay, others become ``\\xNN`` (``\\xffffffNN`` above 0x7f: a signed char)."""
+    out = []
+    pad = "\n" + " " * indent
+    for b in text:
+        if b == 10:
+            out.append(pad)
+        elif 0x20 <= b <= 0x7E or 9 <= b <= 13:
+            out.append(chr(b))
+        elif b >= 0x80:
+            out.append(f"\\x{0xFFFFFF00 | b:08x}")
+        else:
+            out.append(f"\\x{b:02x}")
+    return "".join(out)
+
+
+def format_record(ts_nsec: int, text: bytes) -> str:
+    """``[seconds.micro] text`` as makedumpfile and crash print a record (without newline)."""
+    sec, nsec = divmod(ts_nsec, 1_000_000_000)
+    stamp = f"[{sec:5d}.{nsec // 1000:06d}] "
+    return stamp + _escape(text, len(stamp))
+
+
+class _Reader:
+    def __init__(self, mem, vmci):
+        self.mem, self.vmci = mem, vmci
+        self.e = mem.endian
+        self.long = 8 if getattr(mem, "bits", 64) == 64 else 4
+
+    def need(self, kind: str, name: str) -> int:
+        value = {"SYMBOL": self.vmci.symbol, "OFFSET": self.vmci.offset,
+                 "SIZE": lambda n: self.vmci.decimal(f"SIZE({n})")}[kind](name)
+        if value is None:
+            raise PrintkError(f"VMCOREINFO lacks {kind}({name})")
+        return value
+
+    def uint(self, buf: bytes, off: int, size: int) -> int:
+        if off < 0 or off + size > len(buf):
+            raise PrintkError(f"a VMCOREINFO offset ({off}) lies outside its structure")
+        return int.from_bytes(buf[off:off + size], "little" if self.e == "<" else "big")
+
+    def ulong_at(self, vaddr: int) -> int:
+        return self.uint(self.mem.read(vaddr, self.long), 0, self.long)
+
+
+def read_log(mem, vmci) -> Log:
+    """The log of the dump behind ``mem`` (a vmem.KernelMemory); PrintkError if none."""
+    r = _Reader(mem, vmci)
+    try:
+        if vmci.symbol("prb") is not None:
+            return _lockless(r)
+        if vmci.symbol("log_first_idx") is not None:
+            return _variable(r)
+        if vmci.symbol("log_end") is not None:
+            return _plain(r)
+    except VmemError as exc:
+        raise PrintkError(f"the log's ring structure is not readable: {exc}") from None
+    raise PrintkError("VMCOREINFO names no printk buffer (no SYMBOL(prb), log_first_idx or"
+                      " log_end)")
+
+
+def _lockless(r: _Reader) -> Log:
+    log = Log("lockless")
+    size = r.need("SIZE", "printk_ringbuffer")
+    if not 0 < size <= 4096:
+        raise PrintkError(f"SIZE(printk_ringbuffer)={size} is implausible")
+    prb = r.mem.read(r.ulong_at(r.need("SYMBOL", "prb")), size)
+    desc_ring = r.need("OFFSET", "printk_ringbuffer.desc_ring")
+    text_ring = r.need("OFFSET", "printk_ringbuffer.text_data_ring")
+    counter = r.vmci.offset("atomic_long_t.counter") or 0
+    count_bits = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.count_bits"), 4)
+    size_bits = r.uint(prb, text_ring + r.need("OFFSET", "prb_data_ring.size_bits"), 4)
+    if count_bits > MAX_BITS or size_bits > MAX_BITS:
+        raise PrintkError(f"ring sizes are corrupt (count_bits {count_bits}, size_bits"
+                          f" {size_bits})")
+    count, data_size = 1 << count_bits, 1 << size_bits
+    descs = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.descs"), r.long)
+    infos = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.infos"), r.long)
+    data = r.uint(prb, text_ring + r.need("OFFSET", "prb_data_ring.data"), r.long)
+    head = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.head_id") + counter, r.long)
+    tail = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.tail_id") + counter, r.long)
+    desc_size, info_size = r.need("SIZE", "prb_desc"), r.need("SIZE", "printk_info")
+    sv_off = r.need("OFFSET", "prb_desc.state_var") + counter
+    lpos = r.need("OFFSET", "prb_desc.text_blk_lpos")
+    begin_off = lpos + r.need("OFFSET", "prb_data_blk_lpos.begin")
+    next_off = lpos + r.need("OFFSET", "prb_data_blk_lpos.next")
+    ts_off, len_off = r.need("OFFSET", "printk_info.ts_nsec"), r.need("OFFSET",
+                                                                      "printk_info.text_len")
+    bits = 8 * r.long
+    id_mask = (1 << (bits - 2)) - 1
+    span = (head - tail) & id_mask
+    if span >= count:
+        log.warnings.append(f"tail id {tail:#x} is {span} records behind head id {head:#x} in a"
+                            f" ring of {count}: reading the last {count}")
+        tail, span = (head - count + 1) & id_mask, count - 1
+    if span >= MAX_RECORDS:
+        log.warnings.append(f"ring holds {span + 1} records: reading the last {MAX_RECORDS}")
+        tail, span = (head - MAX_RECORDS + 1) & id_mask, MAX_RECORDS - 1
+    if count_bits > size_bits:
+        raise PrintkError(f"ring sizes are corrupt: {count} descriptors for {data_size} bytes"
+                          " of text")
+    kept, misses = 0, 0
+    for i in range(span + 1):
+        if misses > MAX_MISSES:
+            log.warnings.append(f"{misses} descriptors in a row belong to no record (ids from"
+                                f" {tail:#x}): stopped")
+            break
+        rid = (tail + i) & id_mask
+        slot = rid % count
+        try:
+            desc = r.mem.read(descs + slot * desc_size, desc_size)
+            state_var = r.uint(desc, sv_off, r.long)
+            if state_var & id_mask != rid or (state_var >> (bits - 2)) not in (
+                    DESC_COMMITTED, DESC_FINALIZED):
+                misses += 1
+                continue
+            misses = 0
+            begin = r.uint(desc, begin_off, r.long) % data_size
+            end = r.uint(desc, next_off, r.long) % data_size
+            if begin == end:
+                continue  # a data-less record
+            info = r.mem.read(infos + slot * info_size, info_size)
+            text_len = r.uint(info, len_off, 2)
+            if begin > end:
+                begin = 0  # the block wrapped: its text starts the ring
+            begin += r.long
+            text_len = max(0, min(text_len, end - begin))
+            if kept + text_len > MAX_TEXT:
+                log.warnings.append(f"log text exceeds {MAX_TEXT} bytes: stopped at record {rid}")
+                break
+            text = r.mem.read(data + begin, text_len) if text_len else b""
+        except VmemError as exc:
+            log.warnings.append(f"record {rid}: {exc}")
+            if len(log.warnings) > 100:
+                log.warnings.append("too many unreadable records: stopped")
+                break
+            continue
+        kept += text_len
+        log.records.append((r.uint(info, ts_off, 8), text))
+    return log
+
+
+def _variable(r: _Reader) -> Log:
+    log = Log("variable")
+    struct_name = "printk_log" if r.vmci.decimal("SIZE(printk_log)") is not None else "log"
+    hsize = r.need("SIZE", struct_name)
+    ts_off = r.need("OFFSET", f"{struct_name}.ts_nsec")
+    len_off = r.need("OFFSET", f"{struct_name}.len")
+    tlen_off = r.need("OFFSET", f"{struct_name}.text_len")
+    buf = r.ulong_at(r.need("SYMBOL", "log_buf"))
+    buf_len = r.uint(r.mem.read(r.need("SYMBOL", "log_buf_len"), 4), 0, 4)
+    idx = r.uint(r.mem.read(r.need("SYMBOL", "log_first_idx"), 4), 0, 4)
+    end = r.uint(r.mem.read(r.need("SYMBOL", "log_next_idx"), 4), 0, 4)
+    if not 0 < buf_len <= MAX_TEXT or idx >= buf_len or end >= buf_len:
+        raise PrintkError(f"log_buf_len {buf_len}, first index {idx} or next index {end} is"
+                          " corrupt")
+    wraps, kept = 0, 0
+    while idx != end:
+        if len(log.records) >= MAX_RECORDS:
+            log.warnings.append(f"more than {MAX_RECORDS} records: stopped")
+            break
+        if idx + hsize > buf_len:
+            log.warnings.append(f"record at {idx} runs past the {buf_len}-byte buffer: stopped")
+            break
+        try:
+            head = r.mem.read(buf + idx, hsize)
+            length = r.uint(head, len_off, 2)
+            if length == 0:  # the wrap marker
+                wraps += 1
+                if wraps > 1:
+                    log.warnings.append("the records loop (wrapped twice): stopped")
+                    break
+                idx = 0
+                continue
+            text_len = r.uint(head, tlen_off, 2)
+            if length < hsize or idx + length > buf_len or hsize + text_len > length:
+                log.warnings.append(f"record at {idx} has length {length} (text {text_len}):"
+                                    " corrupt, stopped")
+                break
+            text = r.mem.read(buf + idx + hsize, text_len)
+        except VmemError as exc:
+            log.warnings.append(f"record at {idx}: {exc}: stopped")
+            break
+        kept += len(text)
+        log.records.append((r.uint(head, ts_off, 8), text))
+        idx += length
+        if idx == buf_len:
+            idx = 0
+    return log
+
+
+def _plain(r: _Reader) -> Log:
+    log = Log("plain")
+    buf = r.ulong_at(r.need("SYMBOL", "log_buf"))
+    buf_len = r.uint(r.mem.read(r.need("SYMBOL", "log_buf_len"), 4), 0, 4)
+    end = r.uint(r.mem.read(r.need("SYMBOL", "log_end"), 4), 0, 4)
+    if not 0 < buf_len <= MAX_TEXT or buf_len & (buf_len - 1):
+        raise PrintkError(f"log_buf_len {buf_len} is corrupt")
+    try:
+        if end < buf_len:
+            log.raw = r.mem.read(buf, end)
+        else:
+            start = end & (buf_len - 1)
+            log.raw = r.mem.read(buf + start, buf_len - start) + r.mem.read(buf, start)
+    except VmemError as exc:
+        raise PrintkError(f"log_buf is not readable: {exc}") from None
+    return log

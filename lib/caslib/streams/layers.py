@@ -1,0 +1,477 @@
+"""Peel compression and archive layers off an incoming dump, by magic bytes only.
+
+Why: customers send ``vmcore.12345.tar.bz2``, ``vmcore.zst``, zips, and now
+and then a file compressed twice; file names lie, magic bytes do not.  Each
+layer is recognised from the first bytes of the stream (doc/formats.md
+section 7: gzip, bzip2, xz, lzma-alone, zstd; tar by ``ustar`` at byte
+257; zip by ``PK\\3\\4``) and removed while streaming, until a raw file is left.
+
+Archives: the member whose own first bytes are a kernel dump (ELF
+``ET_CORE``, ``KDUMP   ``, ``DISKDUMP``, flattened ``makedumpfile``) wins,
+else the largest regular file; the choice is logged.  Member names are
+never used as paths (the core gets our own name), and an archive with an
+absolute name, a ``..`` component, a link that leads out, or a device file
+is refused as a whole: someone built it to write outside a directory.
+
+Tar is read as a stream (``tarfile`` mode ``r|``) on top of the
+decompressor, in one pass.  Zip needs its central directory at the end, so
+a compressed or downloaded zip is first spooled into the job directory
+(sparse, removed afterwards); a local plain zip is read in place.
+
+A compression layer whose bytes sit at a known range of a seekable file (the
+local input, a member of a plain tar, a stored zip member) may be decoded on
+every core (``caslib.streams.parallel``); anything else is decoded on one thread.
+"""
+
+import os
+import posixpath
+import stat
+import struct
+import tarfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+
+from caslib.streams import decompress, parallel, safetar
+from caslib.dumps import kdumpdir, splitdump
+from caslib import pathsafety
+from caslib.records import StepError
+
+HEAD = 4096 + 8      # enough for every dump magic (sadump sits at 4096) and the tar header
+MAX_LAYERS = 8       # a zip quine or a bomb of nested layers stops here
+READ_CHUNK = 1 << 20
+TAR_BUFSIZE = 1 << 20
+
+
+def dump_kind(head: bytes) -> str | None:
+    """The kernel dump format whose magic starts ``head`` (doc/formats.md section 1), else None."""
+    if head[:4] == b"\x7fELF" and len(head) >= 18:
+        order = "<" if head[5:6] == b"\x01" else ">"
+        if struct.unpack_from(order + "H", head, 16)[0] == 4:  # e_type ET_CORE
+            return "elf"
+        return None
+    if head[:8] == b"KDUMP   ":
+        return "kdump"
+    if head[:8] == b"DISKDUMP":
+        return "diskdump"
+    if head[:13] == b"makedumpfile\0":
+        return "flattened"
+    return None
+
+
+def is_vmlinux(name: str, head: bytes) -> bool:
+    """An ELF executable named ``vmlinux*`` (not a core, not ``vmlinuz``)."""
+    base = posixpath.basename(name)
+    return (base.startswith("vmlinux") and head[:4] == b"\x7fELF" and len(head) >= 18
+            and struct.unpack_from("<H" if head[5:6] == b"\x01" else ">H", head, 16)[0] == 2)
+
+
+def is_tar(head: bytes) -> bool:
+    """POSIX ustar or GNU tar header (``ustar\\0`` / ``ustar  \\0`` at byte 257)."""
+    return len(head) >= 512 and head[257:262] == b"ustar"
+
+
+def is_zip(head: bytes) -> bool:
+    """A local file header, or the end record of an empty zip."""
+    return head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+class Peekable:
+    """``read(n)`` over a stream whose first bytes can be looked at without consuming them."""
+
+    def __init__(self, raw, origin: parallel.Origin | None = None):
+        self.raw = raw
+        self.buf = b""
+        self.origin = origin   # where these bytes are in a seekable file, if they are
+
+    def peek(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            data = self.raw.read(max(n - len(self.buf), 64 * 1024))
+            if not data:
+                break
+            self.buf += data
+        return self.buf[:n]
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = READ_CHUNK
+        if self.buf:
+            data, self.buf = self.buf[:n], self.buf[n:]
+            return data
+        return self.raw.read(n)
+
+    def readable(self):
+        return True
+
+
+class _Tracking:
+    """A parallel reader of the whole input that keeps the input counter (progress) current."""
+
+    def __init__(self, reader, counter):
+        self.reader, self.counter = reader, counter
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.reader.read(n)
+        self.counter.pos = max(self.counter.pos, self.reader.compressed_pos)
+        return data
+
+    def readable(self):
+        return True
+
+
+@dataclass
+class Candidate:
+    """One file written into the job directory, and how it was reached."""
+
+    path: str
+    size: int
+    layers: list = field(default_factory=list)
+    member: str | None = None
+    kind: str | None = None   # dump format by magic, None for "just a file"
+    split: bool | None = None  # a part of a makedumpfile --split dump (None: not asked yet)
+
+    def rank(self):
+        return (self.kind is not None, self.size)
+
+
+class Peeler:
+    """Turns one input stream into one raw file in the job directory.
+
+    ``out`` writes streams into the job directory: ``out.write(stream,
+    size_hint)`` returns ``(path, size)`` of a new partial file,
+    ``out.discard(path)`` removes one.
+    """
+
+    def __init__(self, out, log, name: str, local_path: str | None = None,
+                 fd: int | None = None):
+        self.out = out
+        self.log = log
+        self.name = name
+        self.local_path = local_path
+        self.fd = fd             # the local input, for reading compressed ranges with pread
+        self.depth = 0
+        self.opened = []         # parallel readers, closed when peeling ends
+        self.vmlinux: Candidate | None = None  # a ``vmlinux`` ELF member, kept (see tar())
+        self.parts: list = []     # further parts of a split dump, kept beside the best
+        self.side: dict = {}      # kdump directory text files kept: record key -> Candidate
+
+    def where(self, member: str | None) -> str:
+        return f"{self.name}: member {member!r}" if member else self.name
+
+    def peel(self, raw, size_hint: int | None = None) -> Candidate:
+        """Peel ``raw`` (a binary stream over the whole input) down to one raw file."""
+        origin, self.counter = None, raw
+        if self.fd is not None and size_hint:
+            origin = parallel.Origin(self.fd, 0, size_hint)
+        try:
+            stream, layers = self.strip(Peekable(raw, origin), [], None)
+            cand = self.rest(stream, layers, None, size_hint if not layers else None)
+        finally:
+            self._close_from(0)
+        if cand is None:  # only possible for members; kept for clarity
+            raise StepError(f"{self.name}: nothing to unpack", "empty")
+        return cand
+
+    def _open(self, stream: Peekable, codec: str, label: str, layers: list, member, quiet):
+        """The decoder for one layer: on every core when its bytes can be read by offset."""
+        if not quiet and codec in ("xz", "zstd", "bzip2", "gzip", "lzma"):
+            outer = [layer for layer in layers[:-1] if layer not in ("tar", "zip")]
+            why = ("inside another compressed layer" if outer else
+                   "an archive member that is not at a fixed offset" if member else
+                   "the input is a pipe or download, not a seekable file")
+            reader = parallel.open_reader(stream.origin, codec, label, self.log, why)
+            if reader is not None:
+                self.opened.append(reader)
+                if len(layers) == 1 and member is None and hasattr(self.counter, "pos"):
+                    return _Tracking(reader, self.counter)
+                return reader
+        return decompress.open_reader(stream, codec, label)
+
+    def strip(self, stream: Peekable, layers: list, member, quiet=False):
+        """Remove compression layers; returns the inner stream and the layers so far."""
+        layers = list(layers)
+        while True:
+            codec = decompress.sniff(stream.peek(16))
+            if codec is None:
+                return stream, layers
+            if len(layers) >= MAX_LAYERS:
+                raise StepError(f"{self.where(member)}: more than {MAX_LAYERS} layers, giving up",
+                                "too-deep")
+            layers.append(codec)
+            if not quiet:
+                self.log.info("%s: peeling %s layer %d", self.where(member), codec, len(layers))
+            label = f"{self.where(member)} ({'+'.join(layers)})"
+            stream = Peekable(self._open(stream, codec, label, layers, member, quiet))
+
+    def rest(self, stream: Peekable, layers: list, member, size_hint=None) -> Candidate | None:
+        """After compression: an archive to open, or the raw file to write."""
+        head = stream.peek(HEAD)
+        if not head:
+            if member is not None:
+                return None
+            if layers:
+                raise StepError(f"{self.name}: decompresses to nothing ({'+'.join(layers)})",
+                                "empty")
+            raise StepError(f"{self.name}: empty file", "empty")
+        if is_tar(head) or is_zip(head):
+            if len(layers) >= MAX_LAYERS:
+                raise StepError(f"{self.where(member)}: more than {MAX_LAYERS} layers, giving up",
+                                "too-deep")
+            if is_tar(head):
+                return self.tar(stream, layers + ["tar"], member)
+            plain = not layers and member is None
+            return self.zip(stream, layers + ["zip"], member, plain)
+        kind = dump_kind(head)
+        path, size = self.out.write(stream, size_hint)
+        return Candidate(path, size, layers, member, kind)
+
+    # -- tar ---------------------------------------------------------------
+
+    def tar(self, stream: Peekable, layers: list, outer) -> Candidate:
+        where = self.where(outer)
+        self.log.info("%s: reading tar archive", where)
+        best = None
+        try:
+            archive = safetar.open_stream(stream, TAR_BUFSIZE)
+            for m in archive:
+                check_tar_member(m, where)
+                limit = getattr(self.out, "max_size", None)
+                if m.issparse() and limit and m.size > limit:
+                    raise StepError(f"{where}: sparse member {m.name!r} declares {m.size:,} "
+                                    f"bytes, more than maxCoreSize {limit:,}", "unsafe")
+                if not m.isreg() or m.size == 0:
+                    continue
+                member = m.name if outer is None else f"{outer}/{m.name}"
+                opened, origin = len(self.opened), None
+                if stream.origin is not None and m.sparse is None:
+                    at = stream.origin.start + m.offset_data
+                    origin = parallel.Origin(stream.origin.fd, at, at + m.size)
+                raw = Peekable(archive.extractfile(m), origin)  # a stream: read once, peeked at
+                if self._side_file(raw, m, layers, member):
+                    self._close_from(opened)
+                    continue
+                inner = None
+                if best is not None and best.kind == "kdump" and self._is_split(best):
+                    inner, ls = self.strip(raw, layers, member, quiet=True)
+                    if self._split_part(inner, ls, m, layers, member):
+                        self._close_from(opened)
+                        continue
+                if best is not None and best.kind and (
+                        self.vmlinux or not posixpath.basename(m.name).startswith("vmlinux")):
+                    self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
+                                  where, m.name, f"{m.size:,}")
+                    self._close_from(opened)
+                    continue
+                if inner is None:
+                    inner, ls = self.strip(raw, layers, member)
+                head = inner.peek(HEAD)
+                if self.vmlinux is None and is_vmlinux(m.name, head):
+                    self._keep_vmlinux(inner, ls, member, m.size, where)
+                    self._close_from(opened)
+                    continue
+                if (best is not None and len(ls) == len(layers) and not dump_kind(head)
+                        and not is_tar(head) and not is_zip(head) and m.size <= best.size):
+                    self.log.info("%s: skipping member %r (%s bytes): not a dump, not the "
+                                  "largest", where, m.name, f"{m.size:,}")
+                    continue
+                cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
+                self._close_from(opened)   # this member's decoder threads end here
+                best = self._keep_better(best, cand)
+        except safetar.UnsafeTar as exc:
+            self._drop(best)
+            raise StepError(f"{where}: unsafe tar header: {exc.message}", "unsafe") from None
+        except tarfile.TarError as exc:
+            self._drop(best)
+            raise StepError(f"{where}: corrupt or truncated tar archive: {exc}", "corrupt") from None
+        except BaseException:
+            self._drop(best)
+            raise
+        if best is None:
+            raise StepError(f"{where}: tar archive holds no regular file", "no-core")
+        self._log_choice(where, best)
+        return best
+
+    # -- zip ---------------------------------------------------------------
+
+    def zip(self, stream: Peekable, layers: list, outer, plain: bool) -> Candidate:
+        where = self.where(outer)
+        spool = None
+        if plain and self.local_path:
+            path = self.local_path
+            self.log.info("%s: reading zip archive in place", where)
+        else:  # zip needs to seek to its central directory: spool it into the job directory
+            self.log.info("%s: spooling zip archive into the job directory to read it", where)
+            spool, _ = self.out.write(stream, None)
+            path = spool
+        best = None
+        fd = self.fd if path == self.local_path and self.fd is not None else os.open(path, os.O_RDONLY)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                best = self._zip_choose(archive, layers, outer, where, fd)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
+                ValueError) as exc:
+            self._drop(best)
+            raise StepError(f"{where}: corrupt or unreadable zip archive: {exc}",
+                            "corrupt") from None
+        except BaseException:
+            self._drop(best)
+            raise
+        finally:
+            if fd != self.fd:
+                os.close(fd)
+            if spool:
+                self.out.discard(spool)
+        self._log_choice(where, best)
+        return best
+
+    def _zip_choose(self, archive, layers, outer, where, fd) -> Candidate:
+        files = []
+        for info in archive.infolist():
+            mode = info.external_attr >> 16
+            target = None
+            if stat.S_ISLNK(mode):
+                with archive.open(info) as fh:
+                    target = fh.read(4096).decode("utf-8", "replace")
+            check_zip_member(info, mode, target, where)
+            if not info.is_dir() and target is None and info.file_size > 0:
+                files.append(info)
+        for info in [i for i in files if posixpath.basename(i.filename).startswith("vmlinux")]:
+            with archive.open(info) as fh:
+                inner, ls = self.strip(Peekable(fh), layers, info.filename, quiet=True)
+                if self.vmlinux is None and is_vmlinux(info.filename, inner.peek(HEAD)):
+                    member = info.filename if outer is None else f"{outer}/{info.filename}"
+                    self._keep_vmlinux(inner, ls, member, info.file_size, where)
+                    files.remove(info)
+        if not files:
+            raise StepError(f"{where}: zip archive holds no regular file", "no-core")
+        chosen, kind = None, None
+        for info in files:
+            with archive.open(info) as fh:
+                inner, _ = self.strip(Peekable(fh), layers, info.filename, quiet=True)
+                kind = dump_kind(inner.peek(HEAD))
+            if kind:
+                chosen = info
+                break
+        if chosen is None:
+            chosen = max(files, key=lambda i: i.file_size)  # max keeps the first of equals
+        for info in files:
+            if info is not chosen:
+                self.log.info("%s: skipping member %r (%s bytes)", where, info.filename,
+                              f"{info.file_size:,}")
+        member = chosen.filename if outer is None else f"{outer}/{chosen.filename}"
+        with archive.open(chosen) as fh:
+            inner, ls = self.strip(Peekable(fh, stored_origin(fd, chosen)), layers, member)
+            cand = self.rest(inner, ls, member, chosen.file_size if ls == layers else None)
+        if cand is None:
+            raise StepError(f"{where}: member {chosen.filename!r} is empty", "no-core")
+        return cand
+
+    # -- kdump directories: split parts and vmcore-dmesg.txt -----------------
+
+    def _side_file(self, stream, m, layers, member) -> bool:
+        """Keep a kdump directory's ``vmcore-dmesg.txt`` (named so, and text) beside the dump."""
+        key = kdumpdir.SIDE_FILES.get(posixpath.basename(m.name))
+        if key is None or key in self.side or m.size > kdumpdir.MAX_SIDE:
+            return False
+        if not kdumpdir.is_text(stream.peek(HEAD)):
+            return False
+        path, size = self.out.write(stream, m.size)
+        self.side[key] = Candidate(path, size, list(layers), member, None)
+        self.log.info("%s: keeping member %r (%s bytes) as %s", self.name, m.name,
+                      f"{size:,}", key)
+        return True
+
+    def _is_split(self, best) -> bool:
+        if getattr(best, "split", None) is None:
+            best.split = splitdump.part_info(best.path) is not None
+        return best.split
+
+    def _split_part(self, inner, ls, m, layers, member) -> bool:
+        """Keep another part of the split dump the best member is a part of."""
+        if not splitdump.is_part_head(inner.peek(splitdump.PEEK)):
+            return False
+        cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
+        if cand is not None:
+            self.parts.append(cand)
+            self.log.info("%s: keeping member %r (%s bytes): another part of the split dump",
+                          self.name, m.name, f"{cand.size:,}")
+        return True
+
+    # -- helpers -------------------------------------------------------------
+
+    def _close_from(self, n: int) -> None:
+        while len(self.opened) > n:
+            self.opened.pop().close()
+
+    def _keep_vmlinux(self, stream, layers, member, size_hint, where) -> None:
+        """The customer sent the kernel too: kept aside (``self.vmlinux``); cas-findkernel
+        uses it when its build-id is the dump's."""
+        path, size = self.out.write(stream, size_hint)
+        self.vmlinux = Candidate(path, size, layers, member, None)
+        self.log.info("%s: keeping member %r (%s bytes): a vmlinux", where, member, f"{size:,}")
+
+    def _keep_better(self, best, cand):
+        if cand is None:
+            return best
+        if best is None or cand.rank() > best.rank():
+            if best is not None:
+                self.log.info("%s: not used: member %r (%s bytes)", self.name, best.member,
+                              f"{best.size:,}")
+            self._drop(best)
+            return cand
+        self.out.discard(cand.path)
+        return best
+
+    def _drop(self, cand):
+        if cand is not None:
+            self.out.discard(cand.path)
+
+    def _log_choice(self, where, best: Candidate):
+        why = f"{best.kind} dump by magic" if best.kind else "largest regular file, no dump magic"
+        self.log.info("%s: chose member %r (%s bytes): %s", where, best.member,
+                      f"{best.size:,}", why)
+
+
+def stored_origin(fd: int, info: zipfile.ZipInfo) -> parallel.Origin | None:
+    """Where a stored (uncompressed, unencrypted) zip member's bytes are, from its local header."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
+        return None
+    head = os.pread(fd, 30, info.header_offset)
+    if len(head) < 30 or head[:4] != b"PK\x03\x04":
+        return None
+    name_len, extra_len = struct.unpack_from("<HH", head, 26)
+    start = info.header_offset + 30 + name_len + extra_len
+    return parallel.Origin(fd, start, start + info.compress_size)
+
+
+def check_tar_member(m: tarfile.TarInfo, where: str) -> None:
+    """Refuse members that would write outside a directory if someone extracted them
+    (the name rules live in pathsafety, shared with every archive reader)."""
+    name = m.name
+    why = pathsafety.member_escapes(name, windows=False)
+    if why:
+        raise StepError(f"{where}: unsafe tar member {name!r}: {why}", "unsafe")
+    if m.issym():
+        if pathsafety.link_escapes(name, m.linkname):
+            raise StepError(f"{where}: unsafe tar member {name!r}: symlink to {m.linkname!r} "
+                            "points outside", "unsafe")
+    elif m.islnk():
+        if m.linkname.startswith("/") or ".." in m.linkname.split("/"):
+            raise StepError(f"{where}: unsafe tar member {name!r}: hard link to "
+                            f"{m.linkname!r} points outside", "unsafe")
+    elif m.ischr() or m.isblk() or m.isfifo():
+        raise StepError(f"{where}: unsafe tar member {name!r}: device or fifo", "unsafe")
+    elif not (m.isreg() or m.isdir()):
+        raise StepError(f"{where}: unsupported tar member {name!r} (type {m.type!r})", "unsafe")
+
+
+def check_zip_member(info: zipfile.ZipInfo, mode: int, target: str | None, where: str) -> None:
+    name = info.filename
+    why = pathsafety.member_escapes(name)
+    if why:
+        raise StepError(f"{where}: unsafe zip member {name!r}: {why}", "unsafe")
+    if target is not None and pathsafety.link_escapes(name, target):
+        raise StepError(f"{where}: unsafe zip member {name!r}: symlink to {target!r} "
+                        "points outside", "unsafe")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+        raise StepError(f"{where}: unsafe zip member {name!r}: device or fifo", "unsafe")
