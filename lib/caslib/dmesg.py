@@ -23,15 +23,13 @@ Errors: ``not-found``, ``bad-record``, ``compressed``, ``not-a-dump``,
 import os
 import sys
 
-from caslib import cli, jobdir, logs, records
+from caslib import cli, jobdir, logs, magic, records
 from caslib.diagnosis import logpanic
 from caslib.dumps import printk, vmem
 from caslib.dumps.flattened import DumpError, open_source
 from caslib.records import StepError
 
 STEP = "cas-dmesg"
-COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\0": "xz",
-              b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 def read(path: str):
@@ -42,10 +40,10 @@ def read(path: str):
         if src.size == 0:
             raise DumpError("empty file", "empty")
         head = src.read(0, 8)
-        for magic, name in COMPRESSED.items():
-            if head.startswith(magic):
-                raise DumpError(f"{name} data, not a dump (unpack it with cas-unpack)",
-                                "compressed")
+        name = magic.packed(head)
+        if name and name != "an RPM":
+            raise DumpError(f"{name} data, not a dump (unpack it with cas-unpack)",
+                            "compressed")
         try:
             mem, vmci, facts = vmem.open_memory(src, head)
             log = printk.read_log(mem, vmci)

@@ -60,18 +60,14 @@ Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 import os
 import re
 
-from caslib import cli, logs, pathsafety, records
+from caslib import cli, logs, magic, pathsafety, records
 from caslib.dumps import elfcore, kdumphdr, lkcdhdr, splitdump, utsname, vmcoreinfo
-from caslib.dumps.flattened import DumpError, FileSource, FlattenedSource, is_flattened
+from caslib.dumps.flattened import DumpError, FileSource, FlattenedSource
 from caslib.records import StepError
 
 STEP = "cas-ident"
 DEFAULT_BUFFERSIZE = 64 << 20
 HEAD = 4096
-COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\0": "xz",
-              b"\x28\xb5\x2f\xfd": "zstd", b"\xed\xab\xee\xdb": "an RPM"}
-LKCD_MAGICS = (0xA8190173618F23ED, 0xA8190173618F23CD)
-S390_MAGIC = 0xA8190173618F23FD
 
 
 def _iso(ts) -> str | None:
@@ -87,25 +83,7 @@ def _iso(ts) -> str | None:
 
 def _sniff(head: bytes) -> str | None:
     """The format named by the first bytes (doc/formats.md section 1), or None."""
-    if head[:4] == b"\x7fELF":
-        return "elf"
-    if head[:8] == b"KDUMP   ":
-        return "kdump"
-    if head[:8] == b"DISKDUMP":
-        return "diskdump"
-    if is_flattened(head):
-        return "flattened"
-    if len(head) >= 8:
-        le, be = int.from_bytes(head[:8], "little"), int.from_bytes(head[:8], "big")
-        if le in LKCD_MAGICS or be in LKCD_MAGICS:
-            return "lkcd"
-        if be == S390_MAGIC:
-            return "s390"
-    if head[:8] == b"sadump\0\0" or head[4096:4104] == b"sadump\0\0":
-        return "sadump"
-    if head[:16] == b"LinuxGuestRecord" or head[:4] in (b"\xed\xeb\x0f\xf0", b"\xee\xeb\x0f\xf0"):
-        return "xen"
-    return None
+    return magic.dump_format(head)
 
 
 class Identification:
@@ -343,19 +321,19 @@ def _identify(plain, src, head, fmt, ident, buffersize) -> dict:
             else "utsname"
         return ident.result(src)
     if fmt is None:
-        for magic, name in COMPRESSED.items():
-            if head.startswith(magic):
-                raise DumpError(f"{name} data, not a dump (unpack it with cas-unpack)",
-                                "compressed")
+        name = magic.packed(head)
+        if name:
+            raise DumpError(f"{name} data, not a dump (unpack it with cas-unpack)",
+                            "compressed")
     # headers named no kernel: the string scan (over the raw stream for flattened files)
     _ident_scan(plain.path, ident, buffersize)
     if not ident.kernel["release"]:
         where = (f"its {plain.size} bytes" if ident.ident["scanned"] >= plain.size
                  else f"its first {ident.ident['scanned']} bytes (--buffersize)")
         if fmt is None:
-            magic = (f" (starts with {head[:8].hex(' ')})"
-                     if pathsafety.may_show_bytes(plain.path) else "")
-            raise DumpError(f"no dump header{magic} and no kernel release in {where}",
+            starts = (f" (starts with {head[:8].hex(' ')})"
+                      if pathsafety.may_show_bytes(plain.path) else "")
+            raise DumpError(f"no dump header{starts} and no kernel release in {where}",
                             "not-a-dump")
         raise DumpError(f"{ident.format} dump names no kernel in its headers nor in"
                         f" {where}", "unidentified")

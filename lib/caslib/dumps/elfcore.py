@@ -13,6 +13,7 @@ Only headers and notes are read, each bounded by the file size and a cap.
 import struct
 from collections import namedtuple
 
+from caslib import magic
 from caslib.dumps.flattened import DumpError
 
 ET_CORE = 4
@@ -147,7 +148,7 @@ def read_elf(src, head: bytes | None = None) -> ElfCore:
     """Parse the ELF header, program headers and notes of ``src`` (a flattened.*Source)."""
     path = src.path
     head = head if head is not None and len(head) >= 64 else src.read(0, 64)
-    if head[:4] != b"\x7fELF":
+    if head[:4] != magic.ELF:
         raise DumpError("not an ELF file", "not-a-dump")
     _need(head, 52, "ELF header", path)
     cls, data = head[4], head[5]

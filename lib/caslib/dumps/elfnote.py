@@ -8,6 +8,8 @@ instead of decompressing the whole image.  Same layout as ``readelf -n``.
 
 import struct
 
+from caslib import magic
+
 NT_GNU_BUILD_ID = 3
 PT_NOTE = 4
 _MAX_PHDRS = 4096
@@ -37,7 +39,7 @@ def build_id(stream) -> str | None:
     """Hex build-id from the notes of the ELF file ``stream`` (read forwards); None if absent."""
     f = _Forward(stream)
     ident = f.read_at(0, 64)
-    if len(ident) < 52 or ident[:4] != b"\x7fELF":
+    if len(ident) < 52 or ident[:4] != magic.ELF:
         return None
     bits, endian = ident[4], {1: "<", 2: ">"}.get(ident[5])
     if endian is None or bits not in (1, 2):

@@ -21,7 +21,9 @@ import bisect
 import os
 import struct
 
-MAGIC = b"makedumpfile\0\0\0\0"
+from caslib import magic
+
+MAGIC = magic.FLATTENED
 PREAMBLE_SIZE = 4096
 MAX_READ = 64 << 20        # the largest single range any reader may ask for
 MAX_RECORDS = 1 << 20      # record headers walked before giving up (16 MiB of headers)
@@ -76,6 +78,7 @@ class FileSource:
 
 
 def is_flattened(head: bytes) -> bool:
+    """A makedumpfile flattened stream (its 16-byte signature, caslib.magic)."""
     return head[:16] == MAGIC
 
 

@@ -20,10 +20,11 @@ current_cpu@456/444, nr_cpus@460/448.
 import struct
 import zlib
 
+from caslib import magic
 from caslib.dumps import kdumplayout
 from caslib.dumps.flattened import DumpError
 
-SIGNATURES = {b"KDUMP   ": "kdump", b"DISKDUMP": "diskdump"}
+SIGNATURES = {magic.KDUMP: "kdump", magic.DISKDUMP: "diskdump"}
 HEADER_READ = 464
 UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
 COMPRESSION = {0x1: "zlib", 0x2: "lzo", 0x4: "snappy", 0x20: "zstd"}

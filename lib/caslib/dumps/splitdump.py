@@ -13,7 +13,7 @@ when the ranges of the parts at hand cover ``0..max_mapnr`` without a gap.
 import hashlib
 import os
 
-from caslib import jobdir, logs
+from caslib import jobdir, logs, magic
 from caslib.dumps import kdumphdr, kdumplayout
 from caslib.dumps.flattened import DumpError, open_source
 from caslib.records import StepError
@@ -24,7 +24,7 @@ def part_info(path: str) -> dict | None:
     try:
         with open_source(path) as src:
             head = src.read(0, kdumphdr.HEADER_READ)
-            if head[:8] != b"KDUMP   ":
+            if head[:8] != magic.KDUMP:
                 return None
             hdr = kdumphdr.read_header(src, head)
     except (OSError, DumpError):
@@ -101,7 +101,7 @@ PEEK = (64 << 10) + 16   # a header and the start of a sub-header after a block 
 
 def is_part_head(head: bytes) -> bool:
     """Do the first bytes of a stream (``PEEK`` of them) start a split part?"""
-    if head[:8] != b"KDUMP   " or len(head) < kdumphdr.HEADER_READ:
+    if head[:8] != magic.KDUMP or len(head) < kdumphdr.HEADER_READ:
         return False
     cands = kdumplayout.candidates(head)
     if not cands:

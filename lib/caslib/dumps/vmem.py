@@ -28,6 +28,7 @@ the dump claims.
 import bisect
 import struct
 
+from caslib import magic
 from caslib.dumps import kdumphdr, utsname
 from caslib.dumps.flattened import DumpError
 
@@ -201,7 +202,7 @@ def open_memory(src, head: bytes | None = None):
     """(KernelMemory, VmcoreInfo, facts) for an opened dump source (ELF or kdump)."""
     from caslib.dumps import elfcore, vmcoreinfo
     head = head if head is not None else src.read(0, 8)
-    if head[:4] == b"\x7fELF":
+    if head[:4] == magic.ELF:
         core = elfcore.read_elf(src)
         note = core.note("VMCOREINFO")
         vmci = vmcoreinfo.parse(note.desc) if note else vmcoreinfo.VmcoreInfo()

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from caslib.streams import decompress, parallel, safetar
 from caslib.dumps import kdumpdir, splitdump
-from caslib import pathsafety
+from caslib import magic, pathsafety
 from caslib.records import StepError
 
 HEAD = 4096 + 8      # enough for every dump magic (sadump sits at 4096) and the tar header
@@ -44,36 +44,28 @@ TAR_BUFSIZE = 1 << 20
 
 
 def dump_kind(head: bytes) -> str | None:
-    """The kernel dump format whose magic starts ``head`` (doc/formats.md section 1), else None."""
-    if head[:4] == b"\x7fELF" and len(head) >= 18:
-        order = "<" if head[5:6] == b"\x01" else ">"
-        if struct.unpack_from(order + "H", head, 16)[0] == 4:  # e_type ET_CORE
-            return "elf"
-        return None
-    if head[:8] == b"KDUMP   ":
-        return "kdump"
-    if head[:8] == b"DISKDUMP":
-        return "diskdump"
-    if head[:13] == b"makedumpfile\0":
-        return "flattened"
-    return None
+    """The kernel dump format whose magic starts ``head`` (ELF only as ``ET_CORE``), among
+    elf, kdump, diskdump, flattened; else None."""
+    fmt = magic.dump_format(head)
+    if fmt == "elf":
+        return "elf" if magic.elf_type(head) == magic.ET_CORE else None
+    return fmt if fmt in ("kdump", "diskdump", "flattened") else None
 
 
 def is_vmlinux(name: str, head: bytes) -> bool:
     """An ELF executable named ``vmlinux*`` (not a core, not ``vmlinuz``)."""
-    base = posixpath.basename(name)
-    return (base.startswith("vmlinux") and head[:4] == b"\x7fELF" and len(head) >= 18
-            and struct.unpack_from("<H" if head[5:6] == b"\x01" else ">H", head, 16)[0] == 2)
+    return (posixpath.basename(name).startswith("vmlinux")
+            and magic.elf_type(head) == magic.ET_EXEC)
 
 
 def is_tar(head: bytes) -> bool:
-    """POSIX ustar or GNU tar header (``ustar\\0`` / ``ustar  \\0`` at byte 257)."""
-    return len(head) >= 512 and head[257:262] == b"ustar"
+    """POSIX ustar or GNU tar header (``ustar`` at byte 257)."""
+    return magic.archive(head) == "tar"
 
 
 def is_zip(head: bytes) -> bool:
     """A local file header, or the end record of an empty zip."""
-    return head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+    return magic.archive(head) == "zip"
 
 
 class Peekable:
@@ -437,7 +429,7 @@ def stored_origin(fd: int, info: zipfile.ZipInfo) -> parallel.Origin | None:
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
         return None
     head = os.pread(fd, 30, info.header_offset)
-    if len(head) < 30 or head[:4] != b"PK\x03\x04":
+    if len(head) < 30 or head[:4] != magic.ZIP_LOCAL:
         return None
     name_len, extra_len = struct.unpack_from("<HH", head, 26)
     start = info.header_offset + 30 + name_len + extra_len

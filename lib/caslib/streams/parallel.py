@@ -29,6 +29,7 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from caslib import magic
 from caslib.streams import decompress, sparse, xzblocks, xzindex
 from caslib.records import StepError
 
@@ -201,10 +202,10 @@ def _frame_end(fd: int, pos: int, end: int) -> tuple[int, int | None, int]:
     head = os.pread(fd, 18, pos)
     if len(head) < 8:
         raise _Fallback(pos, "input ends inside a frame header")
-    magic = struct.unpack_from("<I", head)[0]
-    if 0x184D2A50 <= magic <= 0x184D2A5F:
+    word = struct.unpack_from("<I", head)[0]
+    if magic.ZSTD_SKIPPABLE[0] <= word <= magic.ZSTD_SKIPPABLE[1]:
         return pos + 8 + struct.unpack_from("<I", head, 4)[0], 0, 0
-    if magic != 0xFD2FB528:
+    if word != magic.ZSTD_FRAME:
         raise _Fallback(pos, "not a zstd frame")
     fhd = head[4]
     fcs_flag, single, checksum, did_flag = fhd >> 6, (fhd >> 5) & 1, fhd & 4, fhd & 3
