@@ -23,6 +23,7 @@ import posixpath
 import stat
 
 from caslib import jobdir
+from caslib.errors import FormatError
 from caslib.records import StepError
 
 KIND = "bad-record"
@@ -69,11 +70,7 @@ def bad(key: str, why: str) -> StepError:
     return StepError(f"record key {key!r}: {why}", KIND)
 
 
-def within(base: str, path: str) -> bool:
-    """True when ``path`` resolved (symlinks followed) lies inside ``base`` resolved."""
-    base_r = os.path.realpath(base)
-    path_r = os.path.realpath(path)
-    return path_r == base_r or path_r.startswith(base_r.rstrip(os.sep) + os.sep)
+within = jobdir.inside   # ``path`` resolved (symlinks followed) lies inside ``base`` resolved
 
 
 def _text(record: dict, key: str, value) -> str:
@@ -298,6 +295,40 @@ def link_escapes(name: str, target: str) -> bool:
         return True
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
     return resolved == ".." or resolved.startswith("../")
+
+
+def _unsafe(where: str, what: str, name: str, why: str) -> FormatError:
+    return FormatError(f"{where}: unsafe {what} member {name!r}: {why}", "unsafe")
+
+
+def check_tar_member(m, where: str) -> None:
+    """Refuse a ``tarfile.TarInfo`` that would write outside a directory if someone
+    extracted it: an escaping name or link, a device or fifo, an unknown type."""
+    name = m.name
+    why = member_escapes(name, windows=False)
+    if why:
+        raise _unsafe(where, "tar", name, why)
+    if m.issym() and link_escapes(name, m.linkname):
+        raise _unsafe(where, "tar", name, f"symlink to {m.linkname!r} points outside")
+    if m.islnk() and member_escapes(m.linkname, windows=False):
+        raise _unsafe(where, "tar", name, f"hard link to {m.linkname!r} points outside")
+    if m.ischr() or m.isblk() or m.isfifo():
+        raise _unsafe(where, "tar", name, "device or fifo")
+    if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
+        raise FormatError(f"{where}: unsupported tar member {name!r} (type {m.type!r})",
+                          "unsafe")
+
+
+def check_zip_member(name: str, mode: int, target: str | None, where: str) -> None:
+    """Refuse a zip member (``mode`` from its external attributes, ``target`` the text of
+    a symlink member) that would write outside a directory, or a device or fifo."""
+    why = member_escapes(name)
+    if why:
+        raise _unsafe(where, "zip", name, why)
+    if target is not None and link_escapes(name, target):
+        raise _unsafe(where, "zip", name, f"symlink to {target!r} points outside")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+        raise _unsafe(where, "zip", name, "device or fifo")
 
 
 # -- names CAS writes in a job directory ---------------------------------------

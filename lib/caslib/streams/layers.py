@@ -226,7 +226,7 @@ class Peeler:
         try:
             archive = safetar.open_stream(stream, TAR_BUFSIZE)
             for m in archive:
-                check_tar_member(m, where)
+                pathsafety.check_tar_member(m, where)
                 limit = getattr(self.out, "max_size", None)
                 if m.issparse() and limit and m.size > limit:
                     raise StepError(f"{where}: sparse member {m.name!r} declares {m.size:,} "
@@ -324,7 +324,7 @@ class Peeler:
             if stat.S_ISLNK(mode):
                 with archive.open(info) as fh:
                     target = fh.read(4096).decode("utf-8", "replace")
-            check_zip_member(info, mode, target, where)
+            pathsafety.check_zip_member(info.filename, mode, target, where)
             if not info.is_dir() and target is None and info.file_size > 0:
                 files.append(info)
         for info in [i for i in files if posixpath.basename(i.filename).startswith("vmlinux")]:
@@ -434,36 +434,3 @@ def stored_origin(fd: int, info: zipfile.ZipInfo) -> parallel.Origin | None:
     name_len, extra_len = struct.unpack_from("<HH", head, 26)
     start = info.header_offset + 30 + name_len + extra_len
     return parallel.Origin(fd, start, start + info.compress_size)
-
-
-def check_tar_member(m: tarfile.TarInfo, where: str) -> None:
-    """Refuse members that would write outside a directory if someone extracted them
-    (the name rules live in pathsafety, shared with every archive reader)."""
-    name = m.name
-    why = pathsafety.member_escapes(name, windows=False)
-    if why:
-        raise StepError(f"{where}: unsafe tar member {name!r}: {why}", "unsafe")
-    if m.issym():
-        if pathsafety.link_escapes(name, m.linkname):
-            raise StepError(f"{where}: unsafe tar member {name!r}: symlink to {m.linkname!r} "
-                            "points outside", "unsafe")
-    elif m.islnk():
-        if m.linkname.startswith("/") or ".." in m.linkname.split("/"):
-            raise StepError(f"{where}: unsafe tar member {name!r}: hard link to "
-                            f"{m.linkname!r} points outside", "unsafe")
-    elif m.ischr() or m.isblk() or m.isfifo():
-        raise StepError(f"{where}: unsafe tar member {name!r}: device or fifo", "unsafe")
-    elif not (m.isreg() or m.isdir()):
-        raise StepError(f"{where}: unsupported tar member {name!r} (type {m.type!r})", "unsafe")
-
-
-def check_zip_member(info: zipfile.ZipInfo, mode: int, target: str | None, where: str) -> None:
-    name = info.filename
-    why = pathsafety.member_escapes(name)
-    if why:
-        raise StepError(f"{where}: unsafe zip member {name!r}: {why}", "unsafe")
-    if target is not None and pathsafety.link_escapes(name, target):
-        raise StepError(f"{where}: unsafe zip member {name!r}: symlink to {target!r} "
-                        "points outside", "unsafe")
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
-        raise StepError(f"{where}: unsafe zip member {name!r}: device or fifo", "unsafe")
