@@ -23,32 +23,30 @@ Errors: ``not-found``, ``bad-record``, ``compressed``, ``not-a-dump``,
 import os
 import sys
 
+from caslib.errors import FormatError
 from caslib import cli, jobdir, logs, magic, records
 from caslib.diagnosis import logpanic
 from caslib.dumps import printk, vmem
-from caslib.dumps.flattened import DumpError, open_source
+from caslib.dumps.flattened import open_source
 from caslib.records import StepError
 
 STEP = "cas-dmesg"
 
 
 def read(path: str):
-    """(printk.Log, facts) of the dump at ``path``; DumpError with a kind on failure."""
+    """(printk.Log, facts) of the dump at ``path``; FormatError with a kind on failure."""
     with open_source(path) as src:
         if hasattr(src, "walk_all"):
             src.walk_all()  # a flattened stream cut short is an error, not a shorter dump
         if src.size == 0:
-            raise DumpError("empty file", "empty")
+            raise FormatError("empty file", "empty")
         head = src.read(0, 8)
         name = magic.packed(head)
         if name and name != "an RPM":
-            raise DumpError(f"{name} data, not a dump (unpack it with cas-unpack)",
+            raise FormatError(f"{name} data, not a dump (unpack it with cas-unpack)",
                             "compressed")
-        try:
-            mem, vmci, facts = vmem.open_memory(src, head)
-            log = printk.read_log(mem, vmci)
-        except printk.PrintkError as exc:
-            raise DumpError(str(exc), "no-log") from None
+        mem, vmci, facts = vmem.open_memory(src, head)
+        log = printk.read_log(mem, vmci)  # FormatError 'no-log' when there is none
         facts["bytes_read"] = src.bytes_read
         return log, facts
 
@@ -86,7 +84,7 @@ def process(record: dict, keep_going: bool = False) -> dict:
     log_ = logs.get()
     try:
         log, facts = read(core)
-    except (DumpError, OSError) as exc:
+    except (FormatError, OSError) as exc:
         message = f"{core}: {exc.strerror if isinstance(exc, OSError) else exc}"
         if keep_going:
             log_.warning("no kernel log: %s", message)
@@ -123,7 +121,7 @@ def print_logs(paths: list) -> int:
     for path in paths:
         try:
             log, _ = read(path)
-        except (DumpError, OSError) as exc:
+        except (FormatError, OSError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else str(exc)
             logs.get().error("%s: %s", path, why)
             status = records.EXIT_ERROR

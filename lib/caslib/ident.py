@@ -7,7 +7,7 @@ Python use::
     record = process({"core": "/abs/path/vmcore"}, cfg)
 
 ``identify(path, buffersize)`` returns ``{"format", "kernel", "ident_method",
-"ident"}`` or raises ``flattened.DumpError`` (``.kind`` is a short word).
+"ident"}`` or raises ``caslib.errors.FormatError`` (``.kind`` is a short word).
 ``process(record, cfg)`` reads ``record["core"]`` (absolute path) and adds:
 
 - ``format``: ``elf``, ``kdump``, ``diskdump``, ``flattened`` (the wrapped
@@ -60,9 +60,10 @@ Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 import os
 import re
 
+from caslib.errors import FormatError
 from caslib import cli, logs, magic, pathsafety, records
 from caslib.dumps import elfcore, kdumphdr, lkcdhdr, splitdump, utsname, vmcoreinfo
-from caslib.dumps.flattened import DumpError, FileSource, FlattenedSource
+from caslib.dumps.flattened import FileSource, FlattenedSource
 from caslib.records import StepError
 
 STEP = "cas-ident"
@@ -157,7 +158,7 @@ def _ident_elf(src, head, ident: Identification) -> None:
         what = f"process {name!r}" if name else "a process"
         if args and args != name:
             what += f" ({args})"
-        raise DumpError(f"a user-space core of {what}, not a kernel dump", "not-a-kernel-dump")
+        raise FormatError(f"a user-space core of {what}, not a kernel dump", "not-a-kernel-dump")
     core.check_extent(src.size)
     ident.ident.update(elf_class=core.elfclass, endian="little" if core.endian == "<" else "big")
     ident.set("machine", core.machine, "e_machine")
@@ -248,7 +249,7 @@ def _ident_scan(path: str, ident: Identification, buffersize: int, start: int = 
         ident.ident["candidates"] = verdict["candidates"]
         where = (f"its {size} bytes" if result.scanned >= size - start
                  else f"its first {result.scanned} bytes")
-        raise DumpError(f"{where} name several kernels ("
+        raise FormatError(f"{where} name several kernels ("
                         + ", ".join(verdict["candidates"][:8]) + "); not picking one",
                         "ambiguous")
     if not verdict:
@@ -286,7 +287,7 @@ def identify(path: str, buffersize: int = DEFAULT_BUFFERSIZE) -> dict:
     """Identify the kernel of the dump at ``path``; see the module docstring for the result."""
     with FileSource(path) as plain:
         if plain.size == 0:
-            raise DumpError("empty file", "empty")
+            raise FormatError("empty file", "empty")
         head = plain.read(0, HEAD + 8)
         fmt = _sniff(head)
         src = plain
@@ -299,12 +300,12 @@ def identify(path: str, buffersize: int = DEFAULT_BUFFERSIZE) -> dict:
             ident.ident["inner_format"] = inner
             ident.ident["records"] = len(src.records)
             if inner not in ("elf", "kdump", "diskdump"):
-                raise DumpError("flattened stream holds no ELF or kdump header at offset 0",
+                raise FormatError("flattened stream holds no ELF or kdump header at offset 0",
                                 "corrupt")
             fmt = inner
         try:
             return _identify(plain, src, head, fmt, ident, buffersize)
-        except DumpError as exc:
+        except FormatError as exc:
             exc.partial = ident  # type: ignore[attr-defined]
             raise
 
@@ -323,7 +324,7 @@ def _identify(plain, src, head, fmt, ident, buffersize) -> dict:
     if fmt is None:
         name = magic.packed(head)
         if name:
-            raise DumpError(f"{name} data, not a dump (unpack it with cas-unpack)",
+            raise FormatError(f"{name} data, not a dump (unpack it with cas-unpack)",
                             "compressed")
     # headers named no kernel: the string scan (over the raw stream for flattened files)
     _ident_scan(plain.path, ident, buffersize)
@@ -333,9 +334,9 @@ def _identify(plain, src, head, fmt, ident, buffersize) -> dict:
         if fmt is None:
             starts = (f" (starts with {head[:8].hex(' ')})"
                       if pathsafety.may_show_bytes(plain.path) else "")
-            raise DumpError(f"no dump header{starts} and no kernel release in {where}",
+            raise FormatError(f"no dump header{starts} and no kernel release in {where}",
                             "not-a-dump")
-        raise DumpError(f"{ident.format} dump names no kernel in its headers nor in"
+        raise FormatError(f"{ident.format} dump names no kernel in its headers nor in"
                         f" {where}", "unidentified")
     return ident.result(src)
 
@@ -354,7 +355,7 @@ def process(record: dict, cfg=None, buffersize: int | None = None) -> dict:
         raise StepError(f"{core}: is a directory, not a dump", "not-a-dump")
     try:
         facts = identify(core, buffersize)
-    except DumpError as exc:
+    except FormatError as exc:
         partial = dict(record)
         found = getattr(exc, "partial", None)
         if found is not None and found.ident.get("candidates"):

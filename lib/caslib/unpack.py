@@ -32,7 +32,7 @@ import os
 import re
 import stat
 
-from caslib import cli, deadline, jobdir, logs, pathsafety, records
+from caslib import cli, deadline, errors, jobdir, logs, pathsafety, records
 from caslib.streams import compress, decompress, fetch, layers, sparse
 from caslib.dumps import kdumpdir
 from caslib.progress import Progress
@@ -140,11 +140,8 @@ class Output:
 
     def disk_error(self, exc: OSError, done: int | None):
         after = f" after {done:,} bytes" if done else ""
-        if exc.errno in sparse.DISK_FULL:
-            return StepError(f"{self.workdir}: {exc.strerror} while writing the core{after}; "
-                             "removed the partial file", "disk-full")
         return StepError(f"{self.workdir}: {exc.strerror or exc} while writing the core{after}; "
-                         "removed the partial file", "os-error")
+                         "removed the partial file", errors.kind_of_oserror(exc))
 
     def discard(self, path: str) -> None:
         try:
@@ -202,7 +199,7 @@ def open_source(source: str, timeout: float, total: float = deadline.DEFAULT):
     except FileNotFoundError:
         raise StepError(f"{source}: no such file", "not-found") from None
     except IsADirectoryError:
-        raise StepError(f"{source}: is a directory, not a dump", "not-found") from None
+        raise StepError(f"{source}: is a directory, not a dump", "not-a-dump") from None
     except PermissionError:
         raise StepError(f"{source}: cannot read: permission denied", "unreadable") from None
     except OSError as exc:
@@ -210,7 +207,7 @@ def open_source(source: str, timeout: float, total: float = deadline.DEFAULT):
     st = os.fstat(fh.fileno())
     if stat.S_ISDIR(st.st_mode):
         fh.close()
-        raise StepError(f"{source}: is a directory, not a dump", "not-found")
+        raise StepError(f"{source}: is a directory, not a dump", "not-a-dump")
     if stat.S_ISREG(st.st_mode) and st.st_size == 0:
         fh.close()
         raise StepError(f"{source}: empty file", "empty")

@@ -27,6 +27,7 @@ warning, never a hang or an allocation a header asked for.
 
 from dataclasses import dataclass, field
 
+from caslib.errors import FormatError
 from caslib.dumps.vmem import VmemError
 
 MAX_RECORDS = 1 << 21      # records read at most (a 2^21-descriptor ring is 64 MiB of text)
@@ -35,9 +36,6 @@ MAX_BITS = 30              # count_bits/size_bits beyond this are corrupt
 MAX_MISSES = 1 << 16       # descriptors in a row whose id is not theirs: the ids are corrupt
 DESC_COMMITTED, DESC_FINALIZED = 1, 2
 
-
-class PrintkError(Exception):
-    """No log could be read at all (no symbols, unreadable ring structure)."""
 
 
 @dataclass
@@ -95,12 +93,12 @@ class _Reader:
         value = {"SYMBOL": self.vmci.symbol, "OFFSET": self.vmci.offset,
                  "SIZE": lambda n: self.vmci.decimal(f"SIZE({n})")}[kind](name)
         if value is None:
-            raise PrintkError(f"VMCOREINFO lacks {kind}({name})")
+            raise FormatError(f"VMCOREINFO lacks {kind}({name})", "no-log")
         return value
 
     def uint(self, buf: bytes, off: int, size: int) -> int:
         if off < 0 or off + size > len(buf):
-            raise PrintkError(f"a VMCOREINFO offset ({off}) lies outside its structure")
+            raise FormatError(f"a VMCOREINFO offset ({off}) lies outside its structure", "no-log")
         return int.from_bytes(buf[off:off + size], "little" if self.e == "<" else "big")
 
     def ulong_at(self, vaddr: int) -> int:
@@ -108,7 +106,7 @@ class _Reader:
 
 
 def read_log(mem, vmci) -> Log:
-    """The log of the dump behind ``mem`` (a vmem.KernelMemory); PrintkError if none."""
+    """The log of the dump behind ``mem`` (a vmem.KernelMemory); FormatError if none."""
     r = _Reader(mem, vmci)
     try:
         if vmci.symbol("prb") is not None:
@@ -118,16 +116,16 @@ def read_log(mem, vmci) -> Log:
         if vmci.symbol("log_end") is not None:
             return _plain(r)
     except VmemError as exc:
-        raise PrintkError(f"the log's ring structure is not readable: {exc}") from None
-    raise PrintkError("VMCOREINFO names no printk buffer (no SYMBOL(prb), log_first_idx or"
-                      " log_end)")
+        raise FormatError(f"the log's ring structure is not readable: {exc}", "no-log") from None
+    raise FormatError("VMCOREINFO names no printk buffer (no SYMBOL(prb), log_first_idx or"
+                      " log_end)", "no-log")
 
 
 def _lockless(r: _Reader) -> Log:
     log = Log("lockless")
     size = r.need("SIZE", "printk_ringbuffer")
     if not 0 < size <= 4096:
-        raise PrintkError(f"SIZE(printk_ringbuffer)={size} is implausible")
+        raise FormatError(f"SIZE(printk_ringbuffer)={size} is implausible", "no-log")
     prb = r.mem.read(r.ulong_at(r.need("SYMBOL", "prb")), size)
     desc_ring = r.need("OFFSET", "printk_ringbuffer.desc_ring")
     text_ring = r.need("OFFSET", "printk_ringbuffer.text_data_ring")
@@ -135,8 +133,8 @@ def _lockless(r: _Reader) -> Log:
     count_bits = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.count_bits"), 4)
     size_bits = r.uint(prb, text_ring + r.need("OFFSET", "prb_data_ring.size_bits"), 4)
     if count_bits > MAX_BITS or size_bits > MAX_BITS:
-        raise PrintkError(f"ring sizes are corrupt (count_bits {count_bits}, size_bits"
-                          f" {size_bits})")
+        raise FormatError(f"ring sizes are corrupt (count_bits {count_bits}, size_bits"
+                          f" {size_bits})", "no-log")
     count, data_size = 1 << count_bits, 1 << size_bits
     descs = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.descs"), r.long)
     infos = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.infos"), r.long)
@@ -161,8 +159,8 @@ def _lockless(r: _Reader) -> Log:
         log.warnings.append(f"ring holds {span + 1} records: reading the last {MAX_RECORDS}")
         tail, span = (head - MAX_RECORDS + 1) & id_mask, MAX_RECORDS - 1
     if count_bits > size_bits:
-        raise PrintkError(f"ring sizes are corrupt: {count} descriptors for {data_size} bytes"
-                          " of text")
+        raise FormatError(f"ring sizes are corrupt: {count} descriptors for {data_size} bytes"
+                          " of text", "no-log")
     kept, misses = 0, 0
     for i in range(span + 1):
         if misses > MAX_MISSES:
@@ -216,8 +214,8 @@ def _variable(r: _Reader) -> Log:
     idx = r.uint(r.mem.read(r.need("SYMBOL", "log_first_idx"), 4), 0, 4)
     end = r.uint(r.mem.read(r.need("SYMBOL", "log_next_idx"), 4), 0, 4)
     if not 0 < buf_len <= MAX_TEXT or idx >= buf_len or end >= buf_len:
-        raise PrintkError(f"log_buf_len {buf_len}, first index {idx} or next index {end} is"
-                          " corrupt")
+        raise FormatError(f"log_buf_len {buf_len}, first index {idx} or next index {end} is"
+                          " corrupt", "no-log")
     wraps, kept = 0, 0
     while idx != end:
         if len(log.records) >= MAX_RECORDS:
@@ -259,7 +257,7 @@ def _plain(r: _Reader) -> Log:
     buf_len = r.uint(r.mem.read(r.need("SYMBOL", "log_buf_len"), 4), 0, 4)
     end = r.uint(r.mem.read(r.need("SYMBOL", "log_end"), 4), 0, 4)
     if not 0 < buf_len <= MAX_TEXT or buf_len & (buf_len - 1):
-        raise PrintkError(f"log_buf_len {buf_len} is corrupt")
+        raise FormatError(f"log_buf_len {buf_len} is corrupt", "no-log")
     try:
         if end < buf_len:
             log.raw = r.mem.read(buf, end)
@@ -267,5 +265,5 @@ def _plain(r: _Reader) -> Log:
             start = end & (buf_len - 1)
             log.raw = r.mem.read(buf + start, buf_len - start) + r.mem.read(buf, start)
     except VmemError as exc:
-        raise PrintkError(f"log_buf is not readable: {exc}") from None
+        raise FormatError(f"log_buf is not readable: {exc}", "no-log") from None
     return log

@@ -17,9 +17,8 @@ runs both side by side).
 import re
 from dataclasses import dataclass
 
+from caslib.errors import FormatError
 
-class RegexError(ValueError):
-    """A pattern that find would reject (or that cannot be translated); one line."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ def _bracket(p: str, i: int, syn: Syntax, where: str) -> tuple[str, int]:
     first = True
     while True:
         if i >= n:
-            raise RegexError(f"{where}: unmatched [ or [^")
+            raise FormatError(f"{where}: unmatched [ or [^", "config")
         c = p[i]
         if c == "]" and not first:
             i += 1
@@ -94,16 +93,16 @@ def _bracket(p: str, i: int, syn: Syntax, where: str) -> tuple[str, int]:
             kind = p[i + 1]
             end = p.find(kind + "]", i + 2)
             if end < 0:
-                raise RegexError(f"{where}: unmatched [{kind}")
+                raise FormatError(f"{where}: unmatched [{kind}", "config")
             name = p[i + 2:end]
             i = end + 2
             if kind == ":":
                 if name not in _CLASSES:
-                    raise RegexError(f"{where}: invalid character class [:{name}:]")
+                    raise FormatError(f"{where}: invalid character class [:{name}:]", "config")
                 items.append(_CLASSES[name])
                 continue
             if len(name) != 1:
-                raise RegexError(f"{where}: unsupported collating element [{kind}{name}{kind}]")
+                raise FormatError(f"{where}: unsupported collating element [{kind}{name}{kind}]", "config")
             c = name
         elif syn.escape_in_lists and c == "\\" and i + 1 < n:
             c = p[i + 1]
@@ -121,11 +120,11 @@ def _bracket(p: str, i: int, syn: Syntax, where: str) -> tuple[str, int]:
                 kind = p[i]
                 end = p.find(kind + "]", i + 1)
                 if end < 0 or end - i - 1 != 1:
-                    raise RegexError(f"{where}: bad range end")
+                    raise FormatError(f"{where}: bad range end", "config")
                 d = p[i + 1]
                 i = end + 2
             if ord(d) < ord(c):
-                raise RegexError(f"{where}: invalid range end {c}-{d}")
+                raise FormatError(f"{where}: invalid range end {c}-{d}", "config")
             items.append(_set_char(c) + "-" + _set_char(d))
         else:
             items.append(_set_char(c))
@@ -142,8 +141,8 @@ def translate(pattern: str, regex_type: str, what: str = "regex") -> str:
     """The Python ``re`` source equivalent to ``pattern`` under find's ``regex_type``."""
     syn = SYNTAXES.get(regex_type)
     if syn is None:
-        raise RegexError(f"regexType {regex_type!r} is not supported (use one of "
-                         + ", ".join(sorted(SYNTAXES)) + ")")
+        raise FormatError(f"regexType {regex_type!r} is not supported (use one of "
+                         + ", ".join(sorted(SYNTAXES)) + ")", "config")
     where = f"{what} {pattern!r} ({regex_type})"
     p, n, i = pattern, len(pattern), 0
     stack = [_Frame()]
@@ -161,7 +160,7 @@ def translate(pattern: str, regex_type: str, what: str = "regex") -> str:
         f = stack[-1]
         if at_start():
             if syn.leading_op_error:
-                raise RegexError(f"{where}: nothing to repeat before {literal!r}")
+                raise FormatError(f"{where}: nothing to repeat before {literal!r}", "config")
             atom(re.escape(literal))
             return
         if f.last == "anchor":
@@ -183,7 +182,7 @@ def translate(pattern: str, regex_type: str, what: str = "regex") -> str:
         lo = int(m[1]) if m[1] else 0
         hi = (int(m[3]) if m[3] else None) if m[2] else lo
         if (hi is not None and hi < lo) or lo > 32767 or (hi or 0) > 32767:
-            raise RegexError(f"{where}: invalid interval {p[j:end]!r}")
+            raise FormatError(f"{where}: invalid interval {p[j:end]!r}", "config")
         quantify("{%d}" % lo if not m[2] else "{%d,%s}" % (lo, "" if hi is None else hi),
                  p[j - len(close):end + len(close)])
         return end + len(close)
@@ -200,7 +199,7 @@ def translate(pattern: str, regex_type: str, what: str = "regex") -> str:
         c = p[i]
         if c == "\\":
             if i + 1 >= n:
-                raise RegexError(f"{where}: trailing backslash")
+                raise FormatError(f"{where}: trailing backslash", "config")
             d = p[i + 1]
             i += 2
             if syn.bk_parens and d == "(":
@@ -208,7 +207,7 @@ def translate(pattern: str, regex_type: str, what: str = "regex") -> str:
                 groups_open += 1
             elif syn.bk_parens and d == ")":
                 if len(stack) == 1:
-                    raise RegexError(f"{where}: unmatched \\)")
+                    raise FormatError(f"{where}: unmatched \\)", "config")
                 f = stack.pop()
                 groups_done += 1
                 atom("(" + "".join(f.items) + ")")
@@ -218,13 +217,13 @@ def translate(pattern: str, regex_type: str, what: str = "regex") -> str:
             elif syn.intervals and syn.bk_braces and d == "{":
                 nxt = interval(i, "\\}")
                 if nxt is None:
-                    raise RegexError(f"{where}: invalid \\{{ interval")
+                    raise FormatError(f"{where}: invalid \\{{ interval", "config")
                 i = nxt
             elif syn.bk_plus_qm and d in "+?":
                 quantify(d, d)
             elif d in "123456789" and syn.backrefs:
                 if int(d) > groups_done:
-                    raise RegexError(f"{where}: invalid back reference \\{d}")
+                    raise FormatError(f"{where}: invalid back reference \\{d}", "config")
                 atom(f"(?:\\{d})")
             elif syn.gnu_ops and d in _GNU_OPS:
                 text = _GNU_OPS[d]
@@ -256,7 +255,7 @@ def translate(pattern: str, regex_type: str, what: str = "regex") -> str:
                 if syn.invalid_interval_literal or at_start():
                     atom(re.escape(c))
                 else:
-                    raise RegexError(f"{where}: invalid {{ interval")
+                    raise FormatError(f"{where}: invalid {{ interval", "config")
             else:
                 i = nxt
         elif c == "*" or (c in "+?" and not syn.bk_plus_qm):
@@ -278,17 +277,17 @@ def translate(pattern: str, regex_type: str, what: str = "regex") -> str:
         else:
             atom(re.escape(c))
     if len(stack) != 1:
-        raise RegexError(f"{where}: unmatched ( or \\(")
+        raise FormatError(f"{where}: unmatched ( or \\(", "config")
     return "".join(stack[0].items)
 
 
 def compile(pattern: str, regex_type: str, what: str = "regex") -> re.Pattern:
-    """Compile for ``fullmatch`` against a whole path; RegexError (one line) when invalid."""
+    """Compile for ``fullmatch`` against a whole path; FormatError (one line) when invalid."""
     source = translate(pattern, regex_type, what)
     try:
         return re.compile(source)
     except re.error as exc:
-        raise RegexError(f"{what} {pattern!r} ({regex_type}): {exc}") from None
+        raise FormatError(f"{what} {pattern!r} ({regex_type}): {exc}", "config") from None
 
 
 def matcher(pattern: str, regex_type: str, what: str = "regex"):

@@ -38,7 +38,7 @@ class Walk:
 
 
 def filters(cfg) -> tuple:
-    """(rpm matcher, deb matcher) from the config; findregex.RegexError when a filter is bad."""
+    """(rpm matcher, deb matcher) from the config; FormatError 'config' when a filter is bad."""
     regex_type = cfg.get("regexType", "posix-extended")
     rpm = seedvalues.rpm_matcher(cfg.get("rpmFilter"), regex_type)
     deb_pattern = cfg.get("debFilter")

@@ -19,7 +19,6 @@ _ZERO_BLOCK = bytes(BLOCK)
 _ZERO_CACHE = {BLOCK: _ZERO_BLOCK}
 COPY_CHUNK = 1 << 20
 # "no space" in its three forms: a full disk, a quota, RLIMIT_FSIZE (with SIGXFSZ ignored)
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def zeros(n: int) -> bytes:
