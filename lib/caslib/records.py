@@ -164,7 +164,8 @@ def apply(step: str, process: Callable[[dict], dict], record: dict,
             message = _one_line(exc)
             drop_info()
             log.error("%s", message)
-            return error_record(record, step, message, "os-error")
+            from caslib.errors import kind_of_oserror  # errors imports this module
+            return error_record(record, step, message, kind_of_oserror(exc))
         except KeyboardInterrupt as exc:
             # the record in progress still gets its line on stdout (run() writes it)
             partial = getattr(exc, "partial", None)

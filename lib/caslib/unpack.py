@@ -311,7 +311,7 @@ def _unpack(record: dict, raw, name: str, size, local, log, max_size=None) -> di
         except OSError as exc:
             out.cleanup()
             message = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
-            raise StepError(message, "os-error", partial=record) from None
+            raise StepError(message, errors.kind_of_oserror(exc), partial=record) from None
         except KeyboardInterrupt as exc:
             out.cleanup()
             log.error("interrupted: removed the partial core")

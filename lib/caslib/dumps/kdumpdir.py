@@ -13,6 +13,7 @@ crash cannot run; every other file is named in the job log.
 import os
 import stat
 
+from caslib import errors
 from caslib.streams import decompress, layers
 from caslib.dumps import splitdump
 from caslib.records import StepError
@@ -143,8 +144,8 @@ def unpack_directory(record: dict, source: str, choice: tuple, log) -> dict:
         raise StepError(exc.message, exc.kind, partial=record) from None
     except OSError as exc:
         out.cleanup()
-        raise StepError(f"{exc.filename or source}: {exc.strerror or exc}", "os-error",
-                        partial=record) from None
+        raise StepError(f"{exc.filename or source}: {exc.strerror or exc}",
+                        errors.kind_of_oserror(exc), partial=record) from None
     except KeyboardInterrupt as exc:
         out.cleanup()
         exc.partial = record

@@ -26,7 +26,7 @@ import urllib.parse
 
 from caslib.dumps import elfnote
 from caslib.streams import fetch
-from caslib import logs
+from caslib import errors, logs
 from caslib.progress import Progress
 from caslib.records import StepError
 
@@ -250,7 +250,8 @@ def download(url: str, dest: str, build_id: str, limits: Limits | None = None) -
         ok = True
         return resp.pos
     except OSError as exc:
-        raise StepError(f"{dest}: {exc.strerror or exc} while writing {shown}", "os-error") from None
+        raise StepError(f"{dest}: {exc.strerror or exc} while writing {shown}",
+                        errors.kind_of_oserror(exc)) from None
     finally:
         resp.close()
         if not ok:
