@@ -24,7 +24,7 @@ import os
 import sys
 
 from caslib.errors import FormatError
-from caslib import cli, jobdir, logs, magic, records
+from caslib import atomicfile, cli, jobdir, logs, magic, records
 from caslib.diagnosis import logpanic
 from caslib.dumps import printk, vmem
 from caslib.dumps.flattened import open_source
@@ -51,18 +51,10 @@ def read(path: str):
         return log, facts
 
 
-def _write_atomic(path: str, lines: list) -> None:
-    import tempfile  # only the filter writes: keep ``cas-dmesg FILE`` quick to start
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".dmesg.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for line in lines:
-                fh.write(line.encode("latin-1") + b"\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def _write(path: str, lines: list) -> None:
+    with atomicfile.replacing(path, perm=0o600) as fh:
+        for line in lines:
+            fh.write(line.encode("latin-1") + b"\n")
 
 
 def _path(record: dict, key: str) -> str:
@@ -103,7 +95,7 @@ def process(record: dict, keep_going: bool = False) -> dict:
     out = os.path.join(workdir, "dmesg")
     if not jobdir.inside(workdir, out):
         raise StepError(f"{out} lies outside the job directory", "bad-record")
-    _write_atomic(out, lines)
+    _write(out, lines)
     for warning in log.warnings:
         log_.warning("%s: %s", os.path.basename(core), warning)
     summary = logpanic.summary(lines)
