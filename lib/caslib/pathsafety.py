@@ -73,7 +73,7 @@ def bad(key: str, why: str) -> StepError:
 within = jobdir.inside   # ``path`` resolved (symlinks followed) lies inside ``base`` resolved
 
 
-def _text(record: dict, key: str, value) -> str:
+def _text(key: str, value) -> str:
     if not isinstance(value, str) or not value:
         raise bad(key, f"expected a non-empty string, got {_shown(value)}")
     if "\0" in value or "\n" in value or "\r" in value:
@@ -112,7 +112,7 @@ def _name(value: str, key: str, what: str) -> None:
 
 def check_workdir(value, key: str = "workdir") -> str:
     """``value`` must be ``<workDirectory>/<job>/<stamp>``, an existing directory."""
-    path = _text({}, key, value)
+    path = _text(key, value)
     if not os.path.isabs(path):
         raise bad(key, f"{path!r} is not an absolute path")
     work = _ROOTS.get("work")
@@ -140,7 +140,7 @@ def _get(record: dict, dotted: str):
 
 
 def _inside(key: str, path, place: str, workdir: str | None) -> None:
-    path = _text({}, key, path)
+    path = _text(key, path)
     if not os.path.isabs(path):
         raise bad(key, f"{path!r} is not an absolute path")
     if place == "job":
@@ -170,7 +170,7 @@ def check_types(record: dict) -> None:
             raise bad(key, f"expected an object, got {_shown(record[key])}")
     for key in ("source", "workdir", "core", "vmlinux"):
         if key in record and record[key] is not None:
-            _text(record, key, record[key])
+            _text(key, record[key])
     if record.get("email") is not None and not isinstance(record["email"], str):
         raise bad("email", f"expected a string, got {_shown(record['email'])}")
     for dotted in ("debuginfo.rpm", "debuginfo.vmlinux", "debuginfo.modules_prefix",
@@ -225,7 +225,7 @@ def check_record(record: dict, trusted: bool = False, step: str | None = None) -
 def _readable_anyway(key: str, path) -> None:
     """A package forced with ``--package`` lies wherever the user keeps it: take it only when
     everyone may read it or it is the (non-root) effective user's own regular file."""
-    path = _text({}, key, path)
+    path = _text(key, path)
     if not os.path.isabs(path):
         raise bad(key, f"{path!r} is not an absolute path")
     try:

@@ -74,12 +74,22 @@ class Output:
         self.parts = []
         self.count = 0
 
-    def new_part(self) -> tuple[str, int]:
+    def _next_name(self) -> str:
         self.count += 1
-        path = os.path.join(self.workdir, f"{self.core}.part{self.count}")
+        return os.path.join(self.workdir, f"{self.core}.part{self.count}")
+
+    def new_part(self) -> tuple[str, int]:
+        path = self._next_name()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self.parts.append(path)
         return path, fd
+
+    def link(self, local: str) -> str:
+        """Hard-link ``local`` in as the next partial file (OSError when it cannot be)."""
+        path = self._next_name()
+        os.link(local, path)
+        self.parts.append(path)
+        return path
 
     def free(self) -> int:
         st = os.statvfs(self.workdir)
@@ -155,8 +165,9 @@ class Output:
         for path in list(self.parts):
             self.discard(path)
 
-    def finish(self, path: str) -> str:
-        final = os.path.join(self.workdir, self.core)
+    def finish(self, path: str, final: str | None = None) -> str:
+        """Rename the partial file ``path`` to ``final`` (default: the core) and keep it."""
+        final = final or os.path.join(self.workdir, self.core)
         os.rename(path, final)
         self.parts.remove(path)
         return final
@@ -215,22 +226,19 @@ def open_source(source: str, timeout: float, total: float = deadline.DEFAULT):
     return fh, os.path.basename(source), size, os.path.abspath(source) if size is not None else None
 
 
-def _raw_local(fh, local: str, size: int) -> bool:
+def raw_local(fh) -> bool:
     """True when a local regular file has no layer to peel (it is the core itself)."""
     head = os.pread(fh.fileno(), layers.HEAD, 0)
     return decompress.sniff(head[:16]) is None and not layers.is_tar(head) and not layers.is_zip(head)
 
 
-def _link_or_copy(fh, local: str, size: int, out: Output, progress, log) -> tuple[str, int]:
+def link_or_copy(fh, local: str, size: int, out: Output, progress, log) -> tuple[str, int]:
     """Hard-link the user's raw dump into the job directory, else copy it sparsely."""
     if not pathsafety.link_allowed(local):  # someone else's file: a copy of our own
         log.info("%s: raw file of another user, copying it", local)
         return out.copy_file(fh.fileno(), size, progress)
-    out.count += 1
-    path = os.path.join(out.workdir, f"{out.core}.part{out.count}")
     try:
-        os.link(local, path)
-        out.parts.append(path)
+        path = out.link(local)
         log.info("%s: raw file, hard-linked into the job directory", local)
         return path, size
     except OSError as exc:
@@ -241,9 +249,7 @@ def _link_or_copy(fh, local: str, size: int, out: Output, progress, log) -> tupl
 def _keep_vmlinux(out: Output, cand, log) -> dict:
     """The customer's vmlinux as ``<workdir>/vmlinux``: ``{file, member, build_id}``."""
     from caslib.dumps import elfnote
-    final = os.path.join(out.workdir, "vmlinux")
-    os.rename(cand.path, final)
-    out.parts.remove(cand.path)
+    final = out.finish(cand.path, os.path.join(out.workdir, "vmlinux"))
     with open(final, "rb") as fh:
         build_id = elfnote.build_id(fh)
     log.info("kept the archive's %s as %s (build-id %s)", cand.member, final, build_id)
@@ -264,7 +270,7 @@ def process(record: dict, cfg, timeout: float | None = None) -> dict:
     if timeout is None:
         timeout = cfg.get("downloadTimeout", fetch.DEFAULT_TIMEOUT)
     if not fetch.is_url(source) and os.path.isdir(source):  # a kdump directory
-        chosen = kdumpdir.choose(source, log)  # before the job directory: input is checked first
+        chosen = kdumpdir.choose(source)  # before the job directory: input is checked first
         record.update(id=ident, job=job, workdir=jobdir.create(cfg.workDirectory, job))
         with logs.job_log(record):
             return kdumpdir.unpack_directory(record, source, chosen, log)
@@ -290,8 +296,8 @@ def _unpack(record: dict, raw, name: str, size, local, log, max_size=None) -> di
                      tick=lambda: progress.update(counter.pos), max_size=max_size)
         try:
             peeler = None
-            if local is not None and _raw_local(raw, local, size):
-                path, core_bytes = _link_or_copy(raw, local, size, out, progress, log)
+            if local is not None and raw_local(raw):
+                path, core_bytes = link_or_copy(raw, local, size, out, progress, log)
                 kind = layers.dump_kind(os.pread(raw.fileno(), layers.HEAD, 0))
                 peeled, member = [], None
             else:

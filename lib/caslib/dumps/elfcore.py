@@ -120,7 +120,7 @@ def prstatus_pids(notes: list, endian: str, longsize: int) -> list[int]:
             if n.name == "CORE" and n.type == NT_PRSTATUS and len(n.desc) >= off + 4]
 
 
-def _need(data: bytes, size: int, what: str, path: str) -> None:
+def _need(data: bytes, size: int, what: str) -> None:
     if len(data) < size:
         raise FormatError(f"{what} is truncated ({len(data)} of {size} bytes)", "truncated")
 
@@ -150,7 +150,7 @@ def read_elf(src, head: bytes | None = None) -> ElfCore:
     head = head if head is not None and len(head) >= 64 else src.read(0, 64)
     if head[:4] != magic.ELF:
         raise FormatError("not an ELF file", "not-a-dump")
-    _need(head, 52, "ELF header", path)
+    _need(head, 52, "ELF header")
     cls, data = head[4], head[5]
     if cls not in (1, 2):
         raise FormatError(f"ELF header has class {cls}, not 1 (32-bit) or 2 (64-bit)")
@@ -158,7 +158,7 @@ def read_elf(src, head: bytes | None = None) -> ElfCore:
         raise FormatError(f"ELF header has byte order {data}, not 1 (LSB) or 2 (MSB)")
     e = "<" if data == 1 else ">"
     if cls == 2:
-        _need(head, 64, "ELF64 header", path)
+        _need(head, 64, "ELF64 header")
         etype, machine = struct.unpack_from(e + "HH", head, 16)
         phoff, shoff = struct.unpack_from(e + "QQ", head, 32)
         phentsize, phnum, shentsize, shnum = struct.unpack_from(e + "HHHH", head, 54)
@@ -177,7 +177,7 @@ def read_elf(src, head: bytes | None = None) -> ElfCore:
             raise FormatError("ELF header says e_phnum is in section 0 but has no valid section"
                             " header")
         sh = src.read(shoff, want_shent)
-        _need(sh, want_shent, f"section header 0 at offset {shoff}", path)
+        _need(sh, want_shent, f"section header 0 at offset {shoff}")
         phnum = struct.unpack_from(e + "I", sh, 44 if cls == 2 else 28)[0]
     if phnum == 0:
         raise FormatError("ELF core has no program headers")
@@ -186,7 +186,7 @@ def read_elf(src, head: bytes | None = None) -> ElfCore:
     if phnum > MAX_PHDRS:
         raise FormatError(f"ELF core claims {phnum} program headers (cap {MAX_PHDRS})", "too-large")
     table = src.read(phoff, phnum * phentsize)
-    _need(table, phnum * phentsize, f"program header table at offset {phoff}", path)
+    _need(table, phnum * phentsize, f"program header table at offset {phoff}")
     for i in range(phnum):
         if cls == 2:
             ptype, _flags, off, va, pa, fsz, msz = struct.unpack_from(e + "IIQQQQQ", table, i * 56)
@@ -201,6 +201,6 @@ def read_elf(src, head: bytes | None = None) -> ElfCore:
         if total > MAX_NOTES:
             raise FormatError(f"ELF notes exceed {MAX_NOTES} bytes", "too-large")
         raw = src.read(seg.offset, seg.filesz)
-        _need(raw, seg.filesz, f"PT_NOTE segment at offset {seg.offset}", path)
+        _need(raw, seg.filesz, f"PT_NOTE segment at offset {seg.offset}")
         core.notes.extend(parse_notes(raw, e))
     return core

@@ -39,7 +39,7 @@ def _head(path: str, n: int) -> bytes:
         return fh.read(n)
 
 
-def choose(directory: str, log) -> tuple[list, dict, list]:
+def choose(directory: str) -> tuple[list, dict, list]:
     """(dump files: the dump, or every part of a split one; side files by record key;
     the other files) of a kdump directory, by content."""
     try:
@@ -91,15 +91,11 @@ def finish_extras(out, core: str, parts: list, side: dict, record: dict, log,
     cores = [core]
     for i, path in enumerate(parts, start=2):
         final = os.path.join(os.path.dirname(core), names[i - 2]) if names else f"{core}.{i}"
-        os.rename(path, final)
-        out.parts.remove(path)
-        cores.append(final)
+        cores.append(out.finish(path, final))
     for key, path in side.items():
         name = next(n for n, k in SIDE_FILES.items() if k == key)
         final = os.path.join(os.path.dirname(core), name)
-        os.rename(path, final)
-        out.parts.remove(path)
-        record[key] = final
+        record[key] = out.finish(path, final)
     if len(cores) > 1:
         record["cores"] = cores
         log.info("split dump: kept %d parts: %s", len(cores),
@@ -110,7 +106,7 @@ def unpack_directory(record: dict, source: str, choice: tuple, log) -> dict:
     """cas-unpack of a kdump directory (``choice`` from ``choose``): ``record`` has id,
     job and workdir already."""
     from caslib.progress import Progress
-    from caslib.unpack import Output, _link_or_copy, _raw_local, core_name
+    from caslib.unpack import Output, core_name, link_or_copy, raw_local
     chosen, side, others = choice
     workdir = record["workdir"]
     log.info("unpacking kdump directory %s for %s into %s", source, record["id"], workdir)
@@ -125,8 +121,8 @@ def unpack_directory(record: dict, source: str, choice: tuple, log) -> dict:
             with open(path, "rb", buffering=0) as fh, \
                     Progress(f"copy {os.path.basename(path)}", os.fstat(fh.fileno()).st_size) as progress:
                 size = os.fstat(fh.fileno()).st_size
-                if _raw_local(fh, path, size):
-                    done.append(_link_or_copy(fh, path, size, out, progress, log)[0])
+                if raw_local(fh):
+                    done.append(link_or_copy(fh, path, size, out, progress, log)[0])
                     if path == chosen[0]:
                         kind = layers.dump_kind(os.pread(fh.fileno(), layers.HEAD, 0))
                 else:  # a compressed dump in the directory

@@ -160,8 +160,6 @@ class Peeler:
             cand = self.rest(stream, layers, None, size_hint if not layers else None)
         finally:
             self._close_from(0)
-        if cand is None:  # only possible for members; kept for clarity
-            raise StepError(f"{self.name}: nothing to unpack", "empty")
         return cand
 
     def _open(self, stream: Peekable, codec: str, label: str, layers: list, member, quiet):

@@ -83,20 +83,6 @@ class SparseWriter:
         os.ftruncate(self.fd, self.size)
 
 
-def copy_stream(reader, fd: int, chunk: int = COPY_CHUNK, progress=None) -> SparseWriter:
-    """Copy ``reader.read(chunk)`` until EOF into ``fd`` with holes; returns the writer."""
-    out = SparseWriter(fd)
-    while True:
-        data = reader.read(chunk)
-        if not data:
-            break
-        out.write(data)
-        if progress is not None:
-            progress()
-    out.close()
-    return out
-
-
 def data_extents(fd: int, size: int):
     """(start, end) of each data extent of ``fd``, by SEEK_DATA/SEEK_HOLE; whole file if unsupported."""
     pos = 0
