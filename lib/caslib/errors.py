@@ -42,8 +42,10 @@ KINDS = {
     "os-error": "any other operating-system error (the message names the file)",
     "missing-tool": "a program CAS runs (crash, makedumpfile, ssh...) is not installed",
     "timeout": "a deadline passed",
-    "interrupted": "SIGINT or SIGTERM arrived; the record is still written, with what the step had done",
-    "internal": "a bug in CAS: the message names the exception, the traceback goes only to the job's log",
+    "interrupted": ("SIGINT or SIGTERM arrived; the record is still written, with what the"
+                    " step had done"),
+    "internal": ("a bug in CAS: the message names the exception, the traceback goes only to"
+                 " the job's log"),
     "busy": "another process holds the job or the database",
     "database": "the job database cannot be used",
     "version": "the job database was written by a newer CAS",
