@@ -224,49 +224,9 @@ class Peeler:
         try:
             archive = safetar.open_stream(stream, TAR_BUFSIZE)
             for m in archive:
-                pathsafety.check_tar_member(m, where)
-                limit = getattr(self.out, "max_size", None)
-                if m.issparse() and limit and m.size > limit:
-                    raise StepError(f"{where}: sparse member {m.name!r} declares {m.size:,} "
-                                    f"bytes, more than maxCoreSize {limit:,}", "unsafe")
-                if not m.isreg() or m.size == 0:
-                    continue
-                member = m.name if outer is None else f"{outer}/{m.name}"
-                opened, origin = len(self.opened), None
-                if stream.origin is not None and m.sparse is None:
-                    at = stream.origin.start + m.offset_data
-                    origin = parallel.Origin(stream.origin.fd, at, at + m.size)
-                raw = Peekable(archive.extractfile(m), origin)  # a stream: read once, peeked at
-                if self._side_file(raw, m, layers, member):
-                    self._close_from(opened)
-                    continue
-                inner = None
-                if best is not None and best.kind == "kdump" and self._is_split(best):
-                    inner, ls = self.strip(raw, layers, member, quiet=True)
-                    if self._split_part(inner, ls, m, layers, member):
-                        self._close_from(opened)
-                        continue
-                if best is not None and best.kind and (
-                        self.vmlinux or not posixpath.basename(m.name).startswith("vmlinux")):
-                    self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
-                                  where, m.name, f"{m.size:,}")
-                    self._close_from(opened)
-                    continue
-                if inner is None:
-                    inner, ls = self.strip(raw, layers, member)
-                head = inner.peek(HEAD)
-                if self.vmlinux is None and is_vmlinux(m.name, head):
-                    self._keep_vmlinux(inner, ls, member, m.size, where)
-                    self._close_from(opened)
-                    continue
-                if (best is not None and len(ls) == len(layers) and not dump_kind(head)
-                        and not is_tar(head) and not is_zip(head) and m.size <= best.size):
-                    self.log.info("%s: skipping member %r (%s bytes): not a dump, not the "
-                                  "largest", where, m.name, f"{m.size:,}")
-                    continue
-                cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
-                self._close_from(opened)   # this member's decoder threads end here
-                best = self._keep_better(best, cand)
+                self._check_tar(m, where)
+                if m.isreg() and m.size > 0:
+                    best = self._tar_member(archive, m, stream, layers, outer, best)
         except safetar.UnsafeTar as exc:
             self._drop(best)
             raise StepError(f"{where}: unsafe tar header: {exc.message}", "unsafe") from None
@@ -280,6 +240,55 @@ class Peeler:
             raise StepError(f"{where}: tar archive holds no regular file", "no-core")
         self._log_choice(where, best)
         return best
+
+    def _check_tar(self, m, where: str) -> None:
+        pathsafety.check_tar_member(m, where)
+        limit = getattr(self.out, "max_size", None)
+        if m.issparse() and limit and m.size > limit:
+            raise StepError(f"{where}: sparse member {m.name!r} declares {m.size:,} "
+                            f"bytes, more than maxCoreSize {limit:,}", "unsafe")
+
+    def _tar_member(self, archive, m, stream: Peekable, layers: list, outer,
+                    best: Candidate | None) -> Candidate | None:
+        """One regular member: a side file, a further split part, the customer's vmlinux,
+        or a candidate for the core; returns the best candidate so far."""
+        where = self.where(outer)
+        member = m.name if outer is None else f"{outer}/{m.name}"
+        opened, origin = len(self.opened), None
+        if stream.origin is not None and m.sparse is None:
+            at = stream.origin.start + m.offset_data
+            origin = parallel.Origin(stream.origin.fd, at, at + m.size)
+        raw = Peekable(archive.extractfile(m), origin)  # a stream: read once, peeked at
+        if self._side_file(raw, m, layers, member):
+            self._close_from(opened)
+            return best
+        inner = None
+        if best is not None and best.kind == "kdump" and self._is_split(best):
+            inner, ls = self.strip(raw, layers, member, quiet=True)
+            if self._split_part(inner, ls, m, layers, member):
+                self._close_from(opened)
+                return best
+        if best is not None and best.kind and (
+                self.vmlinux or not posixpath.basename(m.name).startswith("vmlinux")):
+            self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
+                          where, m.name, f"{m.size:,}")
+            self._close_from(opened)
+            return best
+        if inner is None:
+            inner, ls = self.strip(raw, layers, member)
+        head = inner.peek(HEAD)
+        if self.vmlinux is None and is_vmlinux(m.name, head):
+            self._keep_vmlinux(inner, ls, member, m.size, where)
+            self._close_from(opened)
+            return best
+        if (best is not None and len(ls) == len(layers) and not dump_kind(head)
+                and not is_tar(head) and not is_zip(head) and m.size <= best.size):
+            self.log.info("%s: skipping member %r (%s bytes): not a dump, not the "
+                          "largest", where, m.name, f"{m.size:,}")
+            return best
+        cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
+        self._close_from(opened)   # this member's decoder threads end here
+        return self._keep_better(best, cand)
 
     # -- zip ---------------------------------------------------------------
 
