@@ -33,13 +33,13 @@ import zlib
 from dataclasses import dataclass, field
 
 from caslib.streams import decompress, parallel, safetar
+from caslib.streams.peekable import Peekable, Tracking
 from caslib.dumps import kdumpdir, splitdump
 from caslib import magic, pathsafety
 from caslib.records import StepError
 
 HEAD = 4096 + 8      # enough for every dump magic (sadump sits at 4096) and the tar header
 MAX_LAYERS = 8       # a zip quine or a bomb of nested layers stops here
-READ_CHUNK = 1 << 20
 TAR_BUFSIZE = 1 << 20
 
 
@@ -66,49 +66,6 @@ def is_tar(head: bytes) -> bool:
 def is_zip(head: bytes) -> bool:
     """A local file header, or the end record of an empty zip."""
     return magic.archive(head) == "zip"
-
-
-class Peekable:
-    """``read(n)`` over a stream whose first bytes can be looked at without consuming them."""
-
-    def __init__(self, raw, origin: parallel.Origin | None = None):
-        self.raw = raw
-        self.buf = b""
-        self.origin = origin   # where these bytes are in a seekable file, if they are
-
-    def peek(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            data = self.raw.read(max(n - len(self.buf), 64 * 1024))
-            if not data:
-                break
-            self.buf += data
-        return self.buf[:n]
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = READ_CHUNK
-        if self.buf:
-            data, self.buf = self.buf[:n], self.buf[n:]
-            return data
-        return self.raw.read(n)
-
-    def readable(self):
-        return True
-
-
-class _Tracking:
-    """A parallel reader of the whole input that keeps the input counter (progress) current."""
-
-    def __init__(self, reader, counter):
-        self.reader, self.counter = reader, counter
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.reader.read(n)
-        self.counter.pos = max(self.counter.pos, self.reader.compressed_pos)
-        return data
-
-    def readable(self):
-        return True
 
 
 @dataclass
@@ -173,7 +130,7 @@ class Peeler:
             if reader is not None:
                 self.opened.append(reader)
                 if len(layers) == 1 and member is None and hasattr(self.counter, "pos"):
-                    return _Tracking(reader, self.counter)
+                    return Tracking(reader, self.counter)
                 return reader
         return decompress.open_reader(stream, codec, label)
 
