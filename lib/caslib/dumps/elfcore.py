@@ -162,16 +162,24 @@ def read_elf(src, head: bytes | None = None) -> ElfCore:
         etype, machine = struct.unpack_from(e + "HH", head, 16)
         phoff, shoff = struct.unpack_from(e + "QQ", head, 32)
         phentsize, phnum, shentsize, shnum = struct.unpack_from(e + "HHHH", head, 54)
-        want_phent, want_shent = 56, 64
     else:
         etype, machine = struct.unpack_from(e + "HH", head, 16)
         phoff, shoff = struct.unpack_from(e + "II", head, 28)
         phentsize, phnum, shentsize, shnum = struct.unpack_from(e + "HHHH", head, 42)
-        want_phent, want_shent = 32, 40
     core = ElfCore(path, 64 if cls == 2 else 32, e, etype, machine)
     if etype != ET_CORE:
         what = ET_NAMES.get(etype, f"type {etype}")
         raise FormatError(f"an ELF {what}, not a core file", "not-a-dump")
+    _read_segments(src, core, cls, phoff, phentsize, phnum, shoff, shentsize)
+    _read_notes(src, core)
+    return core
+
+
+def _read_segments(src, core: ElfCore, cls: int, phoff: int, phentsize: int, phnum: int,
+                   shoff: int, shentsize: int) -> None:
+    """The program header table into ``core.segments`` (bounded by MAX_PHDRS)."""
+    e = core.endian
+    want_phent, want_shent = (56, 64) if cls == 2 else (32, 40)
     if phnum == PN_XNUM:
         if shoff == 0 or shentsize != want_shent:
             raise FormatError("ELF header says e_phnum is in section 0 but has no valid section"
@@ -193,6 +201,10 @@ def read_elf(src, head: bytes | None = None) -> ElfCore:
         else:
             ptype, off, va, pa, fsz, msz = struct.unpack_from(e + "IIIIII", table, i * 32)
         core.segments.append(Segment(ptype, off, va, pa, fsz, msz))
+
+
+def _read_notes(src, core: ElfCore) -> None:
+    """Every PT_NOTE segment's notes into ``core.notes`` (bounded by MAX_NOTES)."""
     total = 0
     for seg in core.segments:
         if seg.type != PT_NOTE or seg.filesz == 0:
@@ -202,5 +214,4 @@ def read_elf(src, head: bytes | None = None) -> ElfCore:
             raise FormatError(f"ELF notes exceed {MAX_NOTES} bytes", "too-large")
         raw = src.read(seg.offset, seg.filesz)
         _need(raw, seg.filesz, f"PT_NOTE segment at offset {seg.offset}")
-        core.notes.extend(parse_notes(raw, e))
-    return core
+        core.notes.extend(parse_notes(raw, core.endian))
