@@ -102,11 +102,26 @@ def finish_extras(out, core: str, parts: list, side: dict, record: dict, log,
                  ", ".join(os.path.basename(c) for c in cores))
 
 
+def _bring_in(out, path: str, log) -> tuple[str, list | None, str | None]:
+    """One file of the directory into the job as a partial file of ``out``: hard-linked
+    or copied, or peeled when compressed.  (partial path, layers peeled or None, dump
+    kind by magic)."""
+    from caslib.progress import Progress
+    from caslib.unpack import link_or_copy, raw_local
+    with open(path, "rb", buffering=0) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        with Progress(f"copy {os.path.basename(path)}", size) as progress:
+            if raw_local(fh):
+                part = link_or_copy(fh, path, size, out, progress, log)[0]
+                return part, None, layers.dump_kind(os.pread(fh.fileno(), layers.HEAD, 0))
+            cand = layers.Peeler(out, log, path, path).peel(fh, size)
+            return cand.path, cand.layers, cand.kind
+
+
 def unpack_directory(record: dict, source: str, choice: tuple, log) -> dict:
     """cas-unpack of a kdump directory (``choice`` from ``choose``): ``record`` has id,
     job and workdir already."""
-    from caslib.progress import Progress
-    from caslib.unpack import Output, core_name, link_or_copy, raw_local
+    from caslib.unpack import Output, core_name
     chosen, side, others = choice
     workdir = record["workdir"]
     log.info("unpacking kdump directory %s for %s into %s", source, record["id"], workdir)
@@ -118,17 +133,12 @@ def unpack_directory(record: dict, source: str, choice: tuple, log) -> dict:
     done, peeled, kind = [], [], None
     try:
         for path in chosen + list(side.values()):
-            with open(path, "rb", buffering=0) as fh, \
-                    Progress(f"copy {os.path.basename(path)}", os.fstat(fh.fileno()).st_size) as progress:
-                size = os.fstat(fh.fileno()).st_size
-                if raw_local(fh):
-                    done.append(link_or_copy(fh, path, size, out, progress, log)[0])
-                    if path == chosen[0]:
-                        kind = layers.dump_kind(os.pread(fh.fileno(), layers.HEAD, 0))
-                else:  # a compressed dump in the directory
-                    cand = layers.Peeler(out, log, path, path).peel(fh, size)
-                    done.append(cand.path)
-                    peeled, kind = cand.layers, cand.kind
+            part, peel, what = _bring_in(out, path, log)
+            done.append(part)
+            if peel is not None:      # a compressed dump in the directory
+                peeled, kind = peel, what
+            elif path == chosen[0]:
+                kind = what
         first, parts = done[0], done[1:len(chosen)]
         side_parts = dict(zip(side, done[len(chosen):]))
         core = out.finish(first)
