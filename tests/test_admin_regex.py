@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from caslib.errors import FormatError
 from caslib.shelf import findregex
 
 NAMES = ["kernel-debuginfo-3.10.0-1160.el7.x86_64.rpm", "kernel-debuginfo-common-x86_64-1.rpm",
@@ -69,7 +70,7 @@ def test_same_selection_as_find(tree, regex_type, pattern):
     root, listing = tree
     status, expected = _find(root, regex_type, pattern)
     if status != 0:  # find rejects the pattern: so must we
-        with pytest.raises(findregex.RegexError):
+        with pytest.raises(FormatError):
             findregex.compile(pattern, regex_type)
         return
     match = findregex.matcher(pattern, regex_type)
@@ -84,11 +85,11 @@ def test_rejected_like_find(tree, regex_type, pattern):
     root, _ = tree
     status, _ = _find(root, regex_type, pattern)
     assert status != 0
-    with pytest.raises(findregex.RegexError) as err:
+    with pytest.raises(FormatError) as err:
         findregex.compile(pattern, regex_type, "rpmFilter")
     assert "rpmFilter" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_unsupported_type_is_a_clear_error():
-    with pytest.raises(findregex.RegexError, match="regexType 'perl' is not supported"):
+    with pytest.raises(FormatError, match="regexType 'perl' is not supported"):
         findregex.compile(".*", "perl")

@@ -19,7 +19,6 @@ import pytest
 from conftest import run
 from caslib.dumps import bannerscan, elfcore, flattened, kdumphdr, utsname, vmcoreinfo
 from caslib import ident
-from caslib.dumps.flattened import DumpError
 
 MiB = 1 << 20
 

@@ -1,5 +1,5 @@
 """Fuzz cas-ident with mutated headers of real dumps: every case ends in a result or a
-clean DumpError, never another exception.
+clean FormatError, never another exception.
 
 The bases are the real dumps of tests/realdump (QEMU ELF, QEMU kdump flattened and
 reassembled, makedumpfile zlib and flattened).  Each case changes a few bytes or one
@@ -21,9 +21,9 @@ import struct
 import pytest
 
 from conftest import run
+from caslib.errors import FormatError
 from caslib.dumps import elfcore, flattened, kdumphdr
 from caslib import ident
-from caslib.dumps.flattened import DumpError
 
 CASES = int(os.environ.get("CAS_FUZZ_CASES", "300"))
 SEED = int(os.environ.get("CAS_FUZZ_SEED", str(random.SystemRandom().randrange(1 << 30))))
@@ -132,7 +132,7 @@ def test_fuzz_headers_of_real_dumps(bases):
                 facts = ident.identify(path, buffersize=1 << 20)
                 assert isinstance(facts["kernel"], dict)
                 outcomes["ok"] += 1
-            except DumpError as exc:
+            except FormatError as exc:
                 assert str(exc) and "\n" not in str(exc)
                 outcomes[exc.kind] = outcomes.get(exc.kind, 0) + 1
             except Exception as exc:  # the bug this test exists to find

@@ -15,6 +15,7 @@ import pytest
 
 from caslib.dumps import printk, vmcoreinfo
 from caslib.dumps.vmem import VmemError
+from caslib.errors import FormatError
 
 BUF = 0xFFFF888000100000       # a direct-map address for the buffers
 SYMS = 0xFFFFFFFF82000000      # kernel-image variables
@@ -111,7 +112,7 @@ def test_variable_records_that_loop_or_overrun_stop_with_a_warning():
 def test_variable_log_with_an_absurd_length_is_refused():
     mem = variable_memory([(1, b"a")], size=64)
     mem.ranges[SYMS][8:12] = struct.pack("<I", 1 << 31)
-    with pytest.raises(printk.PrintkError):
+    with pytest.raises(FormatError):
         printk.read_log(mem, info(VARIABLE_INFO))
 
 
@@ -135,7 +136,7 @@ def test_plain_buffer():
 
 
 def test_no_printk_symbols_is_an_error():
-    with pytest.raises(printk.PrintkError, match="names no printk buffer"):
+    with pytest.raises(FormatError, match="names no printk buffer"):
         printk.read_log(Memory(), info("OSRELEASE=6.1.0\n"))
 
 
@@ -222,7 +223,7 @@ def test_lockless_tail_far_behind_head_is_clamped_to_the_ring():
 def test_lockless_ring_sizes_that_are_absurd_are_refused():
     mem = lockless_memory([(1, b"a", 2)])
     mem.ranges[SYMS][64:68] = struct.pack("<I", 40)
-    with pytest.raises(printk.PrintkError, match="corrupt"):
+    with pytest.raises(FormatError, match="corrupt"):
         printk.read_log(mem, info(LOCKLESS_INFO))
 
 
@@ -278,7 +279,7 @@ def test_fuzzed_real_ring_gives_a_partial_log_or_an_error_never_a_hang(realdump,
             bad = Corrupted(mem, patches)
             try:
                 log = printk.read_log(bad, vmci)
-            except printk.PrintkError:
+            except FormatError:
                 outcomes["error"] += 1
                 continue
             assert len(log.records) <= max(count, len(whole.records))

@@ -23,7 +23,7 @@ import sys
 import time
 
 from caslib import cli, db, logs, records
-from caslib.shelf import findregex, index, purge
+from caslib.shelf import index, purge
 from caslib.queue import jobsreap
 from caslib.progress import Progress
 from caslib.records import StepError, UsageError
@@ -188,8 +188,8 @@ def main(argv=None) -> int:
                 with open(os.devnull, "w") as devnull:
                     return admin(args, cfg, devnull)
             return admin(args, cfg)
-        except (StepError, findregex.RegexError) as exc:
-            log.error("%s", exc.message if isinstance(exc, StepError) else exc)
+        except StepError as exc:
+            log.error("%s", exc.message)
             return records.EXIT_ERROR
         except sqlite3.Error as exc:
             log.error("%s", db.friendly(exc, cfg.database, args.wait).message)

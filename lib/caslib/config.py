@@ -13,12 +13,11 @@ the original's camelCase in documentation.
 import configparser
 import difflib
 import getpass
-import logging
 import os
 import shlex
 from dataclasses import dataclass, field
 
-from caslib import seedvalues
+from caslib import logs, seedvalues
 from caslib.records import UsageError
 
 SYSTEM_CONFIG = "/etc/cas.conf"
@@ -325,7 +324,7 @@ def load(explicit: str | None = None, environ=None) -> Config:
     if key_type:  # casuser may come later in the file
         cfg.values["sshkey"] = seedvalues.sshkey(key_type, cfg.values["casuser"])
     for line in cfg.warnings:
-        logging.getLogger("cas").warning("%s", line)
+        logs.get().warning("%s", line)
     return cfg
 
 

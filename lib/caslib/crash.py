@@ -55,7 +55,7 @@ import socket
 import stat
 
 from caslib.crashrun import bounded, crashdate, panic, servers, snippets
-from caslib import cli, logs, records
+from caslib import atomicfile, cli, logs, records
 from caslib.records import StepError
 
 STEP = "cas-crash"
@@ -149,21 +149,6 @@ def module_tree(modules: list) -> str | None:
     return common
 
 
-def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def wrapper_text(crash: str, vmlinux: str, core: str, more: tuple = ()) -> str:
     """The job's ``crash`` script: this core (and the further parts of a split dump,
     ``more``) with this vmlinux, arguments passed on."""
@@ -251,9 +236,9 @@ def _prepare(record: dict, cfg, workdir: str, core: str, vmlinux: str) -> tuple:
                         "rename the snippet's target (the core is never overwritten)", "usage")
     for name in plan.targets + [OUTPUT, FAILED_OUTPUT]:
         _remove(os.path.join(workdir, name))  # results of an earlier run of this job
-    write_atomic(os.path.join(workdir, COMMANDS), plan.text())
+    atomicfile.write_text(os.path.join(workdir, COMMANDS), plan.text(), perm=0o644)
     more = _more_cores(record, core, workdir)
-    write_atomic(os.path.join(workdir, WRAPPER), wrapper_text(target.crash, vmlinux, core, more),
+    atomicfile.write_text(os.path.join(workdir, WRAPPER), wrapper_text(target.crash, vmlinux, core, more),
                  0o755)
     return target, plan
 

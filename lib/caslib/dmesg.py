@@ -23,50 +23,38 @@ Errors: ``not-found``, ``bad-record``, ``compressed``, ``not-a-dump``,
 import os
 import sys
 
-from caslib import cli, jobdir, logs, records
+from caslib.errors import FormatError
+from caslib import atomicfile, cli, jobdir, logs, magic, records
 from caslib.diagnosis import logpanic
 from caslib.dumps import printk, vmem
-from caslib.dumps.flattened import DumpError, open_source
+from caslib.dumps.flattened import open_source
 from caslib.records import StepError
 
 STEP = "cas-dmesg"
-COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\0": "xz",
-              b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 def read(path: str):
-    """(printk.Log, facts) of the dump at ``path``; DumpError with a kind on failure."""
+    """(printk.Log, facts) of the dump at ``path``; FormatError with a kind on failure."""
     with open_source(path) as src:
         if hasattr(src, "walk_all"):
             src.walk_all()  # a flattened stream cut short is an error, not a shorter dump
         if src.size == 0:
-            raise DumpError("empty file", "empty")
+            raise FormatError("empty file", "empty")
         head = src.read(0, 8)
-        for magic, name in COMPRESSED.items():
-            if head.startswith(magic):
-                raise DumpError(f"{name} data, not a dump (unpack it with cas-unpack)",
-                                "compressed")
-        try:
-            mem, vmci, facts = vmem.open_memory(src, head)
-            log = printk.read_log(mem, vmci)
-        except printk.PrintkError as exc:
-            raise DumpError(str(exc), "no-log") from None
+        name = magic.packed(head)
+        if name and name != "an RPM":
+            raise FormatError(f"{name} data, not a dump (unpack it with cas-unpack)",
+                            "compressed")
+        mem, vmci, facts = vmem.open_memory(src, head)
+        log = printk.read_log(mem, vmci)  # FormatError 'no-log' when there is none
         facts["bytes_read"] = src.bytes_read
         return log, facts
 
 
-def _write_atomic(path: str, lines: list) -> None:
-    import tempfile  # only the filter writes: keep ``cas-dmesg FILE`` quick to start
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".dmesg.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for line in lines:
-                fh.write(line.encode("latin-1") + b"\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def _write(path: str, lines: list) -> None:
+    with atomicfile.replacing(path, perm=0o600) as fh:
+        for line in lines:
+            fh.write(line.encode("latin-1") + b"\n")
 
 
 def _path(record: dict, key: str) -> str:
@@ -88,7 +76,7 @@ def process(record: dict, keep_going: bool = False) -> dict:
     log_ = logs.get()
     try:
         log, facts = read(core)
-    except (DumpError, OSError) as exc:
+    except (FormatError, OSError) as exc:
         message = f"{core}: {exc.strerror if isinstance(exc, OSError) else exc}"
         if keep_going:
             log_.warning("no kernel log: %s", message)
@@ -107,7 +95,7 @@ def process(record: dict, keep_going: bool = False) -> dict:
     out = os.path.join(workdir, "dmesg")
     if not jobdir.inside(workdir, out):
         raise StepError(f"{out} lies outside the job directory", "bad-record")
-    _write_atomic(out, lines)
+    _write(out, lines)
     for warning in log.warnings:
         log_.warning("%s: %s", os.path.basename(core), warning)
     summary = logpanic.summary(lines)
@@ -125,7 +113,7 @@ def print_logs(paths: list) -> int:
     for path in paths:
         try:
             log, _ = read(path)
-        except (DumpError, OSError) as exc:
+        except (FormatError, OSError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else str(exc)
             logs.get().error("%s: %s", path, why)
             status = records.EXIT_ERROR

@@ -7,7 +7,7 @@ Python use::
     record = process({"core": "/abs/path/vmcore"}, cfg)
 
 ``identify(path, buffersize)`` returns ``{"format", "kernel", "ident_method",
-"ident"}`` or raises ``flattened.DumpError`` (``.kind`` is a short word).
+"ident"}`` or raises ``caslib.errors.FormatError`` (``.kind`` is a short word).
 ``process(record, cfg)`` reads ``record["core"]`` (absolute path) and adds:
 
 - ``format``: ``elf``, ``kdump``, ``diskdump``, ``flattened`` (the wrapped
@@ -60,18 +60,15 @@ Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 import os
 import re
 
-from caslib import cli, logs, pathsafety, records
+from caslib.errors import FormatError
+from caslib import cli, logs, magic, pathsafety, records
 from caslib.dumps import elfcore, kdumphdr, lkcdhdr, splitdump, utsname, vmcoreinfo
-from caslib.dumps.flattened import DumpError, FileSource, FlattenedSource, is_flattened
+from caslib.dumps.flattened import FileSource, FlattenedSource
 from caslib.records import StepError
 
 STEP = "cas-ident"
 DEFAULT_BUFFERSIZE = 64 << 20
 HEAD = 4096
-COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\0": "xz",
-              b"\x28\xb5\x2f\xfd": "zstd", b"\xed\xab\xee\xdb": "an RPM"}
-LKCD_MAGICS = (0xA8190173618F23ED, 0xA8190173618F23CD)
-S390_MAGIC = 0xA8190173618F23FD
 
 
 def _iso(ts) -> str | None:
@@ -87,25 +84,7 @@ def _iso(ts) -> str | None:
 
 def _sniff(head: bytes) -> str | None:
     """The format named by the first bytes (doc/formats.md section 1), or None."""
-    if head[:4] == b"\x7fELF":
-        return "elf"
-    if head[:8] == b"KDUMP   ":
-        return "kdump"
-    if head[:8] == b"DISKDUMP":
-        return "diskdump"
-    if is_flattened(head):
-        return "flattened"
-    if len(head) >= 8:
-        le, be = int.from_bytes(head[:8], "little"), int.from_bytes(head[:8], "big")
-        if le in LKCD_MAGICS or be in LKCD_MAGICS:
-            return "lkcd"
-        if be == S390_MAGIC:
-            return "s390"
-    if head[:8] == b"sadump\0\0" or head[4096:4104] == b"sadump\0\0":
-        return "sadump"
-    if head[:16] == b"LinuxGuestRecord" or head[:4] in (b"\xed\xeb\x0f\xf0", b"\xee\xeb\x0f\xf0"):
-        return "xen"
-    return None
+    return magic.dump_format(head)
 
 
 class Identification:
@@ -179,7 +158,7 @@ def _ident_elf(src, head, ident: Identification) -> None:
         what = f"process {name!r}" if name else "a process"
         if args and args != name:
             what += f" ({args})"
-        raise DumpError(f"a user-space core of {what}, not a kernel dump", "not-a-kernel-dump")
+        raise FormatError(f"a user-space core of {what}, not a kernel dump", "not-a-kernel-dump")
     core.check_extent(src.size)
     ident.ident.update(elf_class=core.elfclass, endian="little" if core.endian == "<" else "big")
     ident.set("machine", core.machine, "e_machine")
@@ -270,7 +249,7 @@ def _ident_scan(path: str, ident: Identification, buffersize: int, start: int = 
         ident.ident["candidates"] = verdict["candidates"]
         where = (f"its {size} bytes" if result.scanned >= size - start
                  else f"its first {result.scanned} bytes")
-        raise DumpError(f"{where} name several kernels ("
+        raise FormatError(f"{where} name several kernels ("
                         + ", ".join(verdict["candidates"][:8]) + "); not picking one",
                         "ambiguous")
     if not verdict:
@@ -308,7 +287,7 @@ def identify(path: str, buffersize: int = DEFAULT_BUFFERSIZE) -> dict:
     """Identify the kernel of the dump at ``path``; see the module docstring for the result."""
     with FileSource(path) as plain:
         if plain.size == 0:
-            raise DumpError("empty file", "empty")
+            raise FormatError("empty file", "empty")
         head = plain.read(0, HEAD + 8)
         fmt = _sniff(head)
         src = plain
@@ -321,12 +300,12 @@ def identify(path: str, buffersize: int = DEFAULT_BUFFERSIZE) -> dict:
             ident.ident["inner_format"] = inner
             ident.ident["records"] = len(src.records)
             if inner not in ("elf", "kdump", "diskdump"):
-                raise DumpError("flattened stream holds no ELF or kdump header at offset 0",
+                raise FormatError("flattened stream holds no ELF or kdump header at offset 0",
                                 "corrupt")
             fmt = inner
         try:
             return _identify(plain, src, head, fmt, ident, buffersize)
-        except DumpError as exc:
+        except FormatError as exc:
             exc.partial = ident  # type: ignore[attr-defined]
             raise
 
@@ -343,21 +322,21 @@ def _identify(plain, src, head, fmt, ident, buffersize) -> dict:
             else "utsname"
         return ident.result(src)
     if fmt is None:
-        for magic, name in COMPRESSED.items():
-            if head.startswith(magic):
-                raise DumpError(f"{name} data, not a dump (unpack it with cas-unpack)",
-                                "compressed")
+        name = magic.packed(head)
+        if name:
+            raise FormatError(f"{name} data, not a dump (unpack it with cas-unpack)",
+                            "compressed")
     # headers named no kernel: the string scan (over the raw stream for flattened files)
     _ident_scan(plain.path, ident, buffersize)
     if not ident.kernel["release"]:
         where = (f"its {plain.size} bytes" if ident.ident["scanned"] >= plain.size
                  else f"its first {ident.ident['scanned']} bytes (--buffersize)")
         if fmt is None:
-            magic = (f" (starts with {head[:8].hex(' ')})"
-                     if pathsafety.may_show_bytes(plain.path) else "")
-            raise DumpError(f"no dump header{magic} and no kernel release in {where}",
+            starts = (f" (starts with {head[:8].hex(' ')})"
+                      if pathsafety.may_show_bytes(plain.path) else "")
+            raise FormatError(f"no dump header{starts} and no kernel release in {where}",
                             "not-a-dump")
-        raise DumpError(f"{ident.format} dump names no kernel in its headers nor in"
+        raise FormatError(f"{ident.format} dump names no kernel in its headers nor in"
                         f" {where}", "unidentified")
     return ident.result(src)
 
@@ -376,7 +355,7 @@ def process(record: dict, cfg=None, buffersize: int | None = None) -> dict:
         raise StepError(f"{core}: is a directory, not a dump", "not-a-dump")
     try:
         facts = identify(core, buffersize)
-    except DumpError as exc:
+    except FormatError as exc:
         partial = dict(record)
         found = getattr(exc, "partial", None)
         if found is not None and found.ident.get("candidates"):

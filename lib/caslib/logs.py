@@ -29,6 +29,7 @@ def set_level(level: str) -> None:
 
 
 def get() -> logging.Logger:
+    """The one CAS logger (set up by ``setup``): every module logs through this."""
     return logging.getLogger(_LOGGER)
 
 

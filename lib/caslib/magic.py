@@ -30,6 +30,13 @@ FIXED = (
     (b"\xed\xab\xee\xdb", ("package", "rpm")),
     (b"!<arch>\n", ("package", "deb")),
 )
+ELF = b"\x7fELF"
+KDUMP = b"KDUMP   "
+DISKDUMP = b"DISKDUMP"
+XZ = b"\xfd7zXZ\x00"
+ZIP_LOCAL = b"PK\x03\x04"
+ZSTD_FRAME = 0xFD2FB528                   # little-endian word opening a zstd frame
+ZSTD_SKIPPABLE = (0x184D2A50, 0x184D2A5F)  # first and last skippable-frame word
 RPM_LEAD = b"\xed\xab\xee\xdb"
 RPM_HEADER = b"\x8e\xad\xe8\x01"
 AR = b"!<arch>\n"
@@ -111,6 +118,17 @@ def archive(head: bytes) -> str | None:
     if len(head) >= 512 and head[257:262] == b"ustar":
         return "tar"
     return _fixed(head, "archive")
+
+
+def packed(head: bytes) -> str | None:
+    """What a file that is not a dump holds, by fixed magic only (no lzma-alone guess):
+    gzip, bzip2, xz, zstd or "an RPM", for the message that says to unpack it first."""
+    if head[:3] == b"BZh":
+        return "bzip2"
+    name = _fixed(head, "compression")
+    if name:
+        return name
+    return "an RPM" if head.startswith(RPM_LEAD) else None
 
 
 def package(head: bytes) -> str | None:

@@ -32,10 +32,9 @@ import re
 import smtplib
 import socket
 import sys
-import tempfile
 from email.message import EmailMessage
 
-from caslib import cli, deadline, jobdir, logs, records
+from caslib import atomicfile, cli, deadline, jobdir, logs, records
 from caslib.dumps import kdumpdir
 from caslib.messages import logonly, smtp, summary
 from caslib.records import StepError
@@ -180,14 +179,8 @@ def body_cte(text: str) -> str:
 def save(msg: EmailMessage, workdir: str) -> str:
     """Write ``mail.eml`` atomically into the job directory."""
     path = os.path.join(workdir, "mail.eml")
-    fd, tmp = tempfile.mkstemp(prefix=".mail.", dir=workdir)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(msg.as_bytes(policy=email.policy.SMTP))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomicfile.replacing(path, perm=0o600) as fh:
+        fh.write(msg.as_bytes(policy=email.policy.SMTP))
     return path
 
 

@@ -23,6 +23,7 @@ import posixpath
 import stat
 
 from caslib import jobdir
+from caslib.errors import FormatError
 from caslib.records import StepError
 
 KIND = "bad-record"
@@ -69,14 +70,10 @@ def bad(key: str, why: str) -> StepError:
     return StepError(f"record key {key!r}: {why}", KIND)
 
 
-def within(base: str, path: str) -> bool:
-    """True when ``path`` resolved (symlinks followed) lies inside ``base`` resolved."""
-    base_r = os.path.realpath(base)
-    path_r = os.path.realpath(path)
-    return path_r == base_r or path_r.startswith(base_r.rstrip(os.sep) + os.sep)
+within = jobdir.inside   # ``path`` resolved (symlinks followed) lies inside ``base`` resolved
 
 
-def _text(record: dict, key: str, value) -> str:
+def _text(key: str, value) -> str:
     if not isinstance(value, str) or not value:
         raise bad(key, f"expected a non-empty string, got {_shown(value)}")
     if "\0" in value or "\n" in value or "\r" in value:
@@ -115,7 +112,7 @@ def _name(value: str, key: str, what: str) -> None:
 
 def check_workdir(value, key: str = "workdir") -> str:
     """``value`` must be ``<workDirectory>/<job>/<stamp>``, an existing directory."""
-    path = _text({}, key, value)
+    path = _text(key, value)
     if not os.path.isabs(path):
         raise bad(key, f"{path!r} is not an absolute path")
     work = _ROOTS.get("work")
@@ -143,7 +140,7 @@ def _get(record: dict, dotted: str):
 
 
 def _inside(key: str, path, place: str, workdir: str | None) -> None:
-    path = _text({}, key, path)
+    path = _text(key, path)
     if not os.path.isabs(path):
         raise bad(key, f"{path!r} is not an absolute path")
     if place == "job":
@@ -173,7 +170,7 @@ def check_types(record: dict) -> None:
             raise bad(key, f"expected an object, got {_shown(record[key])}")
     for key in ("source", "workdir", "core", "vmlinux"):
         if key in record and record[key] is not None:
-            _text(record, key, record[key])
+            _text(key, record[key])
     if record.get("email") is not None and not isinstance(record["email"], str):
         raise bad("email", f"expected a string, got {_shown(record['email'])}")
     for dotted in ("debuginfo.rpm", "debuginfo.vmlinux", "debuginfo.modules_prefix",
@@ -228,7 +225,7 @@ def check_record(record: dict, trusted: bool = False, step: str | None = None) -
 def _readable_anyway(key: str, path) -> None:
     """A package forced with ``--package`` lies wherever the user keeps it: take it only when
     everyone may read it or it is the (non-root) effective user's own regular file."""
-    path = _text({}, key, path)
+    path = _text(key, path)
     if not os.path.isabs(path):
         raise bad(key, f"{path!r} is not an absolute path")
     try:
@@ -298,6 +295,40 @@ def link_escapes(name: str, target: str) -> bool:
         return True
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
     return resolved == ".." or resolved.startswith("../")
+
+
+def _unsafe(where: str, what: str, name: str, why: str) -> FormatError:
+    return FormatError(f"{where}: unsafe {what} member {name!r}: {why}", "unsafe")
+
+
+def check_tar_member(m, where: str) -> None:
+    """Refuse a ``tarfile.TarInfo`` that would write outside a directory if someone
+    extracted it: an escaping name or link, a device or fifo, an unknown type."""
+    name = m.name
+    why = member_escapes(name, windows=False)
+    if why:
+        raise _unsafe(where, "tar", name, why)
+    if m.issym() and link_escapes(name, m.linkname):
+        raise _unsafe(where, "tar", name, f"symlink to {m.linkname!r} points outside")
+    if m.islnk() and member_escapes(m.linkname, windows=False):
+        raise _unsafe(where, "tar", name, f"hard link to {m.linkname!r} points outside")
+    if m.ischr() or m.isblk() or m.isfifo():
+        raise _unsafe(where, "tar", name, "device or fifo")
+    if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
+        raise FormatError(f"{where}: unsupported tar member {name!r} (type {m.type!r})",
+                          "unsafe")
+
+
+def check_zip_member(name: str, mode: int, target: str | None, where: str) -> None:
+    """Refuse a zip member (``mode`` from its external attributes, ``target`` the text of
+    a symlink member) that would write outside a directory, or a device or fifo."""
+    why = member_escapes(name)
+    if why:
+        raise _unsafe(where, "zip", name, why)
+    if target is not None and link_escapes(name, target):
+        raise _unsafe(where, "zip", name, f"symlink to {target!r} points outside")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+        raise _unsafe(where, "zip", name, "device or fifo")
 
 
 # -- names CAS writes in a job directory ---------------------------------------

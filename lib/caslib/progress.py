@@ -52,9 +52,6 @@ class Progress:
         self.stream.write("\r\033[K" + text)
         self.stream.flush()
 
-    def advance(self, n: int) -> None:
-        self.update(self.done + n)
-
     def close(self) -> None:
         if self.enabled and self._last:
             self.stream.write("\r\033[K")

@@ -105,7 +105,7 @@ def read_records(stream, step: str) -> Iterator[dict]:
                 elif jsonlines.depth(record) > jsonlines.MAX_DEPTH:
                     why = f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
         if why:
-            logging.getLogger("cas").error("%s", why)
+            logs.get().error("%s", why)
             yield error_record(shown, step, why, "bad-record")
             continue
         yield record
@@ -145,7 +145,7 @@ def apply(step: str, process: Callable[[dict], dict], record: dict,
     """
     if "error" in record:
         return record
-    log = log or logging.getLogger("cas")
+    log = log or logs.get()
     if _record_check is not None:
         try:
             _record_check(record, trusted, step)
@@ -164,7 +164,8 @@ def apply(step: str, process: Callable[[dict], dict], record: dict,
             message = _one_line(exc)
             drop_info()
             log.error("%s", message)
-            return error_record(record, step, message, "os-error")
+            from caslib.errors import kind_of_oserror  # errors imports this module
+            return error_record(record, step, message, kind_of_oserror(exc))
         except KeyboardInterrupt as exc:
             # the record in progress still gets its line on stdout (run() writes it)
             partial = getattr(exc, "partial", None)
@@ -205,7 +206,7 @@ def run(step: str, process: Callable[[dict], dict], initial: Iterable[dict] | No
     """
     stdin = stdin if stdin is not None else sys.stdin
     stdout = stdout if stdout is not None else sys.stdout
-    log = logging.getLogger("cas")
+    log = logs.get()
     source = initial if initial is not None else read_records(stdin, step)
     if trusted is None:
         trusted = initial is not None

@@ -21,11 +21,10 @@ record, exit 1): ``bad-record`` (no workdir, crash results of the wrong type, a 
 outside the job directory).
 """
 
-import contextlib
 import os
 
 from caslib.diagnosis import classify, kernlog, knownissues, signatures, taint, trust
-from caslib import cli, jobdir, logs, records
+from caslib import atomicfile, cli, jobdir, logs, records
 from caslib.crashrun import panic, snippets
 from caslib.records import StepError
 
@@ -76,15 +75,10 @@ def write_log_tail(workdir: str, files: dict) -> None:
     if not lines:
         return
     path = os.path.join(workdir, LOG_TAIL)
-    tmp = f"{path}.tmp.{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines[-TAIL_LINES:]) + "\n")
-        os.replace(tmp, path)
+        atomicfile.write_text(path, "\n".join(lines[-TAIL_LINES:]) + "\n")
     except OSError as exc:
         logs.get().warning("%s: cannot write: %s", path, exc.strerror)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         return
     files[LOG_TAIL] = path
 

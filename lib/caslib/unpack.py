@@ -32,7 +32,7 @@ import os
 import re
 import stat
 
-from caslib import cli, deadline, jobdir, logs, pathsafety, records
+from caslib import cli, deadline, errors, jobdir, logs, pathsafety, records
 from caslib.streams import compress, decompress, fetch, layers, sparse
 from caslib.dumps import kdumpdir
 from caslib.progress import Progress
@@ -74,12 +74,22 @@ class Output:
         self.parts = []
         self.count = 0
 
-    def new_part(self) -> tuple[str, int]:
+    def _next_name(self) -> str:
         self.count += 1
-        path = os.path.join(self.workdir, f"{self.core}.part{self.count}")
+        return os.path.join(self.workdir, f"{self.core}.part{self.count}")
+
+    def new_part(self) -> tuple[str, int]:
+        path = self._next_name()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self.parts.append(path)
         return path, fd
+
+    def link(self, local: str) -> str:
+        """Hard-link ``local`` in as the next partial file (OSError when it cannot be)."""
+        path = self._next_name()
+        os.link(local, path)
+        self.parts.append(path)
+        return path
 
     def free(self) -> int:
         st = os.statvfs(self.workdir)
@@ -140,11 +150,8 @@ class Output:
 
     def disk_error(self, exc: OSError, done: int | None):
         after = f" after {done:,} bytes" if done else ""
-        if exc.errno in sparse.DISK_FULL:
-            return StepError(f"{self.workdir}: {exc.strerror} while writing the core{after}; "
-                             "removed the partial file", "disk-full")
         return StepError(f"{self.workdir}: {exc.strerror or exc} while writing the core{after}; "
-                         "removed the partial file", "os-error")
+                         "removed the partial file", errors.kind_of_oserror(exc))
 
     def discard(self, path: str) -> None:
         try:
@@ -158,8 +165,9 @@ class Output:
         for path in list(self.parts):
             self.discard(path)
 
-    def finish(self, path: str) -> str:
-        final = os.path.join(self.workdir, self.core)
+    def finish(self, path: str, final: str | None = None) -> str:
+        """Rename the partial file ``path`` to ``final`` (default: the core) and keep it."""
+        final = final or os.path.join(self.workdir, self.core)
         os.rename(path, final)
         self.parts.remove(path)
         return final
@@ -202,7 +210,7 @@ def open_source(source: str, timeout: float, total: float = deadline.DEFAULT):
     except FileNotFoundError:
         raise StepError(f"{source}: no such file", "not-found") from None
     except IsADirectoryError:
-        raise StepError(f"{source}: is a directory, not a dump", "not-found") from None
+        raise StepError(f"{source}: is a directory, not a dump", "not-a-dump") from None
     except PermissionError:
         raise StepError(f"{source}: cannot read: permission denied", "unreadable") from None
     except OSError as exc:
@@ -210,7 +218,7 @@ def open_source(source: str, timeout: float, total: float = deadline.DEFAULT):
     st = os.fstat(fh.fileno())
     if stat.S_ISDIR(st.st_mode):
         fh.close()
-        raise StepError(f"{source}: is a directory, not a dump", "not-found")
+        raise StepError(f"{source}: is a directory, not a dump", "not-a-dump")
     if stat.S_ISREG(st.st_mode) and st.st_size == 0:
         fh.close()
         raise StepError(f"{source}: empty file", "empty")
@@ -218,22 +226,19 @@ def open_source(source: str, timeout: float, total: float = deadline.DEFAULT):
     return fh, os.path.basename(source), size, os.path.abspath(source) if size is not None else None
 
 
-def _raw_local(fh, local: str, size: int) -> bool:
+def raw_local(fh) -> bool:
     """True when a local regular file has no layer to peel (it is the core itself)."""
     head = os.pread(fh.fileno(), layers.HEAD, 0)
     return decompress.sniff(head[:16]) is None and not layers.is_tar(head) and not layers.is_zip(head)
 
 
-def _link_or_copy(fh, local: str, size: int, out: Output, progress, log) -> tuple[str, int]:
+def link_or_copy(fh, local: str, size: int, out: Output, progress, log) -> tuple[str, int]:
     """Hard-link the user's raw dump into the job directory, else copy it sparsely."""
     if not pathsafety.link_allowed(local):  # someone else's file: a copy of our own
         log.info("%s: raw file of another user, copying it", local)
         return out.copy_file(fh.fileno(), size, progress)
-    out.count += 1
-    path = os.path.join(out.workdir, f"{out.core}.part{out.count}")
     try:
-        os.link(local, path)
-        out.parts.append(path)
+        path = out.link(local)
         log.info("%s: raw file, hard-linked into the job directory", local)
         return path, size
     except OSError as exc:
@@ -244,9 +249,7 @@ def _link_or_copy(fh, local: str, size: int, out: Output, progress, log) -> tupl
 def _keep_vmlinux(out: Output, cand, log) -> dict:
     """The customer's vmlinux as ``<workdir>/vmlinux``: ``{file, member, build_id}``."""
     from caslib.dumps import elfnote
-    final = os.path.join(out.workdir, "vmlinux")
-    os.rename(cand.path, final)
-    out.parts.remove(cand.path)
+    final = out.finish(cand.path, os.path.join(out.workdir, "vmlinux"))
     with open(final, "rb") as fh:
         build_id = elfnote.build_id(fh)
     log.info("kept the archive's %s as %s (build-id %s)", cand.member, final, build_id)
@@ -267,7 +270,7 @@ def process(record: dict, cfg, timeout: float | None = None) -> dict:
     if timeout is None:
         timeout = cfg.get("downloadTimeout", fetch.DEFAULT_TIMEOUT)
     if not fetch.is_url(source) and os.path.isdir(source):  # a kdump directory
-        chosen = kdumpdir.choose(source, log)  # before the job directory: input is checked first
+        chosen = kdumpdir.choose(source)  # before the job directory: input is checked first
         record.update(id=ident, job=job, workdir=jobdir.create(cfg.workDirectory, job))
         with logs.job_log(record):
             return kdumpdir.unpack_directory(record, source, chosen, log)
@@ -293,8 +296,8 @@ def _unpack(record: dict, raw, name: str, size, local, log, max_size=None) -> di
                      tick=lambda: progress.update(counter.pos), max_size=max_size)
         try:
             peeler = None
-            if local is not None and _raw_local(raw, local, size):
-                path, core_bytes = _link_or_copy(raw, local, size, out, progress, log)
+            if local is not None and raw_local(raw):
+                path, core_bytes = link_or_copy(raw, local, size, out, progress, log)
                 kind = layers.dump_kind(os.pread(raw.fileno(), layers.HEAD, 0))
                 peeled, member = [], None
             else:
@@ -314,7 +317,7 @@ def _unpack(record: dict, raw, name: str, size, local, log, max_size=None) -> di
         except OSError as exc:
             out.cleanup()
             message = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
-            raise StepError(message, "os-error", partial=record) from None
+            raise StepError(message, errors.kind_of_oserror(exc), partial=record) from None
         except KeyboardInterrupt as exc:
             out.cleanup()
             log.error("interrupted: removed the partial core")

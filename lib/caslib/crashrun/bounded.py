@@ -47,6 +47,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
         return
 
 
+def _show_size(progress, out) -> None:
+    """The output's size so far on the progress line."""
+    try:
+        progress.update(os.fstat(out.fileno()).st_size)
+    except OSError:
+        pass
+
+
 def run(argv: list, cwd: str, out_path: str, timeout: float, label: str = "crash") -> Outcome:
     """Run ``argv`` in ``cwd``, stdin from /dev/null, stdout and stderr into ``out_path``."""
     start = time.monotonic()
@@ -65,10 +73,7 @@ def run(argv: list, cwd: str, out_path: str, timeout: float, label: str = "crash
                     status = proc.wait(min(1.0, left))
                     break
                 except subprocess.TimeoutExpired:
-                    try:
-                        progress.update(os.fstat(out.fileno()).st_size)
-                    except OSError:
-                        pass
+                    _show_size(progress, out)
         except BaseException:
             _kill_group(proc)
             raise

@@ -173,6 +173,29 @@ def _scan_mapped(fd: int, size: int, limit: int, start: int, progress,
     return result
 
 
+def _skip(fd: int, count: int) -> bool:
+    """Read past ``count`` bytes of a pipe; False when it ends first."""
+    while count > 0:
+        got = len(os.read(fd, min(count, CHUNK)))
+        if not got:
+            return False
+        count -= got
+    return True
+
+
+def _search(result: ScanResult, buf: bytearray, lo: int, stop: int, end: int, base: int):
+    """Record the hits that start in ``buf[lo:stop]`` (``buf[:end]`` is valid data, file
+    offset ``base`` at ``buf[0]``)."""
+    view = memoryview(buf)[:end]
+    for needle, kind in ((OSRELEASE, "osrelease"), (BANNER, "banner")):
+        limit_at = min(end, stop + len(needle) - 1)
+        pos = buf.find(needle, lo, limit_at)
+        while 0 <= pos < stop:
+            _record(result, view, pos, base, kind)
+            pos = buf.find(needle, pos + 1, limit_at)
+    view.release()
+
+
 def _scan_read(fd: int, limit: int, start: int = 0, progress=None) -> ScanResult:
     """The scan by reading, for what cannot be mapped.
 
@@ -189,12 +212,8 @@ def _scan_read(fd: int, limit: int, start: int = 0, progress=None) -> ScanResult
         pipe = False
     except OSError:   # a pipe or socket: skip to ``start`` by reading
         pipe = True
-        skip = start
-        while skip > 0:
-            got = len(os.read(fd, min(skip, CHUNK)))
-            if not got:
-                return result
-            skip -= got
+        if not _skip(fd, start):
+            return result
     pool = ThreadPoolExecutor(1)
     try:
         want = min(CHUNK, limit)
@@ -216,14 +235,7 @@ def _scan_read(fd: int, limit: int, start: int = 0, progress=None) -> ScanResult
             end = OVERLAP + n
             # hits starting in the last OVERLAP bytes wait for the next chunk (full context)
             stop = end if last else max(lo, end - OVERLAP)
-            view = memoryview(buf)[:end]
-            for needle, kind in ((OSRELEASE, "osrelease"), (BANNER, "banner")):
-                limit_at = min(end, stop + len(needle) - 1)
-                pos = buf.find(needle, lo, limit_at)
-                while 0 <= pos < stop:
-                    _record(result, view, pos, base, kind)
-                    pos = buf.find(needle, pos + 1, limit_at)
-            view.release()
+            _search(result, buf, lo, stop, end, base)
             if progress:
                 progress.update(result.scanned)
             if pending is None:

@@ -13,7 +13,8 @@ Only headers and notes are read, each bounded by the file size and a cap.
 import struct
 from collections import namedtuple
 
-from caslib.dumps.flattened import DumpError
+from caslib.errors import FormatError
+from caslib import magic
 
 ET_CORE = 4
 PT_LOAD, PT_NOTE = 1, 4
@@ -95,7 +96,7 @@ class ElfCore:
         """Raise if the file (``size`` bytes) ends before the last PT_LOAD's data does."""
         end = max((s.offset + s.filesz for s in self.loads), default=0)
         if end > size:
-            raise DumpError(f"ELF core is truncated: its PT_LOADs end at byte {end}, the file"
+            raise FormatError(f"ELF core is truncated: its PT_LOADs end at byte {end}, the file"
                             f" at {size}", "truncated")
 
     def offset_of_vaddr(self, vaddr: int, size: int) -> int | None:
@@ -119,9 +120,9 @@ def prstatus_pids(notes: list, endian: str, longsize: int) -> list[int]:
             if n.name == "CORE" and n.type == NT_PRSTATUS and len(n.desc) >= off + 4]
 
 
-def _need(data: bytes, size: int, what: str, path: str) -> None:
+def _need(data: bytes, size: int, what: str) -> None:
     if len(data) < size:
-        raise DumpError(f"{what} is truncated ({len(data)} of {size} bytes)", "truncated")
+        raise FormatError(f"{what} is truncated ({len(data)} of {size} bytes)", "truncated")
 
 
 def parse_notes(data: bytes, endian: str) -> list:
@@ -147,59 +148,70 @@ def read_elf(src, head: bytes | None = None) -> ElfCore:
     """Parse the ELF header, program headers and notes of ``src`` (a flattened.*Source)."""
     path = src.path
     head = head if head is not None and len(head) >= 64 else src.read(0, 64)
-    if head[:4] != b"\x7fELF":
-        raise DumpError("not an ELF file", "not-a-dump")
-    _need(head, 52, "ELF header", path)
+    if head[:4] != magic.ELF:
+        raise FormatError("not an ELF file", "not-a-dump")
+    _need(head, 52, "ELF header")
     cls, data = head[4], head[5]
     if cls not in (1, 2):
-        raise DumpError(f"ELF header has class {cls}, not 1 (32-bit) or 2 (64-bit)")
+        raise FormatError(f"ELF header has class {cls}, not 1 (32-bit) or 2 (64-bit)")
     if data not in (1, 2):
-        raise DumpError(f"ELF header has byte order {data}, not 1 (LSB) or 2 (MSB)")
+        raise FormatError(f"ELF header has byte order {data}, not 1 (LSB) or 2 (MSB)")
     e = "<" if data == 1 else ">"
     if cls == 2:
-        _need(head, 64, "ELF64 header", path)
+        _need(head, 64, "ELF64 header")
         etype, machine = struct.unpack_from(e + "HH", head, 16)
         phoff, shoff = struct.unpack_from(e + "QQ", head, 32)
         phentsize, phnum, shentsize, shnum = struct.unpack_from(e + "HHHH", head, 54)
-        want_phent, want_shent = 56, 64
     else:
         etype, machine = struct.unpack_from(e + "HH", head, 16)
         phoff, shoff = struct.unpack_from(e + "II", head, 28)
         phentsize, phnum, shentsize, shnum = struct.unpack_from(e + "HHHH", head, 42)
-        want_phent, want_shent = 32, 40
     core = ElfCore(path, 64 if cls == 2 else 32, e, etype, machine)
     if etype != ET_CORE:
         what = ET_NAMES.get(etype, f"type {etype}")
-        raise DumpError(f"an ELF {what}, not a core file", "not-a-dump")
+        raise FormatError(f"an ELF {what}, not a core file", "not-a-dump")
+    _read_segments(src, core, cls, phoff, phentsize, phnum, shoff, shentsize)
+    _read_notes(src, core)
+    return core
+
+
+def _read_segments(src, core: ElfCore, cls: int, phoff: int, phentsize: int, phnum: int,
+                   shoff: int, shentsize: int) -> None:
+    """The program header table into ``core.segments`` (bounded by MAX_PHDRS)."""
+    e = core.endian
+    want_phent, want_shent = (56, 64) if cls == 2 else (32, 40)
     if phnum == PN_XNUM:
         if shoff == 0 or shentsize != want_shent:
-            raise DumpError("ELF header says e_phnum is in section 0 but has no valid section"
+            raise FormatError("ELF header says e_phnum is in section 0 but has no valid section"
                             " header")
         sh = src.read(shoff, want_shent)
-        _need(sh, want_shent, f"section header 0 at offset {shoff}", path)
+        _need(sh, want_shent, f"section header 0 at offset {shoff}")
         phnum = struct.unpack_from(e + "I", sh, 44 if cls == 2 else 28)[0]
     if phnum == 0:
-        raise DumpError("ELF core has no program headers")
+        raise FormatError("ELF core has no program headers")
     if phentsize != want_phent:
-        raise DumpError(f"ELF program header size is {phentsize}, expected {want_phent}")
+        raise FormatError(f"ELF program header size is {phentsize}, expected {want_phent}")
     if phnum > MAX_PHDRS:
-        raise DumpError(f"ELF core claims {phnum} program headers (cap {MAX_PHDRS})", "too-large")
+        raise FormatError(f"ELF core claims {phnum} program headers (cap {MAX_PHDRS})", "too-large")
     table = src.read(phoff, phnum * phentsize)
-    _need(table, phnum * phentsize, f"program header table at offset {phoff}", path)
+    _need(table, phnum * phentsize, f"program header table at offset {phoff}")
     for i in range(phnum):
         if cls == 2:
             ptype, _flags, off, va, pa, fsz, msz = struct.unpack_from(e + "IIQQQQQ", table, i * 56)
         else:
             ptype, off, va, pa, fsz, msz = struct.unpack_from(e + "IIIIII", table, i * 32)
         core.segments.append(Segment(ptype, off, va, pa, fsz, msz))
+
+
+def _read_notes(src, core: ElfCore) -> None:
+    """Every PT_NOTE segment's notes into ``core.notes`` (bounded by MAX_NOTES)."""
     total = 0
     for seg in core.segments:
         if seg.type != PT_NOTE or seg.filesz == 0:
             continue
         total += seg.filesz
         if total > MAX_NOTES:
-            raise DumpError(f"ELF notes exceed {MAX_NOTES} bytes", "too-large")
+            raise FormatError(f"ELF notes exceed {MAX_NOTES} bytes", "too-large")
         raw = src.read(seg.offset, seg.filesz)
-        _need(raw, seg.filesz, f"PT_NOTE segment at offset {seg.offset}", path)
-        core.notes.extend(parse_notes(raw, e))
-    return core
+        _need(raw, seg.filesz, f"PT_NOTE segment at offset {seg.offset}")
+        core.notes.extend(parse_notes(raw, core.endian))

@@ -8,6 +8,9 @@ instead of decompressing the whole image.  Same layout as ``readelf -n``.
 
 import struct
 
+from caslib import magic
+from caslib.dumps.elfcore import parse_notes
+
 NT_GNU_BUILD_ID = 3
 PT_NOTE = 4
 _MAX_PHDRS = 4096
@@ -37,7 +40,7 @@ def build_id(stream) -> str | None:
     """Hex build-id from the notes of the ELF file ``stream`` (read forwards); None if absent."""
     f = _Forward(stream)
     ident = f.read_at(0, 64)
-    if len(ident) < 52 or ident[:4] != b"\x7fELF":
+    if len(ident) < 52 or ident[:4] != magic.ELF:
         return None
     bits, endian = ident[4], {1: "<", 2: ">"}.get(ident[5])
     if endian is None or bits not in (1, 2):
@@ -69,15 +72,8 @@ def build_id(stream) -> str | None:
 
 
 def _scan_notes(data: bytes, endian: str) -> str | None:
-    pos = 0
-    while pos + 12 <= len(data):
-        namesz, descsz, ntype = struct.unpack_from(endian + "III", data, pos)
-        name_at = pos + 12
-        desc_at = name_at + ((namesz + 3) & ~3)
-        end = desc_at + ((descsz + 3) & ~3)
-        if end > len(data):
-            return None
-        if ntype == NT_GNU_BUILD_ID and data[name_at:name_at + namesz].rstrip(b"\0") == b"GNU":
-            return data[desc_at:desc_at + descsz].hex() or None
-        pos = end
+    """The GNU build-id among the notes of ``data`` (elfcore.parse_notes), hex; else None."""
+    for note in parse_notes(data, endian):
+        if note.type == NT_GNU_BUILD_ID and note.name == "GNU":
+            return note.desc.hex() or None
     return None

@@ -21,26 +21,21 @@ import bisect
 import os
 import struct
 
-MAGIC = b"makedumpfile\0\0\0\0"
+from caslib import magic
+from caslib.errors import FormatError
+
+MAGIC = magic.FLATTENED
 PREAMBLE_SIZE = 4096
 MAX_READ = 64 << 20        # the largest single range any reader may ask for
 MAX_RECORDS = 1 << 20      # record headers walked before giving up (16 MiB of headers)
 
 
-class DumpError(Exception):
-    """The dump is not what its headers claim; ``kind`` is a short word for error records."""
-
-    def __init__(self, message: str, kind: str = "corrupt"):
-        super().__init__(message)
-        self.kind = kind
-
-
 def _check_range(offset: int, size: int) -> None:
     """Refuse reads a corrupt header could ask for: negative, or beyond the fixed cap."""
     if offset < 0 or size < 0:
-        raise DumpError(f"negative offset {offset} or size {size}")
+        raise FormatError(f"negative offset {offset} or size {size}")
     if size > MAX_READ:
-        raise DumpError(f"a {size}-byte read at offset {offset} exceeds the {MAX_READ}-byte cap")
+        raise FormatError(f"a {size}-byte read at offset {offset} exceeds the {MAX_READ}-byte cap")
 
 
 class FileSource:
@@ -76,6 +71,7 @@ class FileSource:
 
 
 def is_flattened(head: bytes) -> bool:
+    """A makedumpfile flattened stream (its 16-byte signature, caslib.magic)."""
     return head[:16] == MAGIC
 
 
@@ -94,12 +90,12 @@ class FlattenedSource:
         self.path = stream.path
         head = stream.read(0, 32)
         if len(head) < 32:
-            raise DumpError("flattened preamble is truncated", "truncated")
+            raise FormatError("flattened preamble is truncated", "truncated")
         if not is_flattened(head):
-            raise DumpError("not a makedumpfile flattened stream", "not-a-dump")
+            raise FormatError("not a makedumpfile flattened stream", "not-a-dump")
         self.type, self.version = struct.unpack(">qq", head[16:32])
         if self.type != 1:
-            raise DumpError(f"flattened preamble has type {self.type}, expected 1")
+            raise FormatError(f"flattened preamble has type {self.type}, expected 1")
         self.records: list[tuple[int, int, int]] = []  # (logical offset, size, stream position)
         self._by_start: list[tuple[int, int]] = []     # (logical offset, record number), sorted
         self._starts: list[int] = []
@@ -119,21 +115,21 @@ class FlattenedSource:
     def _step(self) -> bool:
         """Read one record header; False at the end marker."""
         if len(self.records) >= MAX_RECORDS:
-            raise DumpError(f"flattened stream has more than {MAX_RECORDS} records", "too-large")
+            raise FormatError(f"flattened stream has more than {MAX_RECORDS} records", "too-large")
         hdr = self.stream.read(self.next_pos, 16)
         if len(hdr) < 16:
-            raise DumpError("flattened stream ends inside a record header at byte"
+            raise FormatError("flattened stream ends inside a record header at byte"
                             f" {self.next_pos} (cut short: no end marker)", "truncated")
         offset, size = struct.unpack(">qq", hdr)
         if offset == -1 and size == -1:
             self.ended = True
             return False
         if offset < 0 or size <= 0 or size > MAX_READ:  # writers never emit empty records
-            raise DumpError(f"flattened record at byte {self.next_pos} has offset {offset} and"
+            raise FormatError(f"flattened record at byte {self.next_pos} has offset {offset} and"
                             f" size {size}")
         data_pos = self.next_pos + 16
         if data_pos + size > self.stream.size:
-            raise DumpError(f"flattened stream ends inside the {size}-byte record at byte"
+            raise FormatError(f"flattened stream ends inside the {size}-byte record at byte"
                             f" {self.next_pos} (cut short)", "truncated")
         self.records.append((offset, size, data_pos))
         self.next_pos = data_pos + size

@@ -13,6 +13,7 @@ crash cannot run; every other file is named in the job log.
 import os
 import stat
 
+from caslib import errors
 from caslib.streams import decompress, layers
 from caslib.dumps import splitdump
 from caslib.records import StepError
@@ -38,7 +39,7 @@ def _head(path: str, n: int) -> bytes:
         return fh.read(n)
 
 
-def choose(directory: str, log) -> tuple[list, dict, list]:
+def choose(directory: str) -> tuple[list, dict, list]:
     """(dump files: the dump, or every part of a split one; side files by record key;
     the other files) of a kdump directory, by content."""
     try:
@@ -90,26 +91,37 @@ def finish_extras(out, core: str, parts: list, side: dict, record: dict, log,
     cores = [core]
     for i, path in enumerate(parts, start=2):
         final = os.path.join(os.path.dirname(core), names[i - 2]) if names else f"{core}.{i}"
-        os.rename(path, final)
-        out.parts.remove(path)
-        cores.append(final)
+        cores.append(out.finish(path, final))
     for key, path in side.items():
         name = next(n for n, k in SIDE_FILES.items() if k == key)
         final = os.path.join(os.path.dirname(core), name)
-        os.rename(path, final)
-        out.parts.remove(path)
-        record[key] = final
+        record[key] = out.finish(path, final)
     if len(cores) > 1:
         record["cores"] = cores
         log.info("split dump: kept %d parts: %s", len(cores),
                  ", ".join(os.path.basename(c) for c in cores))
 
 
+def _bring_in(out, path: str, log) -> tuple[str, list | None, str | None]:
+    """One file of the directory into the job as a partial file of ``out``: hard-linked
+    or copied, or peeled when compressed.  (partial path, layers peeled or None, dump
+    kind by magic)."""
+    from caslib.progress import Progress
+    from caslib.unpack import link_or_copy, raw_local
+    with open(path, "rb", buffering=0) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        with Progress(f"copy {os.path.basename(path)}", size) as progress:
+            if raw_local(fh):
+                part = link_or_copy(fh, path, size, out, progress, log)[0]
+                return part, None, layers.dump_kind(os.pread(fh.fileno(), layers.HEAD, 0))
+            cand = layers.Peeler(out, log, path, path).peel(fh, size)
+            return cand.path, cand.layers, cand.kind
+
+
 def unpack_directory(record: dict, source: str, choice: tuple, log) -> dict:
     """cas-unpack of a kdump directory (``choice`` from ``choose``): ``record`` has id,
     job and workdir already."""
-    from caslib.progress import Progress
-    from caslib.unpack import Output, _link_or_copy, _raw_local, core_name
+    from caslib.unpack import Output, core_name
     chosen, side, others = choice
     workdir = record["workdir"]
     log.info("unpacking kdump directory %s for %s into %s", source, record["id"], workdir)
@@ -121,17 +133,12 @@ def unpack_directory(record: dict, source: str, choice: tuple, log) -> dict:
     done, peeled, kind = [], [], None
     try:
         for path in chosen + list(side.values()):
-            with open(path, "rb", buffering=0) as fh, \
-                    Progress(f"copy {os.path.basename(path)}", os.fstat(fh.fileno()).st_size) as progress:
-                size = os.fstat(fh.fileno()).st_size
-                if _raw_local(fh, path, size):
-                    done.append(_link_or_copy(fh, path, size, out, progress, log)[0])
-                    if path == chosen[0]:
-                        kind = layers.dump_kind(os.pread(fh.fileno(), layers.HEAD, 0))
-                else:  # a compressed dump in the directory
-                    cand = layers.Peeler(out, log, path, path).peel(fh, size)
-                    done.append(cand.path)
-                    peeled, kind = cand.layers, cand.kind
+            part, peel, what = _bring_in(out, path, log)
+            done.append(part)
+            if peel is not None:      # a compressed dump in the directory
+                peeled, kind = peel, what
+            elif path == chosen[0]:
+                kind = what
         first, parts = done[0], done[1:len(chosen)]
         side_parts = dict(zip(side, done[len(chosen):]))
         core = out.finish(first)
@@ -143,8 +150,8 @@ def unpack_directory(record: dict, source: str, choice: tuple, log) -> dict:
         raise StepError(exc.message, exc.kind, partial=record) from None
     except OSError as exc:
         out.cleanup()
-        raise StepError(f"{exc.filename or source}: {exc.strerror or exc}", "os-error",
-                        partial=record) from None
+        raise StepError(f"{exc.filename or source}: {exc.strerror or exc}",
+                        errors.kind_of_oserror(exc), partial=record) from None
     except KeyboardInterrupt as exc:
         out.cleanup()
         exc.partial = record

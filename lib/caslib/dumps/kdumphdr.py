@@ -20,10 +20,11 @@ current_cpu@456/444, nr_cpus@460/448.
 import struct
 import zlib
 
+from caslib.errors import FormatError
+from caslib import magic
 from caslib.dumps import kdumplayout
-from caslib.dumps.flattened import DumpError
 
-SIGNATURES = {b"KDUMP   ": "kdump", b"DISKDUMP": "diskdump"}
+SIGNATURES = {magic.KDUMP: "kdump", magic.DISKDUMP: "diskdump"}
 HEADER_READ = 464
 UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
 COMPRESSION = {0x1: "zlib", 0x2: "lzo", 0x4: "snappy", 0x20: "zstd"}
@@ -114,13 +115,13 @@ def read_header(src, head: bytes | None = None) -> KdumpHeader:
     head = head if head is not None and len(head) >= HEADER_READ else src.read(0, HEADER_READ)
     fmt = SIGNATURES.get(head[:8])
     if fmt is None:
-        raise DumpError("not a kdump-compressed or diskdump file", "not-a-dump")
+        raise FormatError("not a kdump-compressed or diskdump file", "not-a-dump")
     if len(head) < HEADER_READ:
-        raise DumpError(f"{fmt} header is truncated ({len(head)} of {HEADER_READ} bytes)",
+        raise FormatError(f"{fmt} header is truncated ({len(head)} of {HEADER_READ} bytes)",
                         "truncated")
     cands = kdumplayout.candidates(head, src.size)
     if not cands:
-        raise DumpError(f"{fmt} header has no plausible block size in any byte order")
+        raise FormatError(f"{fmt} header has no plausible block size in any byte order")
     best_points = cands[0][0]
     parsed, errors = [], []
     for points, e, bits, f, failed in cands:
@@ -134,7 +135,7 @@ def read_header(src, head: bytes | None = None) -> KdumpHeader:
             return hdr  # its sub-header holds registers only
         try:
             _read_sub_header(src, hdr)
-        except DumpError as exc:
+        except FormatError as exc:
             errors.append(exc)
             continue
         # a layout that fits worse is only taken on the word of its VMCOREINFO
@@ -163,7 +164,7 @@ def _read_sub_header(src, hdr: KdumpHeader) -> None:
     if len(sub) < 8:
         if not declared:
             return
-        raise DumpError(f"kdump sub-header at offset {bs} is truncated", "truncated")
+        raise FormatError(f"kdump sub-header at offset {bs} is truncated", "truncated")
     layouts = ["64"] if hdr.bits == 64 else ["arm32", "i386"]
     for layout in layouts:
         fields = _sub_fields(sub, e, layout)
@@ -187,9 +188,9 @@ def _read_sub_header(src, hdr: KdumpHeader) -> None:
     if hdr.header_version >= 3:
         off, size = hdr.sub.get("off_vmci"), hdr.sub.get("size_vmci")
         if off and size and bs <= off <= src.size < off + size <= src.size + (1 << 20):
-            raise DumpError(f"kdump file is truncated: it ends at byte {src.size}, inside"
+            raise FormatError(f"kdump file is truncated: it ends at byte {src.size}, inside"
                             f" the VMCOREINFO at {off}..{off + size}", "truncated")
-        raise DumpError("kdump sub-header points VMCOREINFO outside the dump"
+        raise FormatError("kdump sub-header points VMCOREINFO outside the dump"
                         f" (offset {off}, size {size})")
 
 
@@ -211,7 +212,7 @@ def _read_blobs(src, hdr: KdumpHeader, fields: dict) -> bool:
         if off and size and off >= hdr.block_size and 0 < size <= 16 << 20:
             notes = src.read(off, size)
             if len(notes) < size:
-                raise DumpError(f"kdump ELF notes at offset {off} are truncated", "truncated")
+                raise FormatError(f"kdump ELF notes at offset {off} are truncated", "truncated")
     hdr.vmcoreinfo, hdr.notes = vmcoreinfo, notes
     return True
 
@@ -236,7 +237,7 @@ def check_extent(src, hdr: KdumpHeader, size: int) -> str | None:
     if descs > size:
         if flagged and size >= hdr.block_size * (1 + hdr.sub_hdr_size):
             return f"the header says INCOMPLETE and the file ends inside the bitmap at {size}"
-        raise DumpError(f"kdump file is truncated: its bitmap ends at byte {descs}, the file at"
+        raise FormatError(f"kdump file is truncated: its bitmap ends at byte {descs}, the file at"
                         f" {size}", "truncated")
     raw = src.read(descs, PAGE_DESC)
     if len(raw) < PAGE_DESC:
@@ -244,7 +245,7 @@ def check_extent(src, hdr: KdumpHeader, size: int) -> str | None:
             return "the header says INCOMPLETE and the file holds no page descriptors"
         if descs == size:
             return None  # no dumpable page at all: an empty dump, complete as such
-        raise DumpError(f"kdump file is truncated inside its page descriptors at byte {descs}",
+        raise FormatError(f"kdump file is truncated inside its page descriptors at byte {descs}",
                         "truncated")
     offset, psize, _flags, _ = struct.unpack(hdr.endian + "qIIQ", raw)
     if offset == size and offset > descs:
@@ -252,7 +253,7 @@ def check_extent(src, hdr: KdumpHeader, size: int) -> str | None:
     if offset > size or offset + psize > size:
         if flagged:
             return f"the header says INCOMPLETE and the file ends at {size}, before page data"
-        raise DumpError(f"kdump file is truncated: page data starts at byte {offset}, the file"
+        raise FormatError(f"kdump file is truncated: page data starts at byte {offset}, the file"
                         f" ends at {size}", "truncated")
     if flagged:
         return "the header says INCOMPLETE (makedumpfile could not write every page)"
@@ -320,7 +321,7 @@ class Pages:
     def _bits(self, offset: int, size: int) -> bytes:
         bits = self.src.read(self.bitmap2 + offset, size)
         if len(bits) < size:
-            raise DumpError(f"kdump bitmap at offset {self.bitmap2} is truncated", "truncated")
+            raise FormatError(f"kdump bitmap at offset {self.bitmap2} is truncated", "truncated")
         return bits
 
     def position(self, pfn: int) -> int | None:
@@ -351,13 +352,13 @@ class Pages:
         bs = self.hdr.block_size
         raw = self.src.read(self.descs + pos * PAGE_DESC, PAGE_DESC)
         if len(raw) < PAGE_DESC:
-            raise DumpError(f"kdump page descriptor {pos} is truncated", "truncated")
+            raise FormatError(f"kdump page descriptor {pos} is truncated", "truncated")
         offset, size, flags, _ = struct.unpack(self.hdr.endian + "qIIQ", raw)
         if offset <= 0 or size == 0 or size > bs:
             return None
         data = self.src.read(offset, size)
         if len(data) < size:
-            raise DumpError(f"kdump page data at offset {offset} is truncated", "truncated")
+            raise FormatError(f"kdump page data at offset {offset} is truncated", "truncated")
         page = decode_page(flags, data, bs)
         return page if page is not None and len(page) == bs else None
 

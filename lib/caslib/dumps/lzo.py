@@ -21,13 +21,11 @@ format of liblzo2 ``lzo1x_d.ch`` and linux ``lib/lzo/lzo1x_decompress_safe.c``):
 - the low two bits of a match's last-read offset byte give 0..3 literals
   that follow it.
 
-Every read is checked: a corrupt page raises ``LzoError``, never reads or
+Every read is checked: a corrupt page raises ``caslib.errors.FormatError``, never reads or
 writes out of bounds, and output stops at ``out_size`` bytes.
 """
 
-
-class LzoError(ValueError):
-    """The compressed data is corrupt or decodes to more than allowed."""
+from caslib.errors import FormatError
 
 
 def _extend(data: bytes, ip: int, base: int) -> tuple[int, int]:
@@ -38,9 +36,9 @@ def _extend(data: bytes, ip: int, base: int) -> tuple[int, int]:
         t += 255
         ip += 1
         if t > 1 << 24:
-            raise LzoError("run length is absurd")
+            raise FormatError("run length is absurd")
     if ip >= n:
-        raise LzoError("input ends inside a run length")
+        raise FormatError("input ends inside a run length")
     return t + base + data[ip], ip + 1
 
 
@@ -53,18 +51,18 @@ def decompress(data: bytes, out_size: int) -> bytes:
     def literals(count: int) -> None:
         nonlocal ip
         if ip + count > n:
-            raise LzoError("input ends inside a literal run")
+            raise FormatError("input ends inside a literal run")
         if len(out) + count > out_size:
-            raise LzoError(f"output exceeds {out_size} bytes")
+            raise FormatError(f"output exceeds {out_size} bytes")
         out.extend(data[ip:ip + count])
         ip += count
 
     def copy(dist: int, length: int) -> None:
         start = len(out) - dist
         if start < 0:
-            raise LzoError("back-reference before the start of the output")
+            raise FormatError("back-reference before the start of the output")
         if len(out) + length > out_size:
-            raise LzoError(f"output exceeds {out_size} bytes")
+            raise FormatError(f"output exceeds {out_size} bytes")
         if dist >= length:
             out.extend(out[start:start + length])
         else:  # overlapping: the copy repeats the last ``dist`` bytes
@@ -75,7 +73,7 @@ def decompress(data: bytes, out_size: int) -> bytes:
     def byte() -> int:
         nonlocal ip
         if ip >= n:
-            raise LzoError("input ends inside an instruction")
+            raise FormatError("input ends inside an instruction")
         ip += 1
         return data[ip - 1]
 
@@ -119,7 +117,7 @@ def decompress(data: bytes, out_size: int) -> bytes:
             dist = ((t & 8) << 11) + (lo >> 2) + (hi << 6)
             if dist == 0:
                 if ip != n:
-                    raise LzoError(f"{n - ip} bytes of input after the end marker")
+                    raise FormatError(f"{n - ip} bytes of input after the end marker")
                 return bytes(out)
             copy(dist + 0x4000, length + 2)
             low = lo & 3

@@ -27,6 +27,7 @@ warning, never a hang or an allocation a header asked for.
 
 from dataclasses import dataclass, field
 
+from caslib.errors import FormatError
 from caslib.dumps.vmem import VmemError
 
 MAX_RECORDS = 1 << 21      # records read at most (a 2^21-descriptor ring is 64 MiB of text)
@@ -35,9 +36,6 @@ MAX_BITS = 30              # count_bits/size_bits beyond this are corrupt
 MAX_MISSES = 1 << 16       # descriptors in a row whose id is not theirs: the ids are corrupt
 DESC_COMMITTED, DESC_FINALIZED = 1, 2
 
-
-class PrintkError(Exception):
-    """No log could be read at all (no symbols, unreadable ring structure)."""
 
 
 @dataclass
@@ -95,12 +93,12 @@ class _Reader:
         value = {"SYMBOL": self.vmci.symbol, "OFFSET": self.vmci.offset,
                  "SIZE": lambda n: self.vmci.decimal(f"SIZE({n})")}[kind](name)
         if value is None:
-            raise PrintkError(f"VMCOREINFO lacks {kind}({name})")
+            raise FormatError(f"VMCOREINFO lacks {kind}({name})", "no-log")
         return value
 
     def uint(self, buf: bytes, off: int, size: int) -> int:
         if off < 0 or off + size > len(buf):
-            raise PrintkError(f"a VMCOREINFO offset ({off}) lies outside its structure")
+            raise FormatError(f"a VMCOREINFO offset ({off}) lies outside its structure", "no-log")
         return int.from_bytes(buf[off:off + size], "little" if self.e == "<" else "big")
 
     def ulong_at(self, vaddr: int) -> int:
@@ -108,7 +106,7 @@ class _Reader:
 
 
 def read_log(mem, vmci) -> Log:
-    """The log of the dump behind ``mem`` (a vmem.KernelMemory); PrintkError if none."""
+    """The log of the dump behind ``mem`` (a vmem.KernelMemory); FormatError if none."""
     r = _Reader(mem, vmci)
     try:
         if vmci.symbol("prb") is not None:
@@ -118,81 +116,33 @@ def read_log(mem, vmci) -> Log:
         if vmci.symbol("log_end") is not None:
             return _plain(r)
     except VmemError as exc:
-        raise PrintkError(f"the log's ring structure is not readable: {exc}") from None
-    raise PrintkError("VMCOREINFO names no printk buffer (no SYMBOL(prb), log_first_idx or"
-                      " log_end)")
+        raise FormatError(f"the log's ring structure is not readable: {exc}", "no-log") from None
+    raise FormatError("VMCOREINFO names no printk buffer (no SYMBOL(prb), log_first_idx or"
+                      " log_end)", "no-log")
 
 
 def _lockless(r: _Reader) -> Log:
+    """The log of a 5.10+ kernel: a ring of descriptors pointing into a ring of text."""
     log = Log("lockless")
-    size = r.need("SIZE", "printk_ringbuffer")
-    if not 0 < size <= 4096:
-        raise PrintkError(f"SIZE(printk_ringbuffer)={size} is implausible")
-    prb = r.mem.read(r.ulong_at(r.need("SYMBOL", "prb")), size)
-    desc_ring = r.need("OFFSET", "printk_ringbuffer.desc_ring")
-    text_ring = r.need("OFFSET", "printk_ringbuffer.text_data_ring")
-    counter = r.vmci.offset("atomic_long_t.counter") or 0
-    count_bits = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.count_bits"), 4)
-    size_bits = r.uint(prb, text_ring + r.need("OFFSET", "prb_data_ring.size_bits"), 4)
-    if count_bits > MAX_BITS or size_bits > MAX_BITS:
-        raise PrintkError(f"ring sizes are corrupt (count_bits {count_bits}, size_bits"
-                          f" {size_bits})")
-    count, data_size = 1 << count_bits, 1 << size_bits
-    descs = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.descs"), r.long)
-    infos = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.infos"), r.long)
-    data = r.uint(prb, text_ring + r.need("OFFSET", "prb_data_ring.data"), r.long)
-    head = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.head_id") + counter, r.long)
-    tail = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.tail_id") + counter, r.long)
-    desc_size, info_size = r.need("SIZE", "prb_desc"), r.need("SIZE", "printk_info")
-    sv_off = r.need("OFFSET", "prb_desc.state_var") + counter
-    lpos = r.need("OFFSET", "prb_desc.text_blk_lpos")
-    begin_off = lpos + r.need("OFFSET", "prb_data_blk_lpos.begin")
-    next_off = lpos + r.need("OFFSET", "prb_data_blk_lpos.next")
-    ts_off, len_off = r.need("OFFSET", "printk_info.ts_nsec"), r.need("OFFSET",
-                                                                      "printk_info.text_len")
-    bits = 8 * r.long
-    id_mask = (1 << (bits - 2)) - 1
-    span = (head - tail) & id_mask
-    if span >= count:
-        log.warnings.append(f"tail id {tail:#x} is {span} records behind head id {head:#x} in a"
-                            f" ring of {count}: reading the last {count}")
-        tail, span = (head - count + 1) & id_mask, count - 1
-    if span >= MAX_RECORDS:
-        log.warnings.append(f"ring holds {span + 1} records: reading the last {MAX_RECORDS}")
-        tail, span = (head - MAX_RECORDS + 1) & id_mask, MAX_RECORDS - 1
-    if count_bits > size_bits:
-        raise PrintkError(f"ring sizes are corrupt: {count} descriptors for {data_size} bytes"
-                          " of text")
+    ring = _Ring(r)
+    tail, span = ring.bounded_span(log)
     kept, misses = 0, 0
     for i in range(span + 1):
         if misses > MAX_MISSES:
             log.warnings.append(f"{misses} descriptors in a row belong to no record (ids from"
                                 f" {tail:#x}): stopped")
             break
-        rid = (tail + i) & id_mask
-        slot = rid % count
+        rid = (tail + i) & ring.id_mask
         try:
-            desc = r.mem.read(descs + slot * desc_size, desc_size)
-            state_var = r.uint(desc, sv_off, r.long)
-            if state_var & id_mask != rid or (state_var >> (bits - 2)) not in (
-                    DESC_COMMITTED, DESC_FINALIZED):
-                misses += 1
+            found = ring.record(rid)
+            misses = misses + 1 if found is None else 0
+            if not found:   # no record (None), or a data-less one (())
                 continue
-            misses = 0
-            begin = r.uint(desc, begin_off, r.long) % data_size
-            end = r.uint(desc, next_off, r.long) % data_size
-            if begin == end:
-                continue  # a data-less record
-            info = r.mem.read(infos + slot * info_size, info_size)
-            text_len = r.uint(info, len_off, 2)
-            if begin > end:
-                begin = 0  # the block wrapped: its text starts the ring
-            begin += r.long
-            text_len = max(0, min(text_len, end - begin))
+            ts, text_len, addr = found
             if kept + text_len > MAX_TEXT:
                 log.warnings.append(f"log text exceeds {MAX_TEXT} bytes: stopped at record {rid}")
                 break
-            text = r.mem.read(data + begin, text_len) if text_len else b""
+            text = r.mem.read(addr, text_len) if text_len else b""
         except VmemError as exc:
             log.warnings.append(f"record {rid}: {exc}")
             if len(log.warnings) > 100:
@@ -200,8 +150,81 @@ def _lockless(r: _Reader) -> Log:
                 break
             continue
         kept += text_len
-        log.records.append((r.uint(info, ts_off, 8), text))
+        log.records.append((ts, text))
     return log
+
+
+class _Ring:
+    """Where the lockless ring's parts are, from VMCOREINFO and the ``prb`` structure."""
+
+    def __init__(self, r: _Reader):
+        self.r = r
+        size = r.need("SIZE", "printk_ringbuffer")
+        if not 0 < size <= 4096:
+            raise FormatError(f"SIZE(printk_ringbuffer)={size} is implausible", "no-log")
+        prb = r.mem.read(r.ulong_at(r.need("SYMBOL", "prb")), size)
+        desc_ring = r.need("OFFSET", "printk_ringbuffer.desc_ring")
+        text_ring = r.need("OFFSET", "printk_ringbuffer.text_data_ring")
+        counter = r.vmci.offset("atomic_long_t.counter") or 0
+        self.count_bits = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.count_bits"), 4)
+        self.size_bits = r.uint(prb, text_ring + r.need("OFFSET", "prb_data_ring.size_bits"), 4)
+        if self.count_bits > MAX_BITS or self.size_bits > MAX_BITS:
+            raise FormatError(f"ring sizes are corrupt (count_bits {self.count_bits}, size_bits"
+                              f" {self.size_bits})", "no-log")
+        self.count, self.data_size = 1 << self.count_bits, 1 << self.size_bits
+        self.descs = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.descs"), r.long)
+        self.infos = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.infos"), r.long)
+        self.data = r.uint(prb, text_ring + r.need("OFFSET", "prb_data_ring.data"), r.long)
+        self.head = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.head_id") + counter,
+                           r.long)
+        self.tail = r.uint(prb, desc_ring + r.need("OFFSET", "prb_desc_ring.tail_id") + counter,
+                           r.long)
+        self.desc_size, self.info_size = r.need("SIZE", "prb_desc"), r.need("SIZE", "printk_info")
+        self.sv_off = r.need("OFFSET", "prb_desc.state_var") + counter
+        lpos = r.need("OFFSET", "prb_desc.text_blk_lpos")
+        self.begin_off = lpos + r.need("OFFSET", "prb_data_blk_lpos.begin")
+        self.next_off = lpos + r.need("OFFSET", "prb_data_blk_lpos.next")
+        self.ts_off = r.need("OFFSET", "printk_info.ts_nsec")
+        self.len_off = r.need("OFFSET", "printk_info.text_len")
+        self.bits = 8 * r.long
+        self.id_mask = (1 << (self.bits - 2)) - 1
+
+    def bounded_span(self, log: Log) -> tuple[int, int]:
+        """(first id, records after it) to read: at most the ring and MAX_RECORDS."""
+        head, tail, count = self.head, self.tail, self.count
+        span = (head - tail) & self.id_mask
+        if span >= count:
+            log.warnings.append(f"tail id {tail:#x} is {span} records behind head id {head:#x} in"
+                                f" a ring of {count}: reading the last {count}")
+            tail, span = (head - count + 1) & self.id_mask, count - 1
+        if span >= MAX_RECORDS:
+            log.warnings.append(f"ring holds {span + 1} records: reading the last {MAX_RECORDS}")
+            tail, span = (head - MAX_RECORDS + 1) & self.id_mask, MAX_RECORDS - 1
+        if self.count_bits > self.size_bits:
+            raise FormatError(f"ring sizes are corrupt: {count} descriptors for {self.data_size}"
+                              " bytes of text", "no-log")
+        return tail, span
+
+    def record(self, rid: int):
+        """(ts_nsec, text length, text address) of record ``rid``; () for a data-less one;
+        None when its descriptor holds another record or none.  VmemError: unreadable."""
+        r, slot = self.r, rid % self.count
+        desc = r.mem.read(self.descs + slot * self.desc_size, self.desc_size)
+        state_var = r.uint(desc, self.sv_off, r.long)
+        if state_var & self.id_mask != rid or (state_var >> (self.bits - 2)) not in (
+                DESC_COMMITTED, DESC_FINALIZED):
+            return None
+        begin = r.uint(desc, self.begin_off, r.long) % self.data_size
+        end = r.uint(desc, self.next_off, r.long) % self.data_size
+        if begin == end:
+            return ()
+        info = r.mem.read(self.infos + slot * self.info_size, self.info_size)
+        text_len = r.uint(info, self.len_off, 2)
+        if begin > end:
+            begin = 0  # the block wrapped: its text starts the ring
+        begin += r.long
+        text_len = max(0, min(text_len, end - begin))
+        return r.uint(info, self.ts_off, 8), text_len, self.data + begin
 
 
 def _variable(r: _Reader) -> Log:
@@ -216,8 +239,8 @@ def _variable(r: _Reader) -> Log:
     idx = r.uint(r.mem.read(r.need("SYMBOL", "log_first_idx"), 4), 0, 4)
     end = r.uint(r.mem.read(r.need("SYMBOL", "log_next_idx"), 4), 0, 4)
     if not 0 < buf_len <= MAX_TEXT or idx >= buf_len or end >= buf_len:
-        raise PrintkError(f"log_buf_len {buf_len}, first index {idx} or next index {end} is"
-                          " corrupt")
+        raise FormatError(f"log_buf_len {buf_len}, first index {idx} or next index {end} is"
+                          " corrupt", "no-log")
     wraps, kept = 0, 0
     while idx != end:
         if len(log.records) >= MAX_RECORDS:
@@ -259,7 +282,7 @@ def _plain(r: _Reader) -> Log:
     buf_len = r.uint(r.mem.read(r.need("SYMBOL", "log_buf_len"), 4), 0, 4)
     end = r.uint(r.mem.read(r.need("SYMBOL", "log_end"), 4), 0, 4)
     if not 0 < buf_len <= MAX_TEXT or buf_len & (buf_len - 1):
-        raise PrintkError(f"log_buf_len {buf_len} is corrupt")
+        raise FormatError(f"log_buf_len {buf_len} is corrupt", "no-log")
     try:
         if end < buf_len:
             log.raw = r.mem.read(buf, end)
@@ -267,5 +290,5 @@ def _plain(r: _Reader) -> Log:
             start = end & (buf_len - 1)
             log.raw = r.mem.read(buf + start, buf_len - start) + r.mem.read(buf, start)
     except VmemError as exc:
-        raise PrintkError(f"log_buf is not readable: {exc}") from None
+        raise FormatError(f"log_buf is not readable: {exc}", "no-log") from None
     return log

@@ -12,12 +12,10 @@ then elements whose tag byte's low two bits say what follows:
 - ``10`` copy: length ``(tag >> 2) + 1``, 2-byte little-endian offset;
 - ``11`` copy: length ``(tag >> 2) + 1``, 4-byte little-endian offset.
 
-Corrupt input raises ``SnappyError``; the output never exceeds ``out_size``.
+Corrupt input raises ``caslib.errors.FormatError``; the output never exceeds ``out_size``.
 """
 
-
-class SnappyError(ValueError):
-    """The compressed data is corrupt or decodes to more than allowed."""
+from caslib.errors import FormatError
 
 
 def decompress(data: bytes, out_size: int) -> bytes:
@@ -26,7 +24,7 @@ def decompress(data: bytes, out_size: int) -> bytes:
     length, shift, ip = 0, 0, 0
     while True:
         if ip >= n or shift > 28:
-            raise SnappyError("bad length varint")
+            raise FormatError("bad length varint")
         b = data[ip]
         ip += 1
         length |= (b & 0x7F) << shift
@@ -34,7 +32,7 @@ def decompress(data: bytes, out_size: int) -> bytes:
         if not b & 0x80:
             break
     if length > out_size:
-        raise SnappyError(f"says {length} bytes, more than {out_size}")
+        raise FormatError(f"says {length} bytes, more than {out_size}")
     out = bytearray()
     while ip < n:
         tag = data[ip]
@@ -45,29 +43,29 @@ def decompress(data: bytes, out_size: int) -> bytes:
             if size >= 60:
                 extra = size - 59
                 if ip + extra > n:
-                    raise SnappyError("input ends inside a literal length")
+                    raise FormatError("input ends inside a literal length")
                 size = int.from_bytes(data[ip:ip + extra], "little")
                 ip += extra
             size += 1
             if ip + size > n or len(out) + size > length:
-                raise SnappyError("literal runs past the input or the output")
+                raise FormatError("literal runs past the input or the output")
             out += data[ip:ip + size]
             ip += size
             continue
         if kind == 1:
             if ip >= n:
-                raise SnappyError("input ends inside a copy")
+                raise FormatError("input ends inside a copy")
             size, offset = 4 + ((tag >> 2) & 7), ((tag >> 5) << 8) | data[ip]
             ip += 1
         else:
             width = 2 if kind == 2 else 4
             if ip + width > n:
-                raise SnappyError("input ends inside a copy")
+                raise FormatError("input ends inside a copy")
             size, offset = (tag >> 2) + 1, int.from_bytes(data[ip:ip + width], "little")
             ip += width
         start = len(out) - offset
         if offset == 0 or start < 0 or len(out) + size > length:
-            raise SnappyError("copy reaches outside the output")
+            raise FormatError("copy reaches outside the output")
         if offset >= size:
             out += out[start:start + size]
         else:
@@ -75,5 +73,5 @@ def decompress(data: bytes, out_size: int) -> bytes:
             reps, rest = divmod(size, offset)
             out += chunk * reps + chunk[:rest]
     if len(out) != length:
-        raise SnappyError(f"decoded {len(out)} bytes, the header says {length}")
+        raise FormatError(f"decoded {len(out)} bytes, the header says {length}")
     return bytes(out)

@@ -13,9 +13,10 @@ when the ranges of the parts at hand cover ``0..max_mapnr`` without a gap.
 import hashlib
 import os
 
-from caslib import jobdir, logs
+from caslib.errors import FormatError
+from caslib import jobdir, logs, magic
 from caslib.dumps import kdumphdr, kdumplayout
-from caslib.dumps.flattened import DumpError, open_source
+from caslib.dumps.flattened import open_source
 from caslib.records import StepError
 
 
@@ -24,10 +25,10 @@ def part_info(path: str) -> dict | None:
     try:
         with open_source(path) as src:
             head = src.read(0, kdumphdr.HEADER_READ)
-            if head[:8] != b"KDUMP   ":
+            if head[:8] != magic.KDUMP:
                 return None
             hdr = kdumphdr.read_header(src, head)
-    except (OSError, DumpError):
+    except (OSError, FormatError):
         return None
     rng = hdr.split()
     if rng is None:
@@ -61,19 +62,19 @@ def group(paths: list) -> list:
 def describe(parts: list) -> tuple[dict, list]:
     """The record's ``split`` for ``parts`` (paths, ordered), and warnings.
 
-    Raises DumpError when a file is not a split part or belongs to another dump.
+    Raises FormatError when a file is not a split part or belongs to another dump.
     """
     infos = []
     for p in parts:
         info = part_info(p)
         if info is None:
-            raise DumpError(f"{p}: not a part of a makedumpfile --split dump", "not-split")
+            raise FormatError(f"{p}: not a part of a makedumpfile --split dump", "not-split")
         infos.append((p, info))
     infos.sort(key=lambda pi: pi[1]["start_pfn"])
     first = infos[0][1]
     for p, info in infos[1:]:
         if info["fingerprint"] != first["fingerprint"]:
-            raise DumpError(f"{p}: a part of another dump than {infos[0][0]} (its header's "
+            raise FormatError(f"{p}: a part of another dump than {infos[0][0]} (its header's "
                             "utsname, time or VMCOREINFO differ)", "split-mismatch")
     warnings, pfn = [], 0
     for p, info in infos:
@@ -101,7 +102,7 @@ PEEK = (64 << 10) + 16   # a header and the start of a sub-header after a block 
 
 def is_part_head(head: bytes) -> bool:
     """Do the first bytes of a stream (``PEEK`` of them) start a split part?"""
-    if head[:8] != b"KDUMP   " or len(head) < kdumphdr.HEADER_READ:
+    if head[:8] != magic.KDUMP or len(head) < kdumphdr.HEADER_READ:
         return False
     cands = kdumplayout.candidates(head)
     if not cands:
@@ -132,7 +133,7 @@ def join_record(record: dict, core: str) -> None:
         return
     try:
         whole, warnings = describe(cores)
-    except DumpError as exc:
+    except FormatError as exc:
         raise StepError(str(exc), exc.kind, dict(record)) from None
     record["cores"] = [p["core"] for p in whole["parts"]]
     record["core"] = record["cores"][0]

@@ -28,8 +28,9 @@ the dump claims.
 import bisect
 import struct
 
+from caslib.errors import FormatError
+from caslib import magic
 from caslib.dumps import kdumphdr, utsname
-from caslib.dumps.flattened import DumpError
 
 PAGE = 4096
 CACHE_PAGES = 2048            # 8 MiB of decoded pages at most
@@ -37,8 +38,14 @@ X86_64_PHYS_MASK = ((1 << 52) - 1) & ~0xFFF
 X86_64_KERNEL_IMAGE = 1 << 30  # KERNEL_IMAGE_SIZE with KASLR (NUMBER(KERNEL_IMAGE_SIZE) wins)
 
 
-class VmemError(Exception):
-    """An address the dump does not hold (not mapped, or its page not dumped)."""
+class VmemError(FormatError):
+    """An address the dump does not hold (not mapped, or its page not dumped).
+
+    Kept apart from FormatError because readers catch exactly this to skip an
+    unheld address, while a corrupt dump must still stop them."""
+
+    def __init__(self, message: str, kind: str = "unmapped"):
+        super().__init__(message, kind)
 
 
 class PhysMemory:
@@ -201,7 +208,7 @@ def open_memory(src, head: bytes | None = None):
     """(KernelMemory, VmcoreInfo, facts) for an opened dump source (ELF or kdump)."""
     from caslib.dumps import elfcore, vmcoreinfo
     head = head if head is not None else src.read(0, 8)
-    if head[:4] == b"\x7fELF":
+    if head[:4] == magic.ELF:
         core = elfcore.read_elf(src)
         note = core.note("VMCOREINFO")
         vmci = vmcoreinfo.parse(note.desc) if note else vmcoreinfo.VmcoreInfo()
@@ -210,7 +217,7 @@ def open_memory(src, head: bytes | None = None):
     elif head[:8] in kdumphdr.SIGNATURES:
         hdr = kdumphdr.read_header(src)
         if hdr.format != "kdump":
-            raise DumpError("a diskdump file has no page descriptors to read memory from",
+            raise FormatError("a diskdump file has no page descriptors to read memory from",
                             "unsupported")
         raw = hdr.vmcoreinfo
         if not raw and hdr.notes:
@@ -221,9 +228,9 @@ def open_memory(src, head: bytes | None = None):
         phys, sub_base, endian, bits = PhysMemory(src, kdump=hdr), hdr.sub.get("phys_base"), \
             hdr.endian, hdr.bits
     else:
-        raise DumpError("not an ELF or kdump-compressed dump", "not-a-dump")
+        raise FormatError("not an ELF or kdump-compressed dump", "not-a-dump")
     if not vmci:
-        raise DumpError("the dump carries no VMCOREINFO: its kernel left no symbols to find"
+        raise FormatError("the dump carries no VMCOREINFO: its kernel left no symbols to find"
                         " the log with", "no-vmcoreinfo")
     if machine is None and vmci.symbol("init_top_pgt") is not None:
         machine = "x86_64"
@@ -235,7 +242,7 @@ def open_memory(src, head: bytes | None = None):
         if phys.core is not None:
             try:
                 phys.core.check_extent(src.size)
-            except DumpError as exc:
-                raise DumpError(f"cannot map the kernel image: {exc}", exc.kind) from None
-        raise DumpError(f"cannot map the kernel image: {why}", "unmapped")
+            except FormatError as exc:
+                raise FormatError(f"cannot map the kernel image: {exc}", exc.kind) from None
+        raise FormatError(f"cannot map the kernel image: {why}", "unmapped")
     return mem, vmci, {"machine": machine, "image_mapping": mem.image_how}

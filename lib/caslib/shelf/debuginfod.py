@@ -26,7 +26,7 @@ import urllib.parse
 
 from caslib.dumps import elfnote
 from caslib.streams import fetch
-from caslib import logs
+from caslib import atomicfile, errors, logs
 from caslib.progress import Progress
 from caslib.records import StepError
 
@@ -139,10 +139,7 @@ class Misses:
         try:
             os.makedirs(self.dir, exist_ok=True)
             path = self._path(server, build_id)
-            tmp = f"{path}.{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(why + "\n")
-            os.replace(tmp, path)
+            atomicfile.write_text(path, why + "\n")
             self._prune()
         except OSError as exc:  # remembering is an optimisation; the answer stays right
             log.debug("cannot remember the miss in %s: %s", self.dir, exc)
@@ -250,7 +247,8 @@ def download(url: str, dest: str, build_id: str, limits: Limits | None = None) -
         ok = True
         return resp.pos
     except OSError as exc:
-        raise StepError(f"{dest}: {exc.strerror or exc} while writing {shown}", "os-error") from None
+        raise StepError(f"{dest}: {exc.strerror or exc} while writing {shown}",
+                        errors.kind_of_oserror(exc)) from None
     finally:
         resp.close()
         if not ok:

@@ -29,7 +29,7 @@ import shutil
 import stat
 import time
 
-from caslib import logs
+from caslib import atomicfile, logs
 from caslib.records import StepError
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), linux/fs.h
@@ -228,11 +228,8 @@ def place(src: str, dst: str, base: str) -> str:
     """
     parent = os.path.dirname(dst)
     safe_makedirs(base, parent)
-    tmp = os.path.join(parent, f".{os.path.basename(dst)}.cas-tmp.{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
     method = "hardlink"
-    try:
+    with atomicfile.renaming(dst) as tmp:
         try:
             os.link(src, tmp)
         except OSError as exc:
@@ -240,11 +237,6 @@ def place(src: str, dst: str, base: str) -> str:
                                  errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
             method = _clone_or_copy(src, tmp)
-        os.rename(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     logs.get().debug("%s -> %s (%s)", src, dst, method)
     return method
 

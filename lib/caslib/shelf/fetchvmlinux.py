@@ -12,7 +12,7 @@ must be the dump's.  A given vmlinux is linked (or copied) into the job.
 import os
 
 from caslib.shelf import debuginfod, extcache, othersources
-from caslib import jobdir, logs
+from caslib import atomicfile, jobdir, logs
 from caslib.records import StepError
 
 SOURCES = ("debuginfod", "vmlinux", "archive")
@@ -37,9 +37,8 @@ def _from_debuginfod(record: dict, info: dict, workdir: str, cfg) -> str:
                     cfg.debugs, exc.strerror or exc)
         dest = os.path.join(workdir, rel)
         extcache.safe_makedirs(workdir, os.path.dirname(dest))
-        part = f"{dest}.cas-part.{os.getpid()}"
-        debuginfod.download(url, part, build_id)
-        os.rename(part, dest)
+        with atomicfile.renaming(dest) as part:
+            debuginfod.download(url, part, build_id)
         return dest
     with cache.locked([key], f"build-id {build_id}"):
         entry = cache.lookup(key)

@@ -17,9 +17,7 @@ runs both side by side).
 import re
 from dataclasses import dataclass
 
-
-class RegexError(ValueError):
-    """A pattern that find would reject (or that cannot be translated); one line."""
+from caslib.errors import FormatError
 
 
 @dataclass(frozen=True)
@@ -84,52 +82,58 @@ def _bracket(p: str, i: int, syn: Syntax, where: str) -> tuple[str, int]:
     first = True
     while True:
         if i >= n:
-            raise RegexError(f"{where}: unmatched [ or [^")
-        c = p[i]
-        if c == "]" and not first:
-            i += 1
-            break
+            raise FormatError(f"{where}: unmatched [ or [^", "config")
+        if p[i] == "]" and not first:
+            return "[" + ("^" if neg else "") + "".join(items) + "]", i + 1
         first = False
-        if syn.classes and c == "[" and i + 1 < n and p[i + 1] in ":=.":
-            kind = p[i + 1]
-            end = p.find(kind + "]", i + 2)
-            if end < 0:
-                raise RegexError(f"{where}: unmatched [{kind}")
-            name = p[i + 2:end]
-            i = end + 2
-            if kind == ":":
-                if name not in _CLASSES:
-                    raise RegexError(f"{where}: invalid character class [:{name}:]")
-                items.append(_CLASSES[name])
-                continue
-            if len(name) != 1:
-                raise RegexError(f"{where}: unsupported collating element [{kind}{name}{kind}]")
-            c = name
-        elif syn.escape_in_lists and c == "\\" and i + 1 < n:
-            c = p[i + 1]
-            i += 2
-        else:
-            i += 1
-        # a range c-d (a '-' right before ']' is a literal)
-        if i + 1 < n and p[i] == "-" and p[i + 1] != "]":
-            d = p[i + 1]
-            i += 2
-            if syn.escape_in_lists and d == "\\" and i < n:
-                d = p[i]
-                i += 1
-            elif syn.classes and d == "[" and i < n and p[i] in ".=":
-                kind = p[i]
-                end = p.find(kind + "]", i + 1)
-                if end < 0 or end - i - 1 != 1:
-                    raise RegexError(f"{where}: bad range end")
-                d = p[i + 1]
-                i = end + 2
+        c, i, is_class = _list_char(p, i, syn, where)
+        if is_class:
+            items.append(c)
+        elif i + 1 < n and p[i] == "-" and p[i + 1] != "]":  # a '-' before ']' is a literal
+            d, i = _range_end(p, i + 1, syn, where)
             if ord(d) < ord(c):
-                raise RegexError(f"{where}: invalid range end {c}-{d}")
+                raise FormatError(f"{where}: invalid range end {c}-{d}", "config")
             items.append(_set_char(c) + "-" + _set_char(d))
         else:
             items.append(_set_char(c))
-    return "[" + ("^" if neg else "") + "".join(items) + "]", i
+
+
+def _list_char(p: str, i: int, syn: Syntax, where: str) -> tuple[str, int, bool]:
+    """One item of a bracket expression at ``i``: (character, next index, False), or
+    (the class's set text, next index, True) for ``[:name:]``."""
+    c = p[i]
+    if syn.classes and c == "[" and i + 1 < len(p) and p[i + 1] in ":=.":
+        kind = p[i + 1]
+        end = p.find(kind + "]", i + 2)
+        if end < 0:
+            raise FormatError(f"{where}: unmatched [{kind}", "config")
+        name = p[i + 2:end]
+        if kind == ":":
+            if name not in _CLASSES:
+                raise FormatError(f"{where}: invalid character class [:{name}:]", "config")
+            return _CLASSES[name], end + 2, True
+        if len(name) != 1:
+            raise FormatError(f"{where}: unsupported collating element "
+                              f"[{kind}{name}{kind}]", "config")
+        return name, end + 2, False
+    if syn.escape_in_lists and c == "\\" and i + 1 < len(p):
+        return p[i + 1], i + 2, False
+    return c, i + 1, False
+
+
+def _range_end(p: str, i: int, syn: Syntax, where: str) -> tuple[str, int]:
+    """The end of a range whose first character is at ``i``: (character, next index)."""
+    n = len(p)
+    d = p[i]
+    i += 1
+    if syn.escape_in_lists and d == "\\" and i < n:
+        return p[i], i + 1
+    if syn.classes and d == "[" and i < n and p[i] in ".=":
+        end = p.find(p[i] + "]", i + 1)
+        if end < 0 or end - i - 1 != 1:
+            raise FormatError(f"{where}: bad range end", "config")
+        return p[i + 1], end + 2
+    return d, i
 
 
 class _Frame:
@@ -138,42 +142,55 @@ class _Frame:
         self.last = "start"  # start | atom | quantified | anchor | alt
 
 
-def translate(pattern: str, regex_type: str, what: str = "regex") -> str:
-    """The Python ``re`` source equivalent to ``pattern`` under find's ``regex_type``."""
-    syn = SYNTAXES.get(regex_type)
-    if syn is None:
-        raise RegexError(f"regexType {regex_type!r} is not supported (use one of "
-                         + ", ".join(sorted(SYNTAXES)) + ")")
-    where = f"{what} {pattern!r} ({regex_type})"
-    p, n, i = pattern, len(pattern), 0
-    stack = [_Frame()]
-    groups_open = groups_done = 0
+class _Translator:
+    """One pass over a pattern: a stack of open groups, each a list of Python ``re`` text."""
 
-    def atom(text: str) -> None:
-        stack[-1].items.append(text)
-        stack[-1].last = "atom"
+    def __init__(self, pattern: str, syn: Syntax, where: str):
+        self.p, self.n, self.syn, self.where = pattern, len(pattern), syn, where
+        self.stack = [_Frame()]
+        self.groups_done = 0
 
-    def at_start() -> bool:
-        return stack[-1].last in ("start", "alt") or (stack[-1].last == "anchor"
-                                                     and not syn.indep_anchors)
+    def fail(self, why: str) -> FormatError:
+        return FormatError(f"{self.where}: {why}", "config")
 
-    def quantify(q: str, literal: str) -> None:
-        f = stack[-1]
-        if at_start():
-            if syn.leading_op_error:
-                raise RegexError(f"{where}: nothing to repeat before {literal!r}")
-            atom(re.escape(literal))
-            return
-        if f.last == "anchor":
-            atom(re.escape(literal))
-            return
-        if f.last == "quantified":
-            f.items[-1] = "(?:" + f.items[-1] + ")"
-        f.items[-1] += q
-        f.last = "quantified"
+    def atom(self, text: str) -> None:
+        self.stack[-1].items.append(text)
+        self.stack[-1].last = "atom"
 
-    def interval(j: int, close: str) -> int | None:
+    def mark(self, text: str, last: str) -> None:
+        """An anchor or alternation: text that is not an atom a quantifier could follow."""
+        self.stack[-1].items.append(text)
+        self.stack[-1].last = last
+
+    def at_start(self) -> bool:
+        last = self.stack[-1].last
+        return last in ("start", "alt") or (last == "anchor" and not self.syn.indep_anchors)
+
+    def open_group(self) -> None:
+        self.stack.append(_Frame())
+
+    def close_group(self) -> None:
+        f = self.stack.pop()
+        self.groups_done += 1
+        self.atom("(" + "".join(f.items) + ")")
+
+    def quantify(self, q: str, literal: str) -> None:
+        f = self.stack[-1]
+        if self.at_start():
+            if self.syn.leading_op_error:
+                raise self.fail(f"nothing to repeat before {literal!r}")
+            self.atom(re.escape(literal))
+        elif f.last == "anchor":
+            self.atom(re.escape(literal))
+        else:
+            if f.last == "quantified":
+                f.items[-1] = "(?:" + f.items[-1] + ")"
+            f.items[-1] += q
+            f.last = "quantified"
+
+    def interval(self, j: int, close: str) -> int | None:
         """Parse m,n up to ``close``; return the index after it, or None when malformed."""
+        p = self.p
         end = p.find(close, j)
         if end < 0:
             return None
@@ -183,112 +200,121 @@ def translate(pattern: str, regex_type: str, what: str = "regex") -> str:
         lo = int(m[1]) if m[1] else 0
         hi = (int(m[3]) if m[3] else None) if m[2] else lo
         if (hi is not None and hi < lo) or lo > 32767 or (hi or 0) > 32767:
-            raise RegexError(f"{where}: invalid interval {p[j:end]!r}")
-        quantify("{%d}" % lo if not m[2] else "{%d,%s}" % (lo, "" if hi is None else hi),
-                 p[j - len(close):end + len(close)])
+            raise self.fail(f"invalid interval {p[j:end]!r}")
+        self.quantify("{%d}" % lo if not m[2] else "{%d,%s}" % (lo, "" if hi is None else hi),
+                      p[j - len(close):end + len(close)])
         return end + len(close)
 
-    def ends_here(j: int) -> bool:
+    def ends_here(self, j: int) -> bool:
         """For '$' in basic syntaxes: at the end, or before a group close / alternation."""
-        if j >= n:
+        if j >= self.n:
             return True
-        if syn.bk_parens:
-            return p.startswith("\\)", j) or (syn.bk_vbar and p.startswith("\\|", j))
-        return p[j] in ")|"
+        if self.syn.bk_parens:
+            return self.p.startswith("\\)", j) or (self.syn.bk_vbar and self.p.startswith("\\|", j))
+        return self.p[j] in ")|"
 
-    while i < n:
-        c = p[i]
-        if c == "\\":
-            if i + 1 >= n:
-                raise RegexError(f"{where}: trailing backslash")
-            d = p[i + 1]
-            i += 2
-            if syn.bk_parens and d == "(":
-                stack.append(_Frame())
-                groups_open += 1
-            elif syn.bk_parens and d == ")":
-                if len(stack) == 1:
-                    raise RegexError(f"{where}: unmatched \\)")
-                f = stack.pop()
-                groups_done += 1
-                atom("(" + "".join(f.items) + ")")
-            elif syn.bk_vbar and d == "|":
-                stack[-1].items.append("|")
-                stack[-1].last = "alt"
-            elif syn.intervals and syn.bk_braces and d == "{":
-                nxt = interval(i, "\\}")
-                if nxt is None:
-                    raise RegexError(f"{where}: invalid \\{{ interval")
-                i = nxt
-            elif syn.bk_plus_qm and d in "+?":
-                quantify(d, d)
-            elif d in "123456789" and syn.backrefs:
-                if int(d) > groups_done:
-                    raise RegexError(f"{where}: invalid back reference \\{d}")
-                atom(f"(?:\\{d})")
-            elif syn.gnu_ops and d in _GNU_OPS:
-                text = _GNU_OPS[d]
-                stack[-1].items.append(text)
-                stack[-1].last = "anchor" if d in "bB<>`'" else "atom"
-            else:
-                atom(re.escape(d))
-            continue
-        i += 1
-        if c == "[":
-            text, i = _bracket(p, i, syn, where)
-            atom(text)
-        elif c == "(" and not syn.bk_parens:
-            stack.append(_Frame())
-            groups_open += 1
-        elif c == ")" and not syn.bk_parens:
-            if len(stack) == 1:
-                atom(re.escape(c))  # RE_UNMATCHED_RIGHT_PAREN_ORD
-            else:
-                f = stack.pop()
-                groups_done += 1
-                atom("(" + "".join(f.items) + ")")
-        elif c == "|" and not syn.bk_vbar:
-            stack[-1].items.append("|")
-            stack[-1].last = "alt"
-        elif c == "{" and syn.intervals and not syn.bk_braces:
-            nxt = interval(i, "}")
+    def escaped(self, d: str, i: int) -> int:
+        """The backslash sequence ``\\d`` whose next character is at ``i``; the next index."""
+        syn = self.syn
+        if syn.bk_parens and d == "(":
+            self.open_group()
+        elif syn.bk_parens and d == ")":
+            if len(self.stack) == 1:
+                raise self.fail("unmatched \\)")
+            self.close_group()
+        elif syn.bk_vbar and d == "|":
+            self.mark("|", "alt")
+        elif syn.intervals and syn.bk_braces and d == "{":
+            nxt = self.interval(i, "\\}")
             if nxt is None:
-                if syn.invalid_interval_literal or at_start():
-                    atom(re.escape(c))
-                else:
-                    raise RegexError(f"{where}: invalid {{ interval")
-            else:
-                i = nxt
-        elif c == "*" or (c in "+?" and not syn.bk_plus_qm):
-            quantify(c, c)
-        elif c == "^":
-            if syn.indep_anchors or at_start():
-                stack[-1].items.append("^")
-                stack[-1].last = "anchor"
-            else:
-                atom(re.escape(c))
-        elif c == "$":
-            if syn.indep_anchors or ends_here(i):
-                stack[-1].items.append(r"\Z")
-                stack[-1].last = "anchor"
-            else:
-                atom(re.escape(c))
-        elif c == ".":
-            atom("(?s:.)" if syn.dot_newline else "[^\\n]")
+                raise self.fail("invalid \\{ interval")
+            return nxt
+        elif syn.bk_plus_qm and d in "+?":
+            self.quantify(d, d)
+        elif d in "123456789" and syn.backrefs:
+            if int(d) > self.groups_done:
+                raise self.fail(f"invalid back reference \\{d}")
+            self.atom(f"(?:\\{d})")
+        elif syn.gnu_ops and d in _GNU_OPS:
+            self.mark(_GNU_OPS[d], "anchor" if d in "bB<>`'" else "atom")
         else:
-            atom(re.escape(c))
-    if len(stack) != 1:
-        raise RegexError(f"{where}: unmatched ( or \\(")
-    return "".join(stack[0].items)
+            self.atom(re.escape(d))
+        return i
+
+    def special(self, c: str, i: int) -> int | None:
+        """A character that may be an operator, the next one at ``i``: the next index, or
+        None when ``c`` is no operator here."""
+        syn = self.syn
+        if c == "[":
+            text, i = _bracket(self.p, i, syn, self.where)
+            self.atom(text)
+        elif c == "(" and not syn.bk_parens:
+            self.open_group()
+        elif c == ")" and not syn.bk_parens:
+            if len(self.stack) == 1:
+                return None  # RE_UNMATCHED_RIGHT_PAREN_ORD: a literal
+            self.close_group()
+        elif c == "|" and not syn.bk_vbar:
+            self.mark("|", "alt")
+        elif c == "{" and syn.intervals and not syn.bk_braces:
+            return self.brace(i)
+        elif c == "*" or (c in "+?" and not syn.bk_plus_qm):
+            self.quantify(c, c)
+        elif c == "^" and (syn.indep_anchors or self.at_start()):
+            self.mark("^", "anchor")
+        elif c == "$" and (syn.indep_anchors or self.ends_here(i)):
+            self.mark(r"\Z", "anchor")
+        elif c == ".":
+            self.atom("(?s:.)" if syn.dot_newline else "[^\\n]")
+        else:
+            return None
+        return i
+
+    def brace(self, i: int) -> int:
+        """An unescaped '{' (ERE): an interval, or a literal where find takes it so."""
+        nxt = self.interval(i, "}")
+        if nxt is not None:
+            return nxt
+        if self.syn.invalid_interval_literal or self.at_start():
+            self.atom(re.escape("{"))
+            return i
+        raise self.fail("invalid { interval")
+
+    def run(self) -> str:
+        p, i = self.p, 0
+        while i < self.n:
+            c = p[i]
+            if c == "\\":
+                if i + 1 >= self.n:
+                    raise self.fail("trailing backslash")
+                i = self.escaped(p[i + 1], i + 2)
+                continue
+            nxt = self.special(c, i + 1)
+            if nxt is None:
+                self.atom(re.escape(c))
+                nxt = i + 1
+            i = nxt
+        if len(self.stack) != 1:
+            raise self.fail("unmatched ( or \\(")
+        return "".join(self.stack[0].items)
+
+
+def translate(pattern: str, regex_type: str, what: str = "regex") -> str:
+    """The Python ``re`` source equivalent to ``pattern`` under find's ``regex_type``."""
+    syn = SYNTAXES.get(regex_type)
+    if syn is None:
+        raise FormatError(f"regexType {regex_type!r} is not supported (use one of "
+                          + ", ".join(sorted(SYNTAXES)) + ")", "config")
+    return _Translator(pattern, syn, f"{what} {pattern!r} ({regex_type})").run()
 
 
 def compile(pattern: str, regex_type: str, what: str = "regex") -> re.Pattern:
-    """Compile for ``fullmatch`` against a whole path; RegexError (one line) when invalid."""
+    """Compile for ``fullmatch`` against a whole path; FormatError (one line) when invalid."""
     source = translate(pattern, regex_type, what)
     try:
         return re.compile(source)
     except re.error as exc:
-        raise RegexError(f"{what} {pattern!r} ({regex_type}): {exc}") from None
+        raise FormatError(f"{what} {pattern!r} ({regex_type}): {exc}", "config") from None
 
 
 def matcher(pattern: str, regex_type: str, what: str = "regex"):

@@ -22,7 +22,7 @@ import stat
 
 from caslib.shelf import debuginfod, index
 from caslib.dumps import elfnote
-from caslib import jobdir, logs
+from caslib import jobdir, logs, magic
 from caslib.packages import pkgheader
 from caslib.records import StepError
 
@@ -43,7 +43,7 @@ def elf_file(path, what: str) -> tuple[str, str | None]:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise StepError(f"{path}: {what} is not a regular file", "bad-vmlinux")
-        if fh.read(4) != b"\x7fELF":
+        if fh.read(4) != magic.ELF:
             raise StepError(f"{path}: {what} is not an ELF file", "bad-vmlinux")
         fh.seek(0)
         build_id = elfnote.build_id(fh)

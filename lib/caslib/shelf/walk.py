@@ -38,7 +38,7 @@ class Walk:
 
 
 def filters(cfg) -> tuple:
-    """(rpm matcher, deb matcher) from the config; findregex.RegexError when a filter is bad."""
+    """(rpm matcher, deb matcher) from the config; FormatError 'config' when a filter is bad."""
     regex_type = cfg.get("regexType", "posix-extended")
     rpm = seedvalues.rpm_matcher(cfg.get("rpmFilter"), regex_type)
     deb_pattern = cfg.get("debFilter")
@@ -48,6 +48,43 @@ def filters(cfg) -> tuple:
 
 def _excluded(name: str, path: str, globs) -> bool:
     return any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(path, g) for g in globs)
+
+
+def _entries(directory: str, result: Walk) -> list:
+    """The directory's entries by name; none (noted as unreadable) when it cannot be listed."""
+    try:
+        with os.scandir(directory) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        result.unreadable.append((directory, exc.strerror or str(exc)))
+        return []
+
+
+def _stat(entry, result: Walk):
+    """The entry's stat through symlinks; None for a dangling link or a vanished file."""
+    try:
+        return entry.stat(follow_symlinks=True)
+    except OSError:
+        if not entry.is_symlink():   # a dangling link: find -L lists it, but it is no package
+            result.vanished += 1
+        return None
+
+
+def _descend(path: str, info, ancestors: tuple, result: Walk) -> list:
+    """``[(path, ancestors)]`` to walk next, or none for a symlink loop (noted)."""
+    key = (info.st_dev, info.st_ino)
+    if key in ancestors:
+        result.loops.append(path)
+        return []
+    return [(path, ancestors + (key,))]
+
+
+def _package(name: str, path: str, info, rpm_match, deb_match, exclude_files):
+    """A Found for a regular file the filters select as an RPM or a .deb, else None."""
+    if not stat.S_ISREG(info.st_mode) or _excluded(name, path, exclude_files):
+        return None
+    kind = "rpm" if rpm_match(path) else "deb" if deb_match(path) else None
+    return Found(path, kind, info.st_size, info.st_mtime_ns) if kind else None
 
 
 def walk(root: str, rpm_match, deb_match, exclude_dirs=(), exclude_files=(),
@@ -66,42 +103,20 @@ def walk(root: str, rpm_match, deb_match, exclude_dirs=(), exclude_files=(),
     stack = [(root, ((top.st_dev, top.st_ino),))]
     while stack:
         directory, ancestors = stack.pop()
-        try:
-            with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            result.unreadable.append((directory, exc.strerror or str(exc)))
-            continue
         subdirs = []
-        for entry in entries:
+        for entry in _entries(directory, result):
             path = os.path.join(directory, entry.name)
-            try:
-                info = entry.stat(follow_symlinks=True)
-            except OSError:
-                if entry.is_symlink():
-                    continue  # a dangling link: find -L lists it, but it is no package
-                result.vanished += 1
+            info = _stat(entry, result)
+            if info is None:
                 continue
             if stat.S_ISDIR(info.st_mode):
-                if _excluded(entry.name, path, exclude_dirs):
-                    continue
-                key = (info.st_dev, info.st_ino)
-                if key in ancestors:
-                    result.loops.append(path)
-                    continue
-                subdirs.append((path, ancestors + (key,)))
+                if not _excluded(entry.name, path, exclude_dirs):
+                    subdirs += _descend(path, info, ancestors, result)
                 continue
-            if not stat.S_ISREG(info.st_mode) or _excluded(entry.name, path, exclude_files):
-                continue
-            if rpm_match(path):
-                kind = "rpm"
-            elif deb_match(path):
-                kind = "deb"
-            else:
-                continue
-            found = Found(path, kind, info.st_size, info.st_mtime_ns)
-            result.found.append(found)
-            if on_found is not None:
-                on_found(found)
+            found = _package(entry.name, path, info, rpm_match, deb_match, exclude_files)
+            if found is not None:
+                result.found.append(found)
+                if on_found is not None:
+                    on_found(found)
         stack.extend(reversed(subdirs))
     return result

@@ -12,8 +12,8 @@ each with its content size in the header (zstandard releases the GIL), so
 that cas-unpack decodes them on every core too (``caslib.streams.parallel``);
 ``zstd -dc`` reads the frames as one file.
 
-The output is written as ``FILE.xz.part-<pid>`` next to the input and
-renamed when complete; an existing output is never replaced without
+The output is written under a temporary name next to the input and
+renamed when complete (caslib.atomicfile); an existing output is never replaced without
 ``force``.
 """
 
@@ -24,7 +24,7 @@ import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from caslib import logs
+from caslib import atomicfile, errors, logs
 from caslib.progress import Progress
 from caslib.records import StepError
 
@@ -100,26 +100,18 @@ def compress_file(path: str, fmt: str = "xz", force: bool = False,
             raise StepError(f"{path}: not a regular file", "not-found")
         if os.path.lexists(out) and not force:
             raise StepError(f"{out}: already exists (use --force to replace it)", "exists")
-        tmp = f"{out}.part-{os.getpid()}"
         threads = threads or os.cpu_count() or 1
         log.info("compressing %s to %s (%s, %d threads)", path, out, fmt, threads)
         try:
-            with open(tmp, "xb") as dst, Progress(f"compress {os.path.basename(path)}",
-                                                  st.st_size) as progress:
+            with atomicfile.replacing(out) as dst, \
+                    Progress(f"compress {os.path.basename(path)}", st.st_size) as progress:
                 if fmt == "xz":
                     _compress_blocks(src, dst, threads, progress, XZ_BLOCK, _xz_block)
                 else:
                     _compress_blocks(src, dst, threads, progress, ZSTD_FRAME, _zstd_frame)
-            os.replace(tmp, out)
-        except BaseException as exc:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            if isinstance(exc, OSError):
-                raise StepError(f"{out}: {exc.strerror or exc}; partial output removed",
-                                "os-error") from None
-            raise
+        except OSError as exc:
+            raise StepError(f"{out}: {exc.strerror or exc}; partial output removed",
+                            errors.kind_of_oserror(exc)) from None
     size = os.stat(out).st_size
     log.info("wrote %s: %s bytes from %s (%.1f%%)", out, f"{size:,}", f"{st.st_size:,}",
              100 * size / st.st_size if st.st_size else 0)

@@ -19,6 +19,7 @@ import struct
 import threading
 import zlib
 
+from caslib import magic
 from caslib.records import StepError
 
 CHUNK = 1 << 20
@@ -26,37 +27,8 @@ CODECS = ("gzip", "bzip2", "xz", "lzma", "zstd")
 
 
 def sniff(head: bytes) -> str | None:
-    """The compression format whose magic starts ``head``, else None."""
-    if head[:2] == b"\x1f\x8b":
-        return "gzip"
-    if head[:3] == b"BZh" and head[3:4] in b"123456789" and len(head) > 3:
-        return "bzip2"
-    if head[:6] == b"\xfd7zXZ\x00":
-        return "xz"
-    if head[:4] == b"\x28\xb5\x2f\xfd" or (len(head) >= 4 and head[1:4] == b"\x2a\x4d\x18"
-                                          and 0x50 <= head[0] <= 0x5F):
-        return "zstd"
-    if _looks_like_lzma_alone(head):
-        return "lzma"
-    return None
-
-
-def _looks_like_lzma_alone(head: bytes) -> bool:
-    """lzma-alone has no magic: check the properties byte, dictionary size and size field.
-
-    xz-utils writes dictionary sizes of 2^n or 2^n + 2^(n-1) (xz's
-    ``lzma_alone`` encoder), and the size is either known or all ones.
-    """
-    if len(head) < 13 or head[0] >= 9 * 5 * 5:
-        return False
-    dict_size = struct.unpack_from("<I", head, 1)[0]
-    size = struct.unpack_from("<Q", head, 5)[0]
-    if not (1 << 12) <= dict_size <= (1 << 30):
-        return False
-    low = dict_size & -dict_size
-    if dict_size not in (low, low * 3):
-        return False
-    return size == 0xFFFFFFFFFFFFFFFF or size < (1 << 48)
+    """The compression format whose magic starts ``head``, else None (caslib.magic)."""
+    return magic.compression(head)
 
 
 class Slice:
@@ -277,10 +249,10 @@ class _ZstdFrames:
 
     def _header(self, b: bytes) -> None:
         if self.state == "magic":
-            magic = struct.unpack("<I", b)[0]
-            if magic == 0xFD2FB528:
+            word = struct.unpack("<I", b)[0]
+            if word == magic.ZSTD_FRAME:
                 self.state = "fhd"
-            elif 0x184D2A50 <= magic <= 0x184D2A5F:
+            elif magic.ZSTD_SKIPPABLE[0] <= word <= magic.ZSTD_SKIPPABLE[1]:
                 self.state = "skippable"
             else:
                 self.error = "not a zstd frame"

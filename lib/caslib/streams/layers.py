@@ -33,90 +33,39 @@ import zlib
 from dataclasses import dataclass, field
 
 from caslib.streams import decompress, parallel, safetar
+from caslib.streams.peekable import Peekable, Tracking
 from caslib.dumps import kdumpdir, splitdump
-from caslib import pathsafety
+from caslib import magic, pathsafety
 from caslib.records import StepError
 
 HEAD = 4096 + 8      # enough for every dump magic (sadump sits at 4096) and the tar header
 MAX_LAYERS = 8       # a zip quine or a bomb of nested layers stops here
-READ_CHUNK = 1 << 20
 TAR_BUFSIZE = 1 << 20
 
 
 def dump_kind(head: bytes) -> str | None:
-    """The kernel dump format whose magic starts ``head`` (doc/formats.md section 1), else None."""
-    if head[:4] == b"\x7fELF" and len(head) >= 18:
-        order = "<" if head[5:6] == b"\x01" else ">"
-        if struct.unpack_from(order + "H", head, 16)[0] == 4:  # e_type ET_CORE
-            return "elf"
-        return None
-    if head[:8] == b"KDUMP   ":
-        return "kdump"
-    if head[:8] == b"DISKDUMP":
-        return "diskdump"
-    if head[:13] == b"makedumpfile\0":
-        return "flattened"
-    return None
+    """The kernel dump format whose magic starts ``head`` (ELF only as ``ET_CORE``), among
+    elf, kdump, diskdump, flattened; else None."""
+    fmt = magic.dump_format(head)
+    if fmt == "elf":
+        return "elf" if magic.elf_type(head) == magic.ET_CORE else None
+    return fmt if fmt in ("kdump", "diskdump", "flattened") else None
 
 
 def is_vmlinux(name: str, head: bytes) -> bool:
     """An ELF executable named ``vmlinux*`` (not a core, not ``vmlinuz``)."""
-    base = posixpath.basename(name)
-    return (base.startswith("vmlinux") and head[:4] == b"\x7fELF" and len(head) >= 18
-            and struct.unpack_from("<H" if head[5:6] == b"\x01" else ">H", head, 16)[0] == 2)
+    return (posixpath.basename(name).startswith("vmlinux")
+            and magic.elf_type(head) == magic.ET_EXEC)
 
 
 def is_tar(head: bytes) -> bool:
-    """POSIX ustar or GNU tar header (``ustar\\0`` / ``ustar  \\0`` at byte 257)."""
-    return len(head) >= 512 and head[257:262] == b"ustar"
+    """POSIX ustar or GNU tar header (``ustar`` at byte 257)."""
+    return magic.archive(head) == "tar"
 
 
 def is_zip(head: bytes) -> bool:
     """A local file header, or the end record of an empty zip."""
-    return head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
-
-
-class Peekable:
-    """``read(n)`` over a stream whose first bytes can be looked at without consuming them."""
-
-    def __init__(self, raw, origin: parallel.Origin | None = None):
-        self.raw = raw
-        self.buf = b""
-        self.origin = origin   # where these bytes are in a seekable file, if they are
-
-    def peek(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            data = self.raw.read(max(n - len(self.buf), 64 * 1024))
-            if not data:
-                break
-            self.buf += data
-        return self.buf[:n]
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = READ_CHUNK
-        if self.buf:
-            data, self.buf = self.buf[:n], self.buf[n:]
-            return data
-        return self.raw.read(n)
-
-    def readable(self):
-        return True
-
-
-class _Tracking:
-    """A parallel reader of the whole input that keeps the input counter (progress) current."""
-
-    def __init__(self, reader, counter):
-        self.reader, self.counter = reader, counter
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.reader.read(n)
-        self.counter.pos = max(self.counter.pos, self.reader.compressed_pos)
-        return data
-
-    def readable(self):
-        return True
+    return magic.archive(head) == "zip"
 
 
 @dataclass
@@ -168,8 +117,6 @@ class Peeler:
             cand = self.rest(stream, layers, None, size_hint if not layers else None)
         finally:
             self._close_from(0)
-        if cand is None:  # only possible for members; kept for clarity
-            raise StepError(f"{self.name}: nothing to unpack", "empty")
         return cand
 
     def _open(self, stream: Peekable, codec: str, label: str, layers: list, member, quiet):
@@ -183,7 +130,7 @@ class Peeler:
             if reader is not None:
                 self.opened.append(reader)
                 if len(layers) == 1 and member is None and hasattr(self.counter, "pos"):
-                    return _Tracking(reader, self.counter)
+                    return Tracking(reader, self.counter)
                 return reader
         return decompress.open_reader(stream, codec, label)
 
@@ -234,49 +181,9 @@ class Peeler:
         try:
             archive = safetar.open_stream(stream, TAR_BUFSIZE)
             for m in archive:
-                check_tar_member(m, where)
-                limit = getattr(self.out, "max_size", None)
-                if m.issparse() and limit and m.size > limit:
-                    raise StepError(f"{where}: sparse member {m.name!r} declares {m.size:,} "
-                                    f"bytes, more than maxCoreSize {limit:,}", "unsafe")
-                if not m.isreg() or m.size == 0:
-                    continue
-                member = m.name if outer is None else f"{outer}/{m.name}"
-                opened, origin = len(self.opened), None
-                if stream.origin is not None and m.sparse is None:
-                    at = stream.origin.start + m.offset_data
-                    origin = parallel.Origin(stream.origin.fd, at, at + m.size)
-                raw = Peekable(archive.extractfile(m), origin)  # a stream: read once, peeked at
-                if self._side_file(raw, m, layers, member):
-                    self._close_from(opened)
-                    continue
-                inner = None
-                if best is not None and best.kind == "kdump" and self._is_split(best):
-                    inner, ls = self.strip(raw, layers, member, quiet=True)
-                    if self._split_part(inner, ls, m, layers, member):
-                        self._close_from(opened)
-                        continue
-                if best is not None and best.kind and (
-                        self.vmlinux or not posixpath.basename(m.name).startswith("vmlinux")):
-                    self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
-                                  where, m.name, f"{m.size:,}")
-                    self._close_from(opened)
-                    continue
-                if inner is None:
-                    inner, ls = self.strip(raw, layers, member)
-                head = inner.peek(HEAD)
-                if self.vmlinux is None and is_vmlinux(m.name, head):
-                    self._keep_vmlinux(inner, ls, member, m.size, where)
-                    self._close_from(opened)
-                    continue
-                if (best is not None and len(ls) == len(layers) and not dump_kind(head)
-                        and not is_tar(head) and not is_zip(head) and m.size <= best.size):
-                    self.log.info("%s: skipping member %r (%s bytes): not a dump, not the "
-                                  "largest", where, m.name, f"{m.size:,}")
-                    continue
-                cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
-                self._close_from(opened)   # this member's decoder threads end here
-                best = self._keep_better(best, cand)
+                self._check_tar(m, where)
+                if m.isreg() and m.size > 0:
+                    best = self._tar_member(archive, m, stream, layers, outer, best)
         except safetar.UnsafeTar as exc:
             self._drop(best)
             raise StepError(f"{where}: unsafe tar header: {exc.message}", "unsafe") from None
@@ -290,6 +197,55 @@ class Peeler:
             raise StepError(f"{where}: tar archive holds no regular file", "no-core")
         self._log_choice(where, best)
         return best
+
+    def _check_tar(self, m, where: str) -> None:
+        pathsafety.check_tar_member(m, where)
+        limit = getattr(self.out, "max_size", None)
+        if m.issparse() and limit and m.size > limit:
+            raise StepError(f"{where}: sparse member {m.name!r} declares {m.size:,} "
+                            f"bytes, more than maxCoreSize {limit:,}", "unsafe")
+
+    def _tar_member(self, archive, m, stream: Peekable, layers: list, outer,
+                    best: Candidate | None) -> Candidate | None:
+        """One regular member: a side file, a further split part, the customer's vmlinux,
+        or a candidate for the core; returns the best candidate so far."""
+        where = self.where(outer)
+        member = m.name if outer is None else f"{outer}/{m.name}"
+        opened, origin = len(self.opened), None
+        if stream.origin is not None and m.sparse is None:
+            at = stream.origin.start + m.offset_data
+            origin = parallel.Origin(stream.origin.fd, at, at + m.size)
+        raw = Peekable(archive.extractfile(m), origin)  # a stream: read once, peeked at
+        if self._side_file(raw, m, layers, member):
+            self._close_from(opened)
+            return best
+        inner = None
+        if best is not None and best.kind == "kdump" and self._is_split(best):
+            inner, ls = self.strip(raw, layers, member, quiet=True)
+            if self._split_part(inner, ls, m, layers, member):
+                self._close_from(opened)
+                return best
+        if best is not None and best.kind and (
+                self.vmlinux or not posixpath.basename(m.name).startswith("vmlinux")):
+            self.log.info("%s: ignoring member %r (%s bytes): already have a dump",
+                          where, m.name, f"{m.size:,}")
+            self._close_from(opened)
+            return best
+        if inner is None:
+            inner, ls = self.strip(raw, layers, member)
+        head = inner.peek(HEAD)
+        if self.vmlinux is None and is_vmlinux(m.name, head):
+            self._keep_vmlinux(inner, ls, member, m.size, where)
+            self._close_from(opened)
+            return best
+        if (best is not None and len(ls) == len(layers) and not dump_kind(head)
+                and not is_tar(head) and not is_zip(head) and m.size <= best.size):
+            self.log.info("%s: skipping member %r (%s bytes): not a dump, not the "
+                          "largest", where, m.name, f"{m.size:,}")
+            return best
+        cand = self.rest(inner, ls, member, m.size if len(ls) == len(layers) else None)
+        self._close_from(opened)   # this member's decoder threads end here
+        return self._keep_better(best, cand)
 
     # -- zip ---------------------------------------------------------------
 
@@ -332,7 +288,7 @@ class Peeler:
             if stat.S_ISLNK(mode):
                 with archive.open(info) as fh:
                     target = fh.read(4096).decode("utf-8", "replace")
-            check_zip_member(info, mode, target, where)
+            pathsafety.check_zip_member(info.filename, mode, target, where)
             if not info.is_dir() and target is None and info.file_size > 0:
                 files.append(info)
         for info in [i for i in files if posixpath.basename(i.filename).startswith("vmlinux")]:
@@ -437,41 +393,8 @@ def stored_origin(fd: int, info: zipfile.ZipInfo) -> parallel.Origin | None:
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
         return None
     head = os.pread(fd, 30, info.header_offset)
-    if len(head) < 30 or head[:4] != b"PK\x03\x04":
+    if len(head) < 30 or head[:4] != magic.ZIP_LOCAL:
         return None
     name_len, extra_len = struct.unpack_from("<HH", head, 26)
     start = info.header_offset + 30 + name_len + extra_len
     return parallel.Origin(fd, start, start + info.compress_size)
-
-
-def check_tar_member(m: tarfile.TarInfo, where: str) -> None:
-    """Refuse members that would write outside a directory if someone extracted them
-    (the name rules live in pathsafety, shared with every archive reader)."""
-    name = m.name
-    why = pathsafety.member_escapes(name, windows=False)
-    if why:
-        raise StepError(f"{where}: unsafe tar member {name!r}: {why}", "unsafe")
-    if m.issym():
-        if pathsafety.link_escapes(name, m.linkname):
-            raise StepError(f"{where}: unsafe tar member {name!r}: symlink to {m.linkname!r} "
-                            "points outside", "unsafe")
-    elif m.islnk():
-        if m.linkname.startswith("/") or ".." in m.linkname.split("/"):
-            raise StepError(f"{where}: unsafe tar member {name!r}: hard link to "
-                            f"{m.linkname!r} points outside", "unsafe")
-    elif m.ischr() or m.isblk() or m.isfifo():
-        raise StepError(f"{where}: unsafe tar member {name!r}: device or fifo", "unsafe")
-    elif not (m.isreg() or m.isdir()):
-        raise StepError(f"{where}: unsupported tar member {name!r} (type {m.type!r})", "unsafe")
-
-
-def check_zip_member(info: zipfile.ZipInfo, mode: int, target: str | None, where: str) -> None:
-    name = info.filename
-    why = pathsafety.member_escapes(name)
-    if why:
-        raise StepError(f"{where}: unsafe zip member {name!r}: {why}", "unsafe")
-    if target is not None and pathsafety.link_escapes(name, target):
-        raise StepError(f"{where}: unsafe zip member {name!r}: symlink to {target!r} "
-                        "points outside", "unsafe")
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
-        raise StepError(f"{where}: unsafe zip member {name!r}: device or fifo", "unsafe")

@@ -29,8 +29,8 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from caslib import magic
 from caslib.streams import decompress, sparse, xzblocks, xzindex
-from caslib.records import StepError
 
 PIECE = 32 << 20          # decoded bytes of one piece held whole (xz -T0 -6 blocks are 24 MiB)
 CHUNK = 1 << 20
@@ -201,10 +201,10 @@ def _frame_end(fd: int, pos: int, end: int) -> tuple[int, int | None, int]:
     head = os.pread(fd, 18, pos)
     if len(head) < 8:
         raise _Fallback(pos, "input ends inside a frame header")
-    magic = struct.unpack_from("<I", head)[0]
-    if 0x184D2A50 <= magic <= 0x184D2A5F:
+    word = struct.unpack_from("<I", head)[0]
+    if magic.ZSTD_SKIPPABLE[0] <= word <= magic.ZSTD_SKIPPABLE[1]:
         return pos + 8 + struct.unpack_from("<I", head, 4)[0], 0, 0
-    if magic != 0xFD2FB528:
+    if word != magic.ZSTD_FRAME:
         raise _Fallback(pos, "not a zstd frame")
     fhd = head[4]
     fcs_flag, single, checksum, did_flag = fhd >> 6, (fhd >> 5) & 1, fhd & 4, fhd & 3
@@ -330,20 +330,26 @@ def _bz_decode(piece) -> list:
     view = memoryview(data)
     out, got = [], 0
     for a, b in zip(cuts, cuts[1:]):
-        dec = bz2.BZ2Decompressor()
-        try:
-            part = dec.decompress(view[a:b], CHUNK)
-            while True:
-                if part:
-                    out.append(_ZERO if part == _ZERO else part)
-                    got += len(part)
-                    if got > PIECE:
-                        raise _Fallback(f"streams decode to more than {PIECE >> 20} MiB")
-                if dec.eof or dec.needs_input:
-                    break
-                part = dec.decompress(b"", CHUNK)
-        except OSError as exc:
-            raise _Fallback(f"stream not decoded whole ({exc})") from None
-        if not dec.eof or dec.unused_data:
-            raise _Fallback("stream boundary not where the scan found it")
+        got = _bz_stream(view[a:b], out, got)
     return out
+
+
+def _bz_stream(data, out: list, got: int) -> int:
+    """Decode one whole bzip2 stream onto ``out``; the bytes decoded so far."""
+    dec = bz2.BZ2Decompressor()
+    try:
+        part = dec.decompress(data, CHUNK)
+        while True:
+            if part:
+                out.append(_ZERO if part == _ZERO else part)
+                got += len(part)
+                if got > PIECE:
+                    raise _Fallback(f"streams decode to more than {PIECE >> 20} MiB")
+            if dec.eof or dec.needs_input:
+                break
+            part = dec.decompress(b"", CHUNK)
+    except OSError as exc:
+        raise _Fallback(f"stream not decoded whole ({exc})") from None
+    if not dec.eof or dec.unused_data:
+        raise _Fallback("stream boundary not where the scan found it")
+    return got

@@ -16,7 +16,7 @@ from tarfile import (BLOCKSIZE, GNUTYPE_LONGLINK, GNUTYPE_LONGNAME, SOLARIS_XHDT
                      SUPPORTED_TYPES, XGLTYPE, XHDTYPE, HeaderError, ReadError,
                      SubsequentHeaderError, nti)
 
-from caslib.records import StepError
+from caslib.errors import FormatError
 
 MAX_HEADER = 1 << 20      # bytes of one long name/link or pax header
 MAX_GLOBAL = 1 << 20      # bytes of all global pax headers together
@@ -25,8 +25,12 @@ MAX_SPARSE = 1 << 16      # (offset, size) pairs of one sparse member
 PAX_NAME_FIELDS = {"path", "linkpath", "uname", "gname"}
 
 
-class UnsafeTar(StepError):
-    """A tar header built to cost memory or time; the caller adds the archive's name."""
+class UnsafeTar(FormatError):
+    """A tar header built to cost memory or time; the caller adds the archive's name.
+
+    Kept apart from FormatError because the tar readers (streams/layers,
+    packages/debpkg) catch exactly this to prefix the archive name, while their
+    other errors pass through unchanged."""
 
     def __init__(self, message: str):
         super().__init__(message, "unsafe")

@@ -19,7 +19,6 @@ _ZERO_BLOCK = bytes(BLOCK)
 _ZERO_CACHE = {BLOCK: _ZERO_BLOCK}
 COPY_CHUNK = 1 << 20
 # "no space" in its three forms: a full disk, a quota, RLIMIT_FSIZE (with SIGXFSZ ignored)
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def zeros(n: int) -> bytes:
@@ -82,20 +81,6 @@ class SparseWriter:
     def close(self) -> None:
         """Give the file its full apparent size (a trailing hole has no bytes written)."""
         os.ftruncate(self.fd, self.size)
-
-
-def copy_stream(reader, fd: int, chunk: int = COPY_CHUNK, progress=None) -> SparseWriter:
-    """Copy ``reader.read(chunk)`` until EOF into ``fd`` with holes; returns the writer."""
-    out = SparseWriter(fd)
-    while True:
-        data = reader.read(chunk)
-        if not data:
-            break
-        out.write(data)
-        if progress is not None:
-            progress()
-    out.close()
-    return out
 
 
 def data_extents(fd: int, size: int):

@@ -31,10 +31,11 @@ import os
 import struct
 import zlib
 
+from caslib import magic
 from caslib.streams import decompress, sparse
 from caslib.records import StepError
 
-MAGIC = b"\xfd7zXZ\x00"
+MAGIC = magic.XZ
 MAX_BLOCK = 16 << 20          # uncompressed bytes of one block we decode whole
 BUDGET = 24 << 20             # uncompressed bytes in flight at once
 CHUNK = 1 << 20
