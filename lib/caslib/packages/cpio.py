@@ -55,10 +55,6 @@ class Member:
         self._left -= len(data)
         return data
 
-    @property
-    def remaining(self) -> int:
-        return self._left
-
     def isreg(self) -> bool:
         return (self.mode & 0o170000) == 0o100000
 
