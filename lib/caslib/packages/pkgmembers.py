@@ -127,7 +127,7 @@ def _rpm_plan(pkg, member: str, prefix: str | None, vm_target, mod_target) -> tu
                             "the package", "not-found")
     if not entry.isreg():
         raise StepError(f"{pkg.path}: {member} is not a regular file", "not-found")
-    carriers = _carriers(pkg)
+    carriers = {fx: pkg.files[c].path for fx, c in pkg.carriers().items()}
     plan = Plan()
     if vm_target is not None:
         plan.add(carriers[entry.fx], vm_target, member.lstrip("/"), entry.digest)
@@ -139,15 +139,6 @@ def _rpm_plan(pkg, member: str, prefix: str | None, vm_target, mod_target) -> tu
                 if mod_target is not None:
                     plan.add(carriers[f.fx], mod_target, f.path.lstrip("/"), f.digest)
     return plan, modules
-
-
-def _carriers(pkg) -> dict:
-    """fx -> package path of the entry that carries the data (the last hard link)."""
-    last = {}
-    for f in pkg.files:
-        if f.isreg():
-            last[(f.device, f.inode)] = f.path
-    return {f.fx: last[(f.device, f.inode)] for f in pkg.files if f.isreg()}
 
 
 def _rpm_pass(path: str, fh, plan: Plan, progress) -> None:

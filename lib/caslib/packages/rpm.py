@@ -10,12 +10,14 @@ payload cut short is caught by the signature's SIZE/LONGSIZE tag.
 Where and why tags are decoded here: everywhere, by the tag numbers of
 rpmfile's table (``rpmfile.headers.tags``, hence the pinned rpmfile range in
 setup.cfg).  ``rpmfile.RPMFile`` decodes every tag of a header, copying the
-store's tail for each string: 34-70 ms on a 20,102-file kernel-debuginfo-common
-header (measured on the loaded 2-core test machine), where decoding only the
-wanted tags takes 1 ms (``read``, the index's whole read: 5 ms), and rpmfile 2.2
-does not decode int64 tags at all (LONGFILESIZES, written for files of 4 GiB or
+store's tail for each string.  Measured on a 20,102-file kernel-debuginfo-common
+header built by rpmbuild (bench/index's), medians in one process, two runs on the
+shared 2-core test machine (quieter / load 11): RPMFile().headers 34 / 207 ms;
+here the index's 12 tags 1.1 / 1.6 ms and the index's whole read 5 ms,
+cas-extract's 17 tags (20,102 digests among them) 36 ms at load 11.  rpmfile 2.2
+also does not decode int64 tags (LONGFILESIZES, written for files of 4 GiB or
 more).  A shelf holds thousands of headers, so the index cannot pay rpmfile's
-price, and extraction then has no reason to parse the same bytes a second way.
+price, and extraction has no reason to parse the same bytes a second way.
 
   read(path, prefix) -> read.Package   the index's view: members under ``prefix``
   open_package(path) -> RpmPackage     cas-extract's view: every file with size, digest, inode
@@ -270,17 +272,21 @@ class RpmPackage:
         self.by_path = {f.path: f for f in files}
         self.large = large   # LONGFILESIZES present: the payload uses 07070X entries
 
-    def payload_sizes(self) -> dict:
-        """fx -> bytes of data that follow the entry in a stripped (07070X) payload.
+    def carriers(self) -> dict:
+        """fx of each regular file -> fx of the entry that carries its data in the payload:
+        hard-linked files carry it on the last link only (rpm ``lib/rpmfi.c``
+        iterReadArchiveNext)."""
+        last = {(f.device, f.inode): f.fx for f in self.files if f.isreg()}
+        return {f.fx: last[(f.device, f.inode)] for f in self.files if f.isreg()}
 
-        Hard-linked regular files carry their data on the last link only, and
-        symlinks carry their target (rpm ``lib/rpmfi.c`` iterReadArchiveNext).
-        """
-        last_link = {(f.device, f.inode): f.fx for f in self.files if f.isreg()}
+    def payload_sizes(self) -> dict:
+        """fx -> bytes of data that follow the entry in a stripped (07070X) payload
+        (symlinks carry their target)."""
+        carriers = self.carriers()
         out = {}
         for f in self.files:
             if f.isreg():
-                out[f.fx] = f.size if last_link[(f.device, f.inode)] == f.fx else 0
+                out[f.fx] = f.size if carriers[f.fx] == f.fx else 0
             else:
                 out[f.fx] = f.size if f.islnk() else 0
         return out
