@@ -104,10 +104,13 @@ def open_stream(fh, member: ArMember, prefix: str, path: str, parallel: bool = T
     return decompress.open_reader(raw, codec, name), raw
 
 
-def tar_entries(reader, path: str):
-    """Yield ``(tarinfo, fileobj-or-None)`` from a tarball stream, in order."""
+def tar_entries(reader, path: str, bufsize: int = 1 << 20):
+    """Yield ``(tarinfo, fileobj-or-None)`` from a tarball stream, in order.
+
+    ``bufsize``: extraction reads whole files (1 MiB); the index stops early (a record).
+    """
     try:
-        tf = safetar.open_stream(reader, 1 << 20)
+        tf = safetar.open_stream(reader, bufsize)
         for m in tf:
             yield m, (tf.extractfile(m) if m.isreg() else None)
     except safetar.UnsafeTar as exc:
@@ -136,7 +139,7 @@ class Control:
 
 def read_control(reader, path: str) -> Control:
     out = Control()
-    for info, fobj in tar_entries(reader, f"{path}: control.tar"):
+    for info, fobj in tar_entries(reader, f"{path}: control.tar", tarfile.RECORDSIZE):
         base = package_path(info.name)
         if base not in ("/control", "/md5sums") or fobj is None:
             continue
@@ -238,7 +241,7 @@ def _scan_data(fh, path: str, data: ArMember, pkg: Package, known: set, images: 
     stream stops as soon as all of them have given their build-id.
     """
     entries = tar_entries(open_stream(fh, data, "data.tar", path, parallel=False)[0],
-                          f"{path}: {data.name}")
+                          f"{path}: {data.name}", tarfile.RECORDSIZE)
     if images is not None and not (images and want_build_ids):
         next(entries, None)  # only check that data.tar opens
         return
