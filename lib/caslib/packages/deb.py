@@ -38,6 +38,8 @@ _VMLINUX = re.compile(r"/usr/lib/debug/(?:boot/vmlinux-[^/]+|lib/modules/[^/]+/v
 
 @dataclass
 class ArMember:
+    """One member of the ar archive: its name and where its data lies in the file."""
+
     name: str
     size: int
     offset: int   # of the data, in the file
@@ -78,6 +80,7 @@ def ar_members(fh, path: str):
 
 
 def codec_of(member_name: str, prefix: str, path: str) -> str | None:
+    """The decompress codec of ``control.tar.xz`` and the like, by suffix (None: plain tar)."""
     suffix = member_name[len(prefix):]
     if suffix not in _SUFFIX_CODEC:
         raise FormatError(f"{path}: unsupported {member_name} compression {suffix!r}",
@@ -138,6 +141,7 @@ class Control:
 
 
 def read_control(reader, path: str) -> Control:
+    """``control`` and ``md5sums`` from a control.tar stream (each read up to 64 MiB)."""
     out = Control()
     for info, fobj in tar_entries(reader, f"{path}: control.tar", tarfile.RECORDSIZE):
         base = package_path(info.name)
