@@ -13,7 +13,7 @@ import pytest
 import kernelshelf
 from conftest import command, run
 from caslib import db
-from caslib.packages import pkgheader
+from caslib.packages import deb, read
 
 
 @pytest.fixture(scope="module")
@@ -199,12 +199,12 @@ def test_member_paths_climbing_out_are_ignored(tmp_path):
     (root / "debian-binary").write_bytes(b"2.0\n")
     (root / "control.tar.gz").write_bytes(control.getvalue())
     (root / "data.tar.gz").write_bytes(data.getvalue())
-    deb = tmp_path / "x.deb"
-    subprocess.run(["ar", "rc", str(deb), "debian-binary", "control.tar.gz", "data.tar.gz"],
+    deb_path = tmp_path / "x.deb"
+    subprocess.run(["ar", "rc", str(deb_path), "debian-binary", "control.tar.gz", "data.tar.gz"],
                    cwd=root, check=True)
-    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True).stdout
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb_path)], capture_output=True, text=True).stdout
     assert "../../../../etc/evil" in listing  # the independent witness
-    pkg = pkgheader.read_deb(str(deb))
+    pkg = deb.read(str(deb_path))
     assert [m.path for m in pkg.members] == ["/usr/lib/debug/boot/vmlinux-6.1.0-9-amd64"]
     assert any("climbs out" in w for w in pkg.warnings)
 
@@ -427,14 +427,14 @@ def test_reader_bug_is_counted_not_fatal(own_shelf, tmp_path, monkeypatch):
     conf.write_text(f"[settings]\nkernels = {own_shelf}\nworkDirectory = {tmp_path / 'w'}\n"
                     f"database = {tmp_path / 'c.db'}\n")
     cfg = config.load(str(conf))
-    real = pkgheader.read_package
+    real = read.read_package
 
     def flaky(path):
         if path.endswith(".ddeb"):
             raise RuntimeError("boom")
         return real(path)
 
-    monkeypatch.setattr(index_mod.pkgheader, "read_package", flaky)
+    monkeypatch.setattr(index_mod.read, "read_package", flaky)
     summary = index_mod.update(cfg, db.connect(cfg.database))
     assert (summary.seen, summary.errors, summary.indexed) == (18, 1, 17)
 

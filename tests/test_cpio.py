@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from caslib.packages import cpio, rpmpayload
+from caslib.packages import cpio, rpm
 from caslib.records import StepError
 from conftest import run
 
@@ -111,17 +111,17 @@ def big_rpm(tmp_path_factory):
 
 
 def test_stripped_07070X_from_real_rpm(big_rpm):
-    pkg = rpmpayload.open_package(big_rpm)
+    pkg = rpm.open_package(big_rpm)
     assert pkg.large, "rpm should have written LONGFILESIZES for a 4 GiB file"
     huge = pkg.by_path["/usr/share/big/huge.img"]
     assert huge.size == 4294967297  # an int64 tag that rpmfile itself cannot decode
     sizes = pkg.payload_sizes()
     stripped = lambda fx: (pkg.files[fx].path, pkg.files[fx].mode, sizes[fx])  # noqa: E731
     with open(big_rpm, "rb") as fh:
-        assert rpmpayload.open_payload(pkg, fh).read(6) == b"07070X"
+        assert rpm.open_payload(pkg, fh).read(6) == b"07070X"
     got = {}
     with open(big_rpm, "rb") as fh:
-        for m in cpio.walk(rpmpayload.open_payload(pkg, fh), big_rpm, stripped):
+        for m in cpio.walk(rpm.open_payload(pkg, fh), big_rpm, stripped):
             assert m.fx is not None and m.name == pkg.files[m.fx].path
             if m.name.endswith("huge.img"):
                 got[m.name] = m.size  # 4 GiB of zeros: skipped by the walker, not kept

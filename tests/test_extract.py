@@ -218,11 +218,11 @@ def test_truncated_rpm(pkgs, env, tmp_path):
 
 @pytest.mark.parametrize("kind", ["gzip", "xz", "xzmt", "zstd"])
 def test_corrupt_payload(pkgs, env, tmp_path, kind):
-    from caslib.packages import rpmpayload
+    from caslib.packages import rpm
     src = pkgs["rpm"][kind]
     bad = tmp_path / "bad.rpm"
     shutil.copy(src, bad)
-    start = rpmpayload.open_package(src).data_offset
+    start = rpm.open_package(src).data_offset
     with open(bad, "r+b") as fh:
         fh.seek(start + (os.path.getsize(src) - start) // 2)
         chunk = bytearray(fh.read(64))
@@ -241,8 +241,8 @@ def test_unsupported_compressor(pkgs, env, tmp_path):
     (``rpm -qp --nodigest --nosignature``) then reports lz4, vouching for the header."""
     src = pkgs["rpm"]["zstd"]
     data = bytearray(open(src, "rb").read(64 << 10))
-    from caslib.packages import rpmpayload
-    off = rpmpayload.open_package(src).data_offset
+    from caslib.packages import rpm
+    off = rpm.open_package(src).data_offset
     at = bytes(data[:off]).rfind(b"zstd\0")
     assert at > 0
     data[at:at + 5] = b"lz4\0\0"
@@ -275,10 +275,10 @@ def test_digest_mismatch(pkgs, env, tmp_path):
     bytes, so the payload walks cleanly and only the header digests disagree:
     what a package damaged after signing, or mixed up on a mirror, looks like.
     """
-    from caslib.packages import rpmpayload
+    from caslib.packages import rpm
     a, b = pkgs["rpm"]["gzip"], pkgs["rpm_other_gzip"]
-    off_a = rpmpayload.open_package(a).data_offset
-    off_b = rpmpayload.open_package(b).data_offset
+    off_a = rpm.open_package(a).data_offset
+    off_b = rpm.open_package(b).data_offset
     spliced = tmp_path / "spliced.rpm"
     with open(spliced, "wb") as out:
         with open(a, "rb") as fh:
@@ -302,7 +302,7 @@ def test_no_space_left(pkgs, env, tmp_path):
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, preexec_fn=limit)
     assert proc.returncode == 1, proc
     rec = json.loads(proc.stdout)
-    assert rec["error"]["kind"] == "no-space"
+    assert rec["error"]["kind"] == "disk-full"
     assert "partial file removed" in rec["error"]["message"]
     assert "Traceback" not in proc.stderr
     assert leftovers(tmp_path) == []

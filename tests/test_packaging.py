@@ -143,8 +143,8 @@ def test_deb_installs_and_analyses_a_real_dump_as_cas(packages, realdump):
         st = os.stat(STATE)
         assert st.st_uid == cas.pw_uid and oct(st.st_mode & 0o777) == "0o750"
         assert cas.pw_dir == STATE
-        vendored = sh(["/usr/bin/python3", "-c", "from caslib import pkgheader; "
-                       "print(pkgheader.rpmfile.__name__)"])
+        vendored = sh(["/usr/bin/python3", "-c", "from caslib.packages import rpm; "
+                       "print(rpm.rpmfile.__name__)"])
         assert vendored.stdout.strip() in ("caslib._vendor.rpmfile", "rpmfile"), vendored
         complete = sh(["bash", "-c", "source /usr/share/bash-completion/bash_completion && "
                        "_completion_loader cas-ident; complete -p cas-ident"])

@@ -35,6 +35,9 @@ def test_family():
     assert servers.family("arm64") == servers.family("aarch64")
     assert servers.family("ppc64le") != servers.family("ppc64")
     assert servers.family(None) is None
+    # one normaliser with the index's: package arches and crash's spellings join too
+    assert servers.family("x86-64") == servers.family("amd64") == servers.family("x86_64")
+    assert servers.family("athlon") == servers.family("x86") == "i686"
 
 
 def test_known_hosts_parsing(tmp_path, sshd):  # noqa: F811

@@ -12,8 +12,8 @@ PROBE = """
 import sys
 sys.modules["rpmfile"] = None  # as on a machine where rpmfile is not installed
 sys.path.insert(0, {lib!r})
-from caslib.packages import pkgheader
-print(pkgheader.rpmfile.__name__)
+from caslib.packages import rpm
+print(rpm.rpmfile.__name__)
 from caslib._vendor import load_rpmfile  # still a function once the copy is imported
 print(load_rpmfile().__name__)
 """

@@ -25,6 +25,7 @@ import shutil
 from caslib import cli, logs, records
 from caslib.shelf import extcache, fetchvmlinux
 from caslib.packages import pkgmembers
+from caslib.pathsafety import check_package_path
 from caslib.records import StepError
 
 STEP = "cas-extract"
@@ -57,73 +58,89 @@ def default_prefix(member: str) -> str | None:
     return None
 
 
+def _prefix(member: str, modules_prefix: str | None) -> str:
+    """The module directory to take: the record's, else the one the vmlinux path implies."""
+    if modules_prefix:
+        return check_package_path(modules_prefix, "modules_prefix") + "/"
+    prefix = default_prefix(member)
+    if prefix is None:
+        raise StepError(f"no modules_prefix for {member}, and none follows from its path",
+                        "bad-record")
+    logs.get().info("no modules_prefix given; using %s", prefix)
+    return prefix
+
+
+def _open(package: str):
+    try:
+        return open(package, "rb")
+    except FileNotFoundError:
+        raise StepError(f"{package}: no such package", "not-found") from None
+
+
+def _cache(cfg):
+    """The shared extraction cache, or None (with a warning) when it cannot be used."""
+    try:
+        return extcache.Cache(cfg.debugs, cfg.get("cacheLimit", extcache.DEFAULT_LIMIT))
+    except OSError as exc:
+        logs.get().warning("cache %s unusable (%s); extracting straight into the job directory",
+                           cfg.debugs, exc.strerror or exc)
+        return None
+
+
 def extract(package: str, member: str, workdir: str, cfg, modules_prefix: str | None = None,
             want_modules: bool = False) -> tuple:
     """Extract into ``workdir``; returns (vmlinux path, module paths or None)."""
-    log = logs.get()
-    member = pkgmembers.normalize(member, "member path")
-    prefix = None
-    if want_modules:
-        prefix = (pkgmembers.normalize(modules_prefix, "modules_prefix") + "/"
-                  if modules_prefix else None)
-        if prefix is None:
-            prefix = default_prefix(member)
-            if prefix is None:
-                raise StepError(f"no modules_prefix for {member}, and none follows from its "
-                                "path", "bad-record")
-            log.info("no modules_prefix given; using %s", prefix)
+    member = check_package_path(member, "member path")
+    prefix = _prefix(member, modules_prefix) if want_modules else None
     if not os.path.isabs(workdir):
         raise StepError(f"workdir {workdir!r} is not an absolute path", "bad-record")
     if not os.path.isdir(workdir):
         raise StepError(f"{workdir}: job directory does not exist", "bad-record")
-    try:
-        fh = open(package, "rb")
-    except FileNotFoundError:
-        raise StepError(f"{package}: no such package", "not-found") from None
-    with fh:
+    with _open(package) as fh:
         st0 = os.fstat(fh.fileno())
         kind = pkgmembers.kind_of(fh, package)
+        cache = _cache(cfg)
+        if cache is None:
+            return _extract_direct(package, fh, kind, st0, member, prefix, workdir)
         ident = extcache.identity(package, st0)
         keys = {"vmlinux": extcache.make_key(ident, "file", member)}
         if prefix is not None:
             keys["modules"] = extcache.make_key(ident, "modules", prefix + "\0" + member)
-        try:
-            cache = extcache.Cache(cfg.debugs, cfg.get("cacheLimit", extcache.DEFAULT_LIMIT))
-        except OSError as exc:
-            log.warning("cache %s unusable (%s); extracting straight into the job directory",
-                        cfg.debugs, exc.strerror or exc)
-            cache = None
-        if cache is None:
-            return _extract_direct(package, fh, kind, st0, member, prefix, workdir)
         with cache.locked(keys.values(), os.path.basename(member)):
             entries = {name: cache.lookup(key) for name, key in keys.items()}
             misses = [name for name, e in entries.items() if e is None]
             if misses:
-                log.info("extracting %s from %s", ", ".join(
-                    member if n == "vmlinux" else f"modules under {prefix}" for n in misses),
-                    package)
-                targets = {n: pkgmembers.Target(keys[n], cache.stage(keys[n]), n)
-                           for n in misses}
-                try:
-                    pkgmembers.take(package, fh, kind, member, prefix, targets.get("vmlinux"),
-                         targets.get("modules"))
-                    _unchanged(package, fh, st0)
-                    for n, t in targets.items():
-                        entry = dict(ident, kind=n, member=member, prefix=prefix,
-                                     files=t.files, bytes=t.bytes)
-                        cache.commit(t.key, t.stage, entry)
-                        entries[n] = entry
-                finally:
-                    for t in targets.values():
-                        if os.path.exists(t.stage):
-                            cache.discard(t.stage)
+                _fill(cache, (package, fh, kind, st0), member, prefix, keys, misses, entries,
+                      ident)
             else:
-                log.info("%s: cache hit for %s", package, member)
+                logs.get().info("%s: cache hit for %s", package, member)
             vm_paths = cache.link_into(keys["vmlinux"], entries["vmlinux"], workdir)
             mod_paths = (cache.link_into(keys["modules"], entries["modules"], workdir)
                          if prefix is not None else None)
         cache.evict(keep=set(keys.values()))
     return vm_paths[0], mod_paths
+
+
+def _fill(cache, source: tuple, member: str, prefix: str | None, keys: dict, misses: list,
+          entries: dict, ident: dict) -> None:
+    """One pass over the package for the cache entries that are missing (``misses``)."""
+    package, fh, kind, st0 = source
+    logs.get().info("extracting %s from %s", ", ".join(
+        member if n == "vmlinux" else f"modules under {prefix}" for n in misses), package)
+    targets = {n: pkgmembers.Target(keys[n], cache.stage(keys[n]), n) for n in misses}
+    try:
+        pkgmembers.take(package, fh, kind, member, prefix, targets.get("vmlinux"),
+                        targets.get("modules"))
+        _unchanged(package, fh, st0)
+        for n, t in targets.items():
+            entry = dict(ident, kind=n, member=member, prefix=prefix, files=t.files,
+                         bytes=t.bytes)
+            cache.commit(t.key, t.stage, entry)
+            entries[n] = entry
+    finally:
+        for t in targets.values():
+            if os.path.exists(t.stage):
+                cache.discard(t.stage)
 
 
 def _extract_direct(package, fh, kind, st0, member, prefix, workdir) -> tuple:

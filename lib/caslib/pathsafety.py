@@ -350,3 +350,55 @@ def cas_writes(name: str, job: str | None = None) -> bool:
         return True
     stem, dot, tail = name.rpartition(".")
     return bool(dot) and tail.startswith("part") and tail[4:].isdigit()
+
+
+# ---- package members (r13pkg) ----
+# Names inside a debuginfo package (RPM header and cpio payload, a .deb's md5sums and
+# data.tar) are package paths, ``/usr/lib/debug/...``, as ``rpm -qpl`` prints them.  The
+# index lists them, cas-extract writes them under the job or the cache: the one rule is
+# that no name and no symlink may climb above the package's root.
+
+def package_path(name) -> str | None:
+    """A member name (``./usr/x``, ``usr/x``, ``/usr//x``) as ``/usr/x`` (``/`` for the root);
+    None when it holds ``..`` or a NUL: it would climb out of the package."""
+    if not isinstance(name, str) or "\0" in name:
+        return None
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return None
+    return "/" + "/".join(parts)
+
+
+def package_link(path: str, target: str) -> str | None:
+    """Where the package symlink ``path -> target`` points, as a package path; None when
+    the target climbs above the root, even half-way (``/a/../../a``)."""
+    joined = target if target.startswith("/") else posixpath.dirname(path) + "/" + target
+    out: list = []
+    for part in joined.split("/"):
+        if part == "..":
+            if not out:
+                return None
+            out.pop()
+        elif part not in ("", "."):
+            out.append(part)
+    return "/" + "/".join(out)
+
+
+def check_package_path(name, what: str) -> str:
+    """``package_path`` of a name CAS was asked for: ``bad-record`` when it names nothing,
+    ``unsafe`` when it climbs out."""
+    if not isinstance(name, str) or not name.strip("./"):
+        raise StepError(f"bad {what} {name!r}", "bad-record")
+    clean = package_path(name)
+    if clean is None:
+        raise StepError(f"{what} {name!r} climbs out of its directory: refused", "unsafe")
+    return clean
+
+
+def check_package_link(path: str, target: str) -> str:
+    """``package_link``, refusing (``unsafe``) a symlink that points outside the package."""
+    out = package_link(path, target)
+    if out is None:
+        raise StepError(f"symlink {path} -> {target} points outside the package: refused",
+                        "unsafe")
+    return out

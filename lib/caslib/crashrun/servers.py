@@ -28,6 +28,7 @@ import subprocess
 import time
 
 from caslib.crashrun import bounded
+from caslib.packages import kernelrelease
 from caslib import logs
 
 CONNECT_TIMEOUT = 15     # seconds ssh may take to connect
@@ -35,18 +36,12 @@ PROBE_TIMEOUT = 60       # seconds for the whole probe of one host
 REMOTE_GRACE = 60        # local limit = remote limit + this, so the remote side ends first
 PROBE_COMMAND = ('echo "arch=$(uname -m)"; echo "crash=$(command -v crash)"; '
                  'echo "timeout=$(command -v timeout)"')
-_X86_32 = ("i386", "i486", "i586", "i686", "x86")
-_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "x86-64": "x86_64"}
 
 
 def family(machine: str | None) -> str | None:
-    """Architectures crash treats as one (``i386``..``i686`` -> ``i686``, ``arm64`` -> ``aarch64``)."""
-    if not machine:
-        return None
-    m = machine.strip().lower()
-    if m in _X86_32:
-        return "i686"
-    return _ALIASES.get(m, m)
+    """Architectures crash treats as one: ``kernelrelease.machine_class`` (``i386``..``i686``
+    -> ``i686``, ``arm64`` -> ``aarch64``)."""
+    return kernelrelease.machine_class(machine)
 
 
 def known_hosts_path() -> str:

@@ -15,6 +15,7 @@ from collections import namedtuple
 
 from caslib.errors import FormatError
 from caslib import magic
+from caslib.dumps.elfnote import Note, parse_notes  # noqa: F401 (Note: part of this API)
 
 ET_CORE = 4
 PT_LOAD, PT_NOTE = 1, 4
@@ -30,7 +31,6 @@ MAX_NOTES = 16 << 20          # notes of a 8192-CPU machine stay well below this
 
 # plain tuples: a dataclass import alone costs more than identifying a kdump dump
 Segment = namedtuple("Segment", "type offset vaddr paddr filesz memsz")
-Note = namedtuple("Note", "name type desc")
 
 
 class ElfCore:
@@ -123,25 +123,6 @@ def prstatus_pids(notes: list, endian: str, longsize: int) -> list[int]:
 def _need(data: bytes, size: int, what: str) -> None:
     if len(data) < size:
         raise FormatError(f"{what} is truncated ({len(data)} of {size} bytes)", "truncated")
-
-
-def parse_notes(data: bytes, endian: str) -> list:
-    """Notes of one PT_NOTE segment; stops at padding or a malformed entry, never raises."""
-    notes = []
-    pos = 0
-    while pos + 12 <= len(data):
-        namesz, descsz, ntype = struct.unpack_from(endian + "III", data, pos)
-        if namesz == 0 and descsz == 0 and ntype == 0:
-            break
-        name_end = pos + 12 + namesz
-        desc_pos = pos + 12 + ((namesz + 3) & ~3)
-        desc_end = desc_pos + descsz
-        if namesz > 256 or desc_end > len(data):
-            break
-        name = data[pos + 12:name_end].split(b"\0", 1)[0].decode("latin-1")
-        notes.append(Note(name, ntype, data[desc_pos:desc_end]))
-        pos = desc_pos + ((descsz + 3) & ~3)
-    return notes
 
 
 def read_elf(src, head: bytes | None = None) -> ElfCore:

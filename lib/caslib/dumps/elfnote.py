@@ -1,20 +1,23 @@
-"""The GNU build-id of an ELF file read from a forward-only stream.
+"""ELF notes: the one parser of a PT_NOTE segment, and the GNU build-id of an ELF stream.
 
-Why: a Debian debug package's vmlinux sits inside a compressed data.tar that
+``parse_notes`` serves the dump readers (elfcore: VMCOREINFO, PRSTATUS) and
+``build_id`` below.  Why ``build_id`` reads forwards: a Debian debug package's vmlinux sits inside a compressed data.tar that
 can only be read forwards; its build-id note lies in the first tens of
 megabytes, so the index reads up to the PT_NOTE segments and stops there
 instead of decompressing the whole image.  Same layout as ``readelf -n``.
 """
 
 import struct
+from collections import namedtuple
 
 from caslib import magic
-from caslib.dumps.elfcore import parse_notes
 
 NT_GNU_BUILD_ID = 3
 PT_NOTE = 4
 _MAX_PHDRS = 4096
 _MAX_NOTE = 1 << 20
+
+Note = namedtuple("Note", "name type desc")
 
 
 class _Forward:
@@ -65,14 +68,32 @@ def build_id(stream) -> str | None:
         offset, size = (fields[2], fields[5]) if bits == 2 else (fields[1], fields[4])
         notes.append((offset, min(size, _MAX_NOTE)))
     for offset, size in sorted(notes):
-        found = _scan_notes(f.read_at(offset, size), endian)
+        found = _gnu_build_id(f.read_at(offset, size), endian)
         if found:
             return found
     return None
 
 
-def _scan_notes(data: bytes, endian: str) -> str | None:
-    """The GNU build-id among the notes of ``data`` (elfcore.parse_notes), hex; else None."""
+def parse_notes(data: bytes, endian: str) -> list:
+    """Notes of one PT_NOTE segment; stops at padding or a malformed entry, never raises."""
+    notes = []
+    pos = 0
+    while pos + 12 <= len(data):
+        namesz, descsz, ntype = struct.unpack_from(endian + "III", data, pos)
+        if namesz == 0 and descsz == 0 and ntype == 0:
+            break
+        name_end = pos + 12 + namesz
+        desc_pos = pos + 12 + ((namesz + 3) & ~3)
+        desc_end = desc_pos + descsz
+        if namesz > 256 or desc_end > len(data):
+            break
+        name = data[pos + 12:name_end].split(b"\0", 1)[0].decode("latin-1")
+        notes.append(Note(name, ntype, data[desc_pos:desc_end]))
+        pos = desc_pos + ((descsz + 3) & ~3)
+    return notes
+
+
+def _gnu_build_id(data: bytes, endian: str) -> str | None:
     for note in parse_notes(data, endian):
         if note.type == NT_GNU_BUILD_ID and note.name == "GNU":
             return note.desc.hex() or None

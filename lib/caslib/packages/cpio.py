@@ -19,7 +19,7 @@ decompressor, so it is never seeked, least of all backwards).
 
 from dataclasses import dataclass, field
 
-from caslib.records import StepError
+from caslib.errors import FormatError
 
 NEWC = b"070701"
 CRC = b"070702"
@@ -54,10 +54,6 @@ class Member:
         data = self._walker._read_some(min(n, self._left))
         self._left -= len(data)
         return data
-
-    @property
-    def remaining(self) -> int:
-        return self._left
 
     def isreg(self) -> bool:
         return (self.mode & 0o170000) == 0o100000
@@ -112,11 +108,11 @@ class Walker:
         self._skip(-self.offset % 4)
 
     def _truncated(self):
-        return StepError(f"{self.name}: cpio payload ends early, inside an entry "
+        return FormatError(f"{self.name}: cpio payload ends early, inside an entry "
                          f"(after {self.offset:,} uncompressed bytes)", "truncated")
 
     def _corrupt(self, what: str):
-        return StepError(f"{self.name}: corrupt cpio payload at uncompressed byte "
+        return FormatError(f"{self.name}: corrupt cpio payload at uncompressed byte "
                          f"{self.offset:,}: {what}", "corrupt")
 
     # -- entries -----------------------------------------------------------------------
@@ -169,7 +165,7 @@ def _hex(raw: bytes, what: str, walker: Walker, start: int) -> int:
     try:
         return int(raw, 16)
     except ValueError:
-        raise StepError(f"{walker.name}: corrupt cpio header at uncompressed byte {start:,}: "
+        raise FormatError(f"{walker.name}: corrupt cpio header at uncompressed byte {start:,}: "
                         f"{what} {raw!r} is not hex", "corrupt") from None
 
 

@@ -32,6 +32,8 @@ _UNAME = {
     "athlon": "i686", "ia64": "ia64", "ppc64": "ppc64", "ppc64le": "ppc64le", "s390x": "s390x",
     "s390": "s390", "aarch64": "aarch64", "riscv64": "riscv64", "ppc": "ppc",
 }
+# other spellings of a machine (crash's, the kernel's ARCH)
+_ALIASES = {"x86-64": "x86_64", "x86": "x86"}
 # Debian/Ubuntu/SUSE flavour words that name a machine.
 _FLAVOUR_MACHINE = {
     "amd64": "x86_64", "arm64": "aarch64", "686": "i686", "686-pae": "i686", "pae": "i686",
@@ -85,12 +87,15 @@ def uname_machine(arch: str | None) -> str | None:
 
 
 def machine_class(machine: str | None) -> str | None:
-    """Machines that run the same kernels compare equal (i386..i686, armv7l/armv7hl)."""
+    """Machines that run the same kernels, and the same ``crash``, compare equal: a package
+    arch or ``uname -m`` in any spelling (i386..i686, athlon and x86 are ``i686``; amd64 is
+    ``x86_64``, arm64 ``aarch64``; armv7l/armv7hl/armhf are ``armv7``)."""
     if not machine:
         return None
-    m = _UNAME.get(machine, machine)
-    if re.fullmatch(r"i[3-6]86|athlon", m):
-        return "ix86"
+    m = machine.strip().lower()
+    m = _UNAME.get(m, _ALIASES.get(m, m))
+    if m == "x86" or re.fullmatch(r"i[3-6]86|athlon", m):
+        return "i686"
     if m.startswith("armv7"):
         return "armv7"
     return m

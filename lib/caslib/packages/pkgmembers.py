@@ -6,52 +6,25 @@ RPM (cpio payload: newc, or rpm's 07070X for packages with 4 GiB files) or a
 Debian package (data.tar) once, writing the wanted members into ``Target``
 staging directories.  Decoding runs in other threads (``decompress.Readahead``,
 ``xzblocks``) while this thread hashes and writes.  Member paths are
-normalised and ``..`` or a symlink that climbs out of the package is refused
-(kind ``unsafe``); a file whose digest differs from the package's is removed
-(kind ``digest``); a full disk is one clear line (kind ``no-space``).
+normalised by pathsafety's package-member rule, and ``..`` or a symlink that
+climbs out of the package is refused (kind ``unsafe``); a file whose digest
+differs from the package's is removed (kind ``digest``); a full disk is one
+clear line (kind ``disk-full``).
 """
 
 import contextlib
 import errno
 import hashlib
 import os
-import posixpath
 
-from caslib.shelf import extcache
-from caslib import logs
+from caslib import logs, magic
+from caslib.errors import FormatError
+from caslib.pathsafety import check_package_link, check_package_path, package_path
 from caslib.records import StepError
+from caslib.shelf import extcache
 
 CHUNK = 1 << 20
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-def normalize(path: str, what: str) -> str:
-    """``/usr/...`` for a member path given as ``./usr/...``, ``usr/...`` or ``/usr/...``.
-
-    ``..`` anywhere is refused (kind ``unsafe``): nothing may climb out.
-    """
-    if not isinstance(path, str) or not path.strip("./"):
-        raise StepError(f"bad {what} {path!r}", "bad-record")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if ".." in parts or "\0" in path:
-        raise StepError(f"{what} {path!r} climbs out of its directory: refused", "unsafe")
-    return "/" + "/".join(parts)
-
-
-def resolve_link(path: str, target: str) -> str:
-    """Where the package symlink ``path`` -> ``target`` points, as a package path."""
-    joined = target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target)
-    out = posixpath.normpath(joined)
-    if out.startswith("//"):
-        out = out[1:]
-    parts = [p for p in posixpath.join("/", joined).split("/") if p]
-    depth = 0
-    for p in parts:  # ``..`` above / in the middle of a path is an escape too
-        depth = depth - 1 if p == ".." else depth + (p != ".")
-        if depth < 0:
-            raise StepError(f"symlink {path} -> {target} points outside the package: refused",
-                            "unsafe")
-    return out
-
 
 class Target:
     """Where the files of one cache entry (or one job) are built before they go live."""
@@ -100,7 +73,7 @@ def write_verified(read, dest: str, algo: str | None, expected: str | None, labe
     except OSError as exc:
         if exc.errno in _NO_SPACE:
             raise StepError(f"{dest}: no space left writing {label} ({exc.strerror}) after "
-                            f"{done:,} bytes; partial file removed", "no-space") from None
+                            f"{done:,} bytes; partial file removed", "disk-full") from None
         raise
     finally:
         os.close(fd)
@@ -147,14 +120,14 @@ def _rpm_plan(pkg, member: str, prefix: str | None, vm_target, mod_target) -> tu
         if entry.path in seen or len(seen) > 16:
             raise StepError(f"{pkg.path}: {member}: symlink loop", "corrupt")
         seen.add(entry.path)
-        target = resolve_link(entry.path, entry.linkto)
+        target = check_package_link(entry.path, entry.linkto)
         entry = pkg.by_path.get(target)
         if entry is None:
             raise StepError(f"{pkg.path}: {member} is a symlink to {target}, which is not in "
                             "the package", "not-found")
     if not entry.isreg():
         raise StepError(f"{pkg.path}: {member} is not a regular file", "not-found")
-    carriers = _carriers(pkg)
+    carriers = {fx: pkg.files[c].path for fx, c in pkg.carriers().items()}
     plan = Plan()
     if vm_target is not None:
         plan.add(carriers[entry.fx], vm_target, member.lstrip("/"), entry.digest)
@@ -168,31 +141,19 @@ def _rpm_plan(pkg, member: str, prefix: str | None, vm_target, mod_target) -> tu
     return plan, modules
 
 
-def _carriers(pkg) -> dict:
-    """fx -> package path of the entry that carries the data (the last hard link)."""
-    last = {}
-    for f in pkg.files:
-        if f.isreg():
-            last[(f.device, f.inode)] = f.path
-    return {f.fx: last[(f.device, f.inode)] for f in pkg.files if f.isreg()}
-
-
 def _rpm_pass(path: str, fh, plan: Plan, progress) -> None:
-    from caslib.packages import cpio, rpmpayload
+    from caslib.packages import cpio, rpm
     pkg = plan.pkg
     stripped = None
     if pkg.large:
         sizes = pkg.payload_sizes()
         stripped = lambda fx: (pkg.files[fx].path, pkg.files[fx].mode, sizes[fx])  # noqa: E731
-    source = rpmpayload.open_payload(pkg, fh)
+    source = rpm.open_payload(pkg, fh)
     where = lambda: pkg.data_offset + source.compressed_pos  # noqa: E731
     with _overlapped(source) as stream:
         for m in cpio.walk(stream, path, stripped):
-            name = m.name if m.fx is None else pkg.files[m.fx].path
-            try:
-                name = normalize(name, "archive member")
-            except StepError:
-                continue  # never one we asked for
+            # a name that climbs out is None: never one we asked for
+            name = package_path(m.name if m.fx is None else pkg.files[m.fx].path)
             if name in plan.wanted and m.isreg():
                 entry = pkg.by_path.get(name)
                 plan.take(name, m.read, pkg.digest_algo, entry.digest if entry else None,
@@ -201,8 +162,8 @@ def _rpm_pass(path: str, fh, plan: Plan, progress) -> None:
                     break  # modules sort before vmlinux: often done before the end
     if plan.wanted:
         missing = sorted(plan.wanted)[0]
-        raise StepError(f"{path}: the payload has no data for {missing}, which the header "
-                        "lists", "corrupt")
+        raise FormatError(f"{path}: the payload has no data for {missing}, which the header "
+                          "lists")
 
 
 @contextlib.contextmanager
@@ -219,104 +180,117 @@ def _overlapped(source):
 
 
 # -- Debian -------------------------------------------------------------------------------
-def _deb_pass(path: str, fh, member: str, prefix: str | None, vm_target, mod_target) -> list:
-    """One pass over data.tar; returns the module package paths seen."""
-    from caslib.packages import debpkg
-    from caslib.progress import Progress
-    deb = debpkg.Package(path, fh)
-    log = logs.get()
-    progress = Progress(f"extracting {os.path.basename(member)}", os.fstat(fh.fileno()).st_size)
-    plan = Plan()
-    if vm_target is not None:
-        plan.add(member, vm_target, member.lstrip("/"), deb.md5sums.get(member))
-    modules, unverified, seen = [], 0, {}
-    again = None  # vmlinux is a link to something already passed: second pass
-    with progress, _overlapped(deb.data_stream()) as stream:
-        for info, fobj in debpkg.tar_entries(stream, path):
-            try:
-                name = normalize(info.name, "archive member")
-            except StepError:
-                continue
-            seen[name] = True
-            if name == member and vm_target is not None and not info.isreg():
-                if info.issym() or info.islnk():
-                    link = info.linkname
-                    target = (resolve_link(name, link) if info.issym()
-                              else normalize(link, "hard link target"))
-                    places = plan.wanted.pop(member)
-                    if target in seen:
-                        again = (target, places)
-                    else:
-                        for t, rel, _ in places:
-                            plan.add(target, t, rel, deb.md5sums.get(target))
+class _DebPass:
+    """One pass over a .deb's data.tar, taking what the plan wants.
+
+    When the vmlinux is a link to a file the pass has already gone by, a second
+    pass takes that file (``again``).
+    """
+
+    def __init__(self, path: str, fh, member: str, prefix: str | None, vm_target, mod_target):
+        from caslib.packages import deb
+        self.path, self.fh, self.member, self.prefix = path, fh, member, prefix
+        self.deb = deb.Archive(path, fh)
+        self.mod_target, self.wants_vm = mod_target, vm_target is not None
+        self.plan = Plan()
+        if vm_target is not None:
+            self.plan.add(member, vm_target, member.lstrip("/"), self.deb.md5sums.get(member))
+        self.modules, self.seen, self.again = [], set(), None
+
+    def run(self) -> list:
+        """Returns the module package paths seen."""
+        from caslib.packages import deb
+        from caslib.progress import Progress
+        progress = Progress(f"extracting {os.path.basename(self.member)}", st_size(self.fh))
+        with progress, _overlapped(self.deb.data_stream()) as stream:
+            for info, fobj in deb.tar_entries(stream, self.path):
+                name = package_path(info.name)
+                if name is None:
+                    continue  # never one we asked for
+                self.seen.add(name)
+                if name == self.member and self.wants_vm and not info.isreg():
+                    self._vmlinux_link(info, name)
                     continue
-                raise StepError(f"{path}: {member} is not a regular file", "not-found")
-            is_module = (prefix is not None and info.isreg() and name.startswith(prefix)
-                         and name != member)
-            if is_module:
-                modules.append(name)
-                if mod_target is not None:
-                    plan.add(name, mod_target, name.lstrip("/"), deb.md5sums.get(name))
-            if name in plan.wanted and info.isreg():
-                digest = deb.md5sums.get(name)
-                if digest is None:
-                    unverified += 1
-                    log.info("%s: %s: no md5sums entry, unverified", path, name)
-                plan.take(name, fobj.read, "md5", digest, f"{path}: {name}", progress,
-                          lambda: deb.raw_done)
-            if not plan.wanted and prefix is None and again is None:
-                break
-    if member not in seen and vm_target is not None:
-        raise StepError(f"{path}: no member {member} in the package", "not-found")
-    if again is not None:
-        target, places = again
-        fh.seek(0)
-        for t, rel, _ in places:
-            plan.add(target, t, rel, None)
-        _deb_second(path, fh, target, plan)
-    if plan.wanted:
-        raise StepError(f"{path}: {sorted(plan.wanted)[0]} is a link to a file that is not "
-                        "in the package", "not-found")
-    return modules
+                self._entry(info, fobj, name, progress)
+                if not self.plan.wanted and self.prefix is None and self.again is None:
+                    break
+        self._finish()
+        return self.modules
+
+    def _vmlinux_link(self, info, name: str) -> None:
+        if not (info.issym() or info.islnk()):
+            raise StepError(f"{self.path}: {self.member} is not a regular file", "not-found")
+        target = (check_package_link(name, info.linkname) if info.issym()
+                  else check_package_path(info.linkname, "hard link target"))
+        places = self.plan.wanted.pop(self.member)
+        if target in self.seen:
+            self.again = (target, places)
+        else:
+            for t, rel, _ in places:
+                self.plan.add(target, t, rel, self.deb.md5sums.get(target))
+
+    def _entry(self, info, fobj, name: str, progress) -> None:
+        if (self.prefix is not None and info.isreg() and name.startswith(self.prefix)
+                and name != self.member):
+            self.modules.append(name)
+            if self.mod_target is not None:
+                self.plan.add(name, self.mod_target, name.lstrip("/"),
+                              self.deb.md5sums.get(name))
+        if name in self.plan.wanted and info.isreg():
+            digest = self.deb.md5sums.get(name)
+            if digest is None:
+                logs.get().info("%s: %s: no md5sums entry, unverified", self.path, name)
+            self.plan.take(name, fobj.read, "md5", digest, f"{self.path}: {name}", progress,
+                           lambda: self.deb.raw_done)
+
+    def _finish(self) -> None:
+        if self.member not in self.seen and self.wants_vm:
+            raise StepError(f"{self.path}: no member {self.member} in the package", "not-found")
+        if self.again is not None:
+            target, places = self.again
+            self.fh.seek(0)
+            for t, rel, _ in places:
+                self.plan.add(target, t, rel, None)
+            _deb_second(self.path, self.fh, target, self.plan)
+        if self.plan.wanted:
+            raise StepError(f"{self.path}: {sorted(self.plan.wanted)[0]} is a link to a file "
+                            "that is not in the package", "not-found")
 
 
 def _deb_second(path: str, fh, target: str, plan: Plan) -> None:
-    from caslib.packages import debpkg
-    deb = debpkg.Package(path, fh)
-    with _overlapped(deb.data_stream()) as stream:
-        for info, fobj in debpkg.tar_entries(stream, path):
-            try:
-                name = normalize(info.name, "archive member")
-            except StepError:
-                continue
-            if name == target and info.isreg():
-                plan.take(name, fobj.read, "md5", deb.md5sums.get(name), f"{path}: {name}")
+    from caslib.packages import deb
+    archive = deb.Archive(path, fh)
+    with _overlapped(archive.data_stream()) as stream:
+        for info, fobj in deb.tar_entries(stream, path):
+            if package_path(info.name) == target and info.isreg():
+                plan.take(target, fobj.read, "md5", archive.md5sums.get(target),
+                          f"{path}: {target}")
                 return
 
 
 def kind_of(fh, path: str) -> str:
+    """``rpm`` or ``deb``, by the magic bytes of the open package."""
     head = fh.read(8)
     fh.seek(0)
-    if head[:4] == b"\xed\xab\xee\xdb":
-        return "rpm"
-    if head == b"!<arch>\n":
-        return "deb"
-    raise StepError(f"{path}: neither an RPM nor a Debian package", "unsupported")
+    kind = magic.package(head)
+    if kind is None:
+        raise FormatError(f"{path}: neither an RPM nor a Debian package", "unsupported")
+    return kind
 
 
 def take(package, fh, kind, member, prefix, vm_target, mod_target) -> None:
     """Extract ``member`` (into ``vm_target``) and the files under ``prefix`` (into
     ``mod_target``) from the open package; either target may be None."""
-    from caslib.packages import rpmpayload
+    from caslib.packages import rpm
     from caslib.progress import Progress
     if kind == "rpm":
-        pkg = rpmpayload.open_package(package)
+        pkg = rpm.open_package(package)
         plan, _ = _rpm_plan(pkg, member, prefix, vm_target, mod_target)
         plan.pkg = pkg
         with Progress(f"extracting {os.path.basename(member)}", st_size(fh)) as progress:
             _rpm_pass(package, fh, plan, progress)
     else:
-        _deb_pass(package, fh, member, prefix, vm_target, mod_target)
+        _DebPass(package, fh, member, prefix, vm_target, mod_target).run()
 
 
 def st_size(fh) -> int:

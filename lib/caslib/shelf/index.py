@@ -15,12 +15,12 @@ directory that could not be read this time.
 
 import logging
 import os
-import posixpath
 import re
 import time
 from dataclasses import dataclass
 
-from caslib.packages import kernelrelease, pkgheader
+from caslib.packages import kernelrelease, read
+from caslib.pathsafety import package_link
 from caslib.shelf import walk
 from caslib.progress import Progress
 from caslib.records import StepError
@@ -40,14 +40,8 @@ _MODULE = re.compile(r".*\.ko(?:\.(?:xz|gz|zst))?(?:\.debug)?")
 COMMIT_EVERY = 2.0  # seconds between commits, so readers and other writers get a turn
 
 
-def _resolve(link: str, target: str) -> str:
-    if not target.startswith("/"):
-        target = posixpath.join(posixpath.dirname(link), target)
-    return posixpath.normpath(target)
-
-
-def kernels_in(pkg: pkgheader.Package) -> list[dict]:
-    """The kernel images in a package, one dict per release, sorted by release."""
+def _images(pkg: read.Package) -> dict:
+    """release -> [(rank, member path)] of the kernel images; a link counts as its target."""
     by_path = {m.path: m for m in pkg.members}
     images: dict[str, list] = {}
     for m in pkg.members:
@@ -56,20 +50,32 @@ def kernels_in(pkg: pkgheader.Package) -> list[dict]:
             continue
         path = m.path
         if m.kind == "link":
-            target = by_path.get(_resolve(m.path, m.linkto or ""))
+            target = by_path.get(package_link(m.path, m.linkto or ""))
             if target is None or target.kind != "file":
                 continue  # points outside the package: nothing to extract
             path = target.path
         rank = (m.kind != "file", not m.path.startswith(_DEBUG + "/lib/modules/"), path)
         images.setdefault(match["rel"], []).append((rank, path))
+    return images
+
+
+def _link_build_ids(pkg: read.Package) -> dict:
+    """release -> build-id, from the ``.build-id`` links whose target is a kernel image."""
     build_ids: dict[str, str] = {}
     for m in pkg.members:
         link = _BUILD_ID_LINK.fullmatch(m.path)
         if not link or m.kind != "link":
             continue
-        target = _IMAGE_TARGET.fullmatch(_resolve(m.path, m.linkto or ""))
+        target = _IMAGE_TARGET.fullmatch(package_link(m.path, m.linkto or "") or "")
         if target:
             build_ids.setdefault(target["a"] or target["b"], link["hi"] + link["lo"])
+    return build_ids
+
+
+def kernels_in(pkg: read.Package) -> list[dict]:
+    """The kernel images in a package, one dict per release, sorted by release."""
+    images = _images(pkg)
+    build_ids = _link_build_ids(pkg)
     machine_of_package = kernelrelease.uname_machine(pkg.arch)
     out = []
     for rel in sorted(images):
@@ -104,7 +110,7 @@ class Summary:
                 f"{self.dropped:,} dropped; {self.kernels:,} kernels in the index")
 
 
-def _store(conn, found: walk.Found, pkg: pkgheader.Package | None, error: str | None,
+def _store(conn, found: walk.Found, pkg: read.Package | None, error: str | None,
            kernels: list) -> None:
     conn.execute("DELETE FROM packages WHERE path = ?", (found.path,))
     cur = conn.execute(
@@ -125,6 +131,70 @@ def _under(path: str, directories) -> bool:
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in directories)
 
 
+class _Indexer:
+    """The work of one ``update``: read each package found unless unchanged, commit often."""
+
+    def __init__(self, conn, known: dict, progress: Progress):
+        self.conn, self.known, self.progress = conn, known, progress
+        self.summary = Summary()
+        self.last_commit = time.monotonic()
+
+    def on_found(self, found: walk.Found) -> None:
+        self.summary.seen += 1
+        old = self.known.get(found.path)
+        if old and old[0] == found.size and old[1] == found.mtime_ns:
+            self.summary.unchanged += 1
+            if old[2]:
+                self.summary.errors += 1
+                log.warning("%s (unchanged since the last run)", old[2])
+        else:
+            self._index(found)
+        self.progress.update(self.summary.seen)
+        if time.monotonic() - self.last_commit > COMMIT_EVERY:
+            self.conn.commit()
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.last_commit = time.monotonic()
+
+    def _index(self, found: walk.Found) -> None:
+        try:
+            pkg = read.read_package(found.path)
+        except StepError as exc:  # errors.FormatError, the decompressors' errors
+            self._failed(found, exc.message)
+        except OSError as exc:
+            self._failed(found, f"{found.path}: {exc.strerror or exc}")
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a reader bug must not stop the whole shelf
+            log.debug("reading %s", found.path, exc_info=True)
+            self._failed(found, f"{found.path}: cannot read package: {type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())}")
+        else:
+            for warning in pkg.warnings:
+                log.warning("%s", warning)
+            kernels = kernels_in(pkg)
+            if kernels:
+                log.debug("%s: %s", found.path, ", ".join(k["release"] for k in kernels))
+            else:
+                self.summary.skipped += 1
+            _store(self.conn, found, pkg, None, kernels)
+            self.summary.indexed += 1
+
+    def _failed(self, found: walk.Found, message: str) -> None:
+        self.summary.errors += 1
+        log.warning("skipping %s", message)
+        _store(self.conn, found, None, message, [])
+
+    def drop_gone(self, scan) -> None:
+        """Forget packages no longer on the shelf, except under unreadable directories."""
+        seen = {f.path for f in scan.found}
+        unreadable = [u[0] for u in scan.unreadable]
+        gone = [p for p in self.known if p not in seen and not _under(p, unreadable)]
+        for path in gone:
+            self.conn.execute("DELETE FROM packages WHERE path = ?", (path,))
+            log.info("dropped %s (no longer on the shelf)", path)
+        self.summary.dropped = len(gone)
+
+
 def update(cfg, conn, progress: Progress | None = None) -> Summary:
     """Bring the index in step with the shelf at ``cfg.kernels``; return the counts.
 
@@ -137,80 +207,24 @@ def update(cfg, conn, progress: Progress | None = None) -> Summary:
         raise StepError(f"kernels directory {root} {what} (set kernels in {cfg.source})",
                         "not-found")
     rpm_match, deb_match = walk.filters(cfg)
-    summary = Summary()
     known = {row[0]: (row[1], row[2], row[3]) for row in
              conn.execute("SELECT path, size, mtime_ns, error FROM packages")}
-    progress = progress or Progress("indexing", unit="packages")
-    last_commit = [time.monotonic()]
+    work = _Indexer(conn, known, progress or Progress("indexing", unit="packages"))
     conn.execute("BEGIN IMMEDIATE")
-
-    def commit_now():
-        conn.commit()
-        conn.execute("BEGIN IMMEDIATE")
-        last_commit[0] = time.monotonic()
-
-    def on_found(found: walk.Found) -> None:
-        summary.seen += 1
-        old = known.get(found.path)
-        if old and old[0] == found.size and old[1] == found.mtime_ns:
-            summary.unchanged += 1
-            if old[2]:
-                summary.errors += 1
-                log.warning("%s (unchanged since the last run)", old[2])
-        else:
-            try:
-                pkg = pkgheader.read_package(found.path)
-            except pkgheader.PackageError as exc:
-                summary.errors += 1
-                log.warning("skipping %s", exc)
-                _store(conn, found, None, str(exc), [])
-            except OSError as exc:
-                summary.errors += 1
-                message = f"{found.path}: {exc.strerror or exc}"
-                log.warning("skipping %s", message)
-                _store(conn, found, None, message, [])
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # a reader bug must not stop the whole shelf
-                summary.errors += 1
-                message = (f"{found.path}: cannot read package: {type(exc).__name__}: "
-                           f"{' '.join(str(exc).split())}")
-                log.debug("reading %s", found.path, exc_info=True)
-                log.warning("skipping %s", message)
-                _store(conn, found, None, message, [])
-            else:
-                for warning in pkg.warnings:
-                    log.warning("%s", warning)
-                kernels = kernels_in(pkg)
-                if kernels:
-                    log.debug("%s: %s", found.path, ", ".join(k["release"] for k in kernels))
-                else:
-                    summary.skipped += 1
-                _store(conn, found, pkg, None, kernels)
-                summary.indexed += 1
-        progress.update(summary.seen)
-        if time.monotonic() - last_commit[0] > COMMIT_EVERY:
-            commit_now()
-
     try:
         scan = walk.walk(root, rpm_match, deb_match, cfg.get("regexExcludeDir") or (),
-                          cfg.get("regexExcludeFile") or (), on_found)
+                         cfg.get("regexExcludeFile") or (), work.on_found)
         for path, reason in scan.unreadable:
             log.warning("cannot read directory %s: %s; keeping what was indexed under it",
                         path, reason)
         for path in scan.loops:
             log.warning("%s: symbolic link loop, not followed", path)
-        seen = {f.path for f in scan.found}
-        gone = [p for p in known if p not in seen and not _under(p, [u[0] for u in scan.unreadable])]
-        for path in gone:
-            conn.execute("DELETE FROM packages WHERE path = ?", (path,))
-            log.info("dropped %s (no longer on the shelf)", path)
-        summary.dropped = len(gone)
+        work.drop_gone(scan)
         conn.commit()
     except BaseException:
         conn.rollback()
         raise
     finally:
-        progress.close()
-    summary.kernels = conn.execute("SELECT count(*) FROM kernels").fetchone()[0]
-    return summary
+        work.progress.close()
+    work.summary.kernels = conn.execute("SELECT count(*) FROM kernels").fetchone()[0]
+    return work.summary

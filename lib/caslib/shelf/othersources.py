@@ -23,7 +23,7 @@ import stat
 from caslib.shelf import debuginfod, index
 from caslib.dumps import elfnote
 from caslib import jobdir, logs, magic
-from caslib.packages import pkgheader
+from caslib.packages import read
 from caslib.records import StepError
 
 log = logs.get()
@@ -66,9 +66,7 @@ def forced_package(path: str, kernel: dict) -> dict:
     if not os.path.isfile(path):
         raise StepError(f"{path}: no such package", "not-found")
     try:
-        pkg = pkgheader.read_package(path)
-    except pkgheader.PackageError as exc:
-        raise StepError(str(exc), "bad-package") from None
+        pkg = read.read_package(path)
     except OSError as exc:
         raise StepError(f"{path}: cannot read package: {exc.strerror}", "unreadable") from None
     images = index.kernels_in(pkg)

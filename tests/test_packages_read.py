@@ -1,4 +1,5 @@
-"""Package header readers against rpm and dpkg-deb on the same files (the independent witnesses)."""
+"""The package readers (caslib.packages: rpm, deb, read) against rpm and dpkg-deb on the same
+files (the independent witnesses), and the package-member path rule of caslib.pathsafety."""
 
 import os
 import subprocess
@@ -8,7 +9,8 @@ import pytest
 import kernelshelf
 from caslib.dumps import elfnote
 from caslib.shelf import index
-from caslib.packages import pkgheader
+from caslib import pathsafety
+from caslib.packages import deb, read, rpm
 
 SHELF = kernelshelf.build()
 
@@ -26,7 +28,7 @@ def _rpm_query(path):
 @pytest.mark.parametrize("path", SHELF["rpms"], ids=os.path.basename)
 def test_rpm_header_agrees_with_rpm(path):
     (name, version, release, arch, epoch, payload), files = _rpm_query(path)
-    pkg = pkgheader.read_rpm(path, prefix=None)
+    pkg = rpm.read(path, prefix=None)
     assert (pkg.name, pkg.version, pkg.release, pkg.arch, pkg.payload) == (
         name, version, release, arch, payload)
     assert pkg.epoch == (None if epoch == "(none)" else int(epoch))
@@ -35,7 +37,7 @@ def test_rpm_header_agrees_with_rpm(path):
     want = {(f, "link" if perms.startswith("l") else "dir" if perms.startswith("d") else "file",
              target) for f, perms, target in files}
     assert got == want
-    debug_only = pkgheader.read_rpm(path)
+    debug_only = rpm.read(path)
     assert {m.path for m in debug_only.members} == {
         f for f, _, _ in files if f.startswith("/usr/lib/debug/")}
 
@@ -44,7 +46,7 @@ def test_rpm_header_agrees_with_rpm(path):
 def test_deb_agrees_with_dpkg_deb(path):
     fields = subprocess.run(["dpkg-deb", "-f", path, "Package", "Version", "Architecture"],
                             capture_output=True, text=True, check=True).stdout
-    pkg = pkgheader.read_deb(path)
+    pkg = deb.read(path)
     version = f"{pkg.version}-{pkg.release}" if pkg.release else pkg.version
     assert fields.splitlines() == [f"Package: {pkg.name}", f"Version: {version}",
                                    f"Architecture: {pkg.arch}"]
@@ -69,11 +71,11 @@ def test_elfnote_not_elf(tmp_path):
 
 
 def test_kernels_in_prefers_regular_file_over_link():
-    pkg = pkgheader.Package("/x.deb", "deb", "p", "1", "1", "amd64", members=[
-        pkgheader.Member("/usr/lib/debug/lib/modules/6.1.0-9-amd64/vmlinux", "link",
+    pkg = read.Package("/x.deb", "deb", "p", "1", "1", "amd64", members=[
+        read.Member("/usr/lib/debug/lib/modules/6.1.0-9-amd64/vmlinux", "link",
                          "../../../boot/vmlinux-6.1.0-9-amd64"),
-        pkgheader.Member("/usr/lib/debug/boot/vmlinux-6.1.0-9-amd64", "file"),
-        pkgheader.Member("/usr/lib/debug/boot/xen-syms-6.1.0-9.debug", "file"),
+        read.Member("/usr/lib/debug/boot/vmlinux-6.1.0-9-amd64", "file"),
+        read.Member("/usr/lib/debug/boot/xen-syms-6.1.0-9.debug", "file"),
     ])
     (k,) = index.kernels_in(pkg)
     assert k["vmlinux"] == "/usr/lib/debug/boot/vmlinux-6.1.0-9-amd64"
@@ -81,13 +83,52 @@ def test_kernels_in_prefers_regular_file_over_link():
 
 
 def test_kernels_in_skips_dangling_image_links():
-    pkg = pkgheader.Package("/x.rpm", "rpm", "p", "1", "1", "x86_64", members=[
-        pkgheader.Member("/usr/lib/debug/lib/modules/5.14.0-1.el9.x86_64/vmlinux", "link",
+    pkg = read.Package("/x.rpm", "rpm", "p", "1", "1", "x86_64", members=[
+        read.Member("/usr/lib/debug/lib/modules/5.14.0-1.el9.x86_64/vmlinux", "link",
                          "/somewhere/else")])
     assert index.kernels_in(pkg) == []
 
 
-def test_clean_member():
-    assert pkgheader.clean_member("p", "./usr/lib/x") == "/usr/lib/x"
-    assert pkgheader.clean_member("p", "usr//lib/./x") == "/usr/lib/x"
-    assert pkgheader.clean_member("p", "./usr/../../etc/passwd") is None
+def test_package_path():
+    assert pathsafety.package_path("./usr/lib/x") == "/usr/lib/x"
+    assert pathsafety.package_path("usr//lib/./x") == "/usr/lib/x"
+    assert pathsafety.package_path("./") == "/"
+    assert pathsafety.package_path("./usr/../../etc/passwd") is None
+    assert pathsafety.package_path("/usr/x\0y") is None
+
+
+def test_package_link():
+    link = "/usr/lib/debug/.build-id/3c/0ffee.debug"
+    assert pathsafety.package_link(link, "../../lib/modules/5/vmlinux") == \
+        "/usr/lib/debug/lib/modules/5/vmlinux"
+    assert pathsafety.package_link(link, "/boot/vmlinuz") == "/boot/vmlinuz"
+    assert pathsafety.package_link(link, "../" * 5 + "lib/x") == "/lib/x"
+    assert pathsafety.package_link(link, "../" * 6 + "lib/x") is None
+    assert pathsafety.package_link("/a/b", "/a/../../a") is None   # half-way out is out
+
+
+def test_check_package_path_kinds():
+    import pytest as _pytest
+    from caslib.records import StepError
+    with _pytest.raises(StepError) as err:
+        pathsafety.check_package_path("./", "member path")
+    assert err.value.kind == "bad-record"
+    with _pytest.raises(StepError) as err:
+        pathsafety.check_package_path("usr/../../x", "member path")
+    assert err.value.kind == "unsafe"
+    with _pytest.raises(StepError) as err:
+        pathsafety.check_package_link("/usr/a", "../../x")
+    assert err.value.kind == "unsafe"
+
+
+def test_read_package_by_magic(tmp_path):
+    from caslib.errors import FormatError
+    empty, text = tmp_path / "e.rpm", tmp_path / "t.deb"
+    empty.write_bytes(b"")
+    text.write_bytes(b"not a package at all")
+    for path, kind in ((empty, "empty"), (text, "unsupported")):
+        with pytest.raises(FormatError) as err:
+            read.read_package(str(path))
+        assert err.value.kind == kind and str(path) in err.value.message
+    assert read.read_package(SHELF["rpms"][0]).format == "rpm"
+    assert read.read_package(SHELF["debs"][0]).format == "deb"
