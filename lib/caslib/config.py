@@ -15,6 +15,7 @@ import difflib
 import getpass
 import logging
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -42,46 +43,57 @@ def _current_user() -> str:
         return str(os.getuid())
 
 
+# Every key's built-in default: the one place a default is written (callers never repeat
+# one: ``cfg.crashTimeout``, not ``cfg.get("crashTimeout", 1800)``).  The keys that depend
+# on the user ($HOME, XDG_*, DEBUGINFOD_URLS) are computed at load time by _default.
+DEFAULTS = {
+    "regexExcludeDir": [],
+    "regexExcludeFile": [],
+    "regexType": "posix-extended",
+    "rpmFilter": r".*kernel.*debuginfo.*\.rpm",
+    "debFilter": r".*linux-image-.*-dbg(sym)?_.*\.d?deb",
+    "debugLevel": "INFO",
+    "smtphost": None,
+    "snippets": None,
+    "knownIssues": None,
+    "crashCommand": "crash",
+    "crashTimeout": 1800,
+    "servers": [],
+    "mailFrom": None,
+    "cacheLimit": 20 * 1024 ** 3,
+    "downloadTimeout": 60,
+    "transferDeadline": 6 * 3600,  # a 100 GB dump at 5 MB/s fits
+    "purgeLimit": 90,
+    "autoPurge": False,
+    "crash_32": None,
+    "buffersize": 64 * 1024 ** 2,
+    "maxCoreSize": 64 * 1024 ** 4,
+    "maxJobs": None,
+    "smtpPort": None,
+    "smtpTls": "auto",
+    "smtpUser": None,
+    "smtpPasswordFile": None,
+    "smtpCaFile": None,
+}
+
+
 def _default(name: str):
-    """Built-in defaults, computed at load time so $HOME and XDG_* are honoured."""
+    """A key's built-in default, computed now so $HOME and XDG_* are honoured."""
+    if name in DEFAULTS:
+        value = DEFAULTS[name]
+        return list(value) if isinstance(value, list) else value
     data = os.path.join(_xdg("XDG_DATA_HOME", ".local/share"), "cas")
     cache = os.path.join(_xdg("XDG_CACHE_HOME", ".cache"), "cas")
     return {
-        "casuser": _current_user(),
-        "sshkey": os.path.join(os.path.expanduser("~"), ".ssh", "id_rsa"),
-        "kernels": os.path.join(data, "kernels"),
-        "regexExcludeDir": [],
-        "regexExcludeFile": [],
-        "regexType": "posix-extended",
-        "rpmFilter": r".*kernel.*debuginfo.*\.rpm",
-        "debFilter": r".*linux-image-.*-dbg(sym)?_.*\.d?deb",
-        "debugLevel": "INFO",
-        "workDirectory": os.path.join(data, "work"),
-        "smtphost": None,
-        "database": os.path.join(data, "cas.db"),
-        "debugs": os.path.join(cache, "debugs"),
-        "snippets": None,
-        "knownIssues": None,
-        "crashCommand": "crash",
-        "crashTimeout": 1800,
-        "servers": [],
-        "mailFrom": None,
-        "cacheLimit": 20 * 1024 ** 3,
-        "downloadTimeout": 60,
-        "transferDeadline": 6 * 3600,
-        "purgeLimit": 90,
-        "autoPurge": False,
-        "crash_32": None,
-        "buffersize": 64 * 1024 ** 2,
-        "debuginfodUrls": os.environ.get("DEBUGINFOD_URLS", "").split(),  # as elfutils reads it
-        "maxCoreSize": 64 * 1024 ** 4,
-        "maxJobs": None,
-        "smtpPort": None,
-        "smtpTls": "auto",
-        "smtpUser": None,
-        "smtpPasswordFile": None,
-        "smtpCaFile": None,
-    }[name]
+        "casuser": _current_user,
+        "sshkey": lambda: os.path.join(os.path.expanduser("~"), ".ssh", "id_rsa"),
+        "kernels": lambda: os.path.join(data, "kernels"),
+        "workDirectory": lambda: os.path.join(data, "work"),
+        "database": lambda: os.path.join(data, "cas.db"),
+        "debugs": lambda: os.path.join(cache, "debugs"),
+        # as elfutils reads it
+        "debuginfodUrls": lambda: os.environ.get("DEBUGINFOD_URLS", "").split(),
+    }[name]()
 
 
 # key -> (section, type); the types are parsed by _parse below.
@@ -125,7 +137,16 @@ KEYS = {
 # Sizes a typo must not turn into an exhausted machine: key -> (least, most) bytes.
 SIZE_BOUNDS = {"buffersize": (4096, 4 * 1024 ** 3)}
 _BY_LOWER = {k.lower(): k for k in KEYS}
-_SIZE_SUFFIX = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+_SIZE = re.compile(r"\s*([0-9]+)\s*([kmgt]?)(?:i?b)?\s*")
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``67108864``, ``64M``, ``64MiB``, ``2G``, ``1T`` (powers of 1024): the one
+    size parser (config values, ``--buffersize``); ValueError if it is not a size > 0."""
+    m = _SIZE.fullmatch(text.lower())
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError(text)
+    return int(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " ")
 
 
 @dataclass
@@ -143,8 +164,9 @@ class Config:
         except KeyError:
             raise AttributeError(name) from None
 
-    def get(self, name, default=None):
-        return self.values.get(name, default)
+    def get(self, name):
+        """The key's value (its default is in DEFAULTS, never at the caller)."""
+        return self.values.get(name)
 
     @property
     def source(self) -> str:
@@ -200,15 +222,19 @@ def _parse(kind: str, raw: str, key: str, where: str):
         if raw.lower() not in ("auto", "starttls", "tls", "none"):
             raise bad("auto, starttls, tls or none")
         return raw.lower()
-    if kind in ("size", "seconds"):
-        text = raw.lower().rstrip("b") if kind == "size" else raw.lower().rstrip("s")
-        suffix = text[-1:] if kind == "size" and text[-1:] in "kmgt" else ""
+    if kind == "seconds":
         try:
-            value = int(text[: len(text) - len(suffix)]) * _SIZE_SUFFIX[suffix]
-        except (ValueError, KeyError):
-            raise bad("a size like 67108864, 64M or 2G" if kind == "size" else "seconds") from None
+            value = int(raw.lower().rstrip("s"))
+        except ValueError:
+            raise bad("seconds") from None
         if value <= 0:
             raise bad("a number > 0")
+        return value
+    if kind == "size":
+        try:
+            value = parse_size(raw)
+        except ValueError:
+            raise bad("a size like 67108864, 64M or 2G") from None
         least, most = SIZE_BOUNDS.get(key, (1, None))
         if value < least or (most is not None and value > most):
             raise bad(f"a size from {least:,} to {most:,} bytes")

@@ -27,6 +27,7 @@ records get ``analysis: "full"``.
 
 import email.policy
 import email.utils
+import functools
 import os
 import re
 import smtplib
@@ -196,7 +197,7 @@ SMTP_TOTAL = 120.0  # the whole conversation, however slowly the server trickles
 
 def send_or_reason(msg, cfg) -> str | None:
     """Send through the configured relay (smtp.py); None when sent, else the one-line reason."""
-    total = min(cfg.get("transferDeadline") or SMTP_TOTAL, SMTP_TOTAL)
+    total = min(cfg.transferDeadline, SMTP_TOTAL)
     try:
         with deadline.alarm(total, "SMTP conversation"):
             smtp.deliver(msg, cfg)
@@ -263,33 +264,41 @@ def resend(workdir: str, cfg, to: str | None = None) -> dict:
 
 
 def main(argv=None) -> int:
-    def body_() -> int:
-        parser = records.argument_parser(
-            STEP, "Mail a job's first crash analysis (records on stdin).",
-            "Without smtphost the message is only written to <workdir>/mail.eml.")
-        parser.add_argument("-e", "--email", metavar="ADDRESS", help="recipient (else the record's email)")
-        parser.add_argument("--resend", metavar="JOBDIR", help="send the saved mail.eml of JOBDIR again")
-        cli.add_config_option(parser)
-        args = parser.parse_args(argv)
-        if args.email:
-            try:
-                check_address(args.email)
-            except StepError as exc:
-                raise records.UsageError(f"{STEP}: {exc.message}") from None
-        cfg = cli.load_config(args)
-        if args.resend:
-            try:  # usage errors (no recipient, no smtphost) leave from here: exit 2
-                result: dict | StepError = resend(args.resend, cfg, args.email)
-            except StepError as exc:
-                result = exc
+    """cas-mail's command line (man cas-mail)."""
+    return records.main_wrapper(STEP, run_command, argv)
 
-            def resent(_record):
-                if isinstance(result, StepError):
-                    raise result
-                return result
-            return records.run(STEP, resent, [{"workdir": os.path.abspath(args.resend)}])
-        # an analysis step's error record that carries the kernel log is mailed as log-only
-        source = (logonly.convert(r) for r in records.read_records(sys.stdin, STEP))
-        return records.run(STEP, lambda r: process(r, cfg, args.email), source, trusted=False)
 
-    return records.main_wrapper(STEP, body_)
+def _resent(result: "dict | StepError", _record: dict) -> dict:
+    """The record of a --resend (or its failure), as the one record records.run prints."""
+    if isinstance(result, StepError):
+        raise result
+    return result
+
+
+def run_command(argv) -> int:
+    parser = cli.argument_parser(
+        STEP, "Mail a job's first crash analysis (records on stdin).",
+        "Without smtphost the message is only written to <workdir>/mail.eml.")
+    parser.add_argument("-e", "--email", metavar="ADDRESS", help="recipient (else the record's email)")
+    parser.add_argument("--resend", metavar="JOBDIR", help="send the saved mail.eml of JOBDIR again")
+    args = parser.parse_args(argv)
+    if args.email:
+        try:
+            check_address(args.email)
+        except StepError as exc:
+            raise records.UsageError(f"{STEP}: {exc.message}") from None
+    if not args.resend:
+        cli.refuse_terminal(parser)
+    cfg = cli.load_config(args)
+    if args.resend:
+        try:  # usage errors (no recipient, no smtphost) leave from here: exit 2
+            result: dict | StepError = resend(args.resend, cfg, args.email)
+        except StepError as exc:
+            result = exc
+        return records.run(STEP, functools.partial(_resent, result),
+                           [{"workdir": os.path.abspath(args.resend)}])
+    # an analysis step's error record that carries the kernel log is mailed as log-only
+    source = (logonly.convert(r) for r in records.read_records(sys.stdin, STEP))
+    return records.run(STEP, functools.partial(process, cfg=cfg, to=args.email), source,
+                       trusted=False)
+

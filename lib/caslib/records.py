@@ -9,7 +9,6 @@ quiet exit on a broken pipe and the exit status (0 ok, 1 some record
 carries an error, 2 usage).
 """
 
-import argparse
 import json
 import logging
 import os
@@ -56,23 +55,6 @@ def _raise_interrupted(signum, _frame):
 
 def exit_status_for(exc: KeyboardInterrupt) -> int:
     return 128 + getattr(exc, "signum", signal.SIGINT)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises UsageError instead of exiting, so main() decides."""
-
-    def error(self, message):
-        raise UsageError(f"{self.prog}: {message}")
-
-
-def argument_parser(prog: str, description: str, epilog: str | None = None) -> ArgumentParser:
-    """The parser every command starts from; it brings ``--version`` (``cas-ident 0.2.0``)."""
-    from caslib import __version__
-    parser = ArgumentParser(prog=prog, description=description, epilog=epilog,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"{prog} {__version__}",
-                        help="print the command's name and the CAS version, and exit")
-    return parser
 
 
 def error_record(record: dict, step: str, message: str, kind: str = "failed") -> dict:
@@ -230,13 +212,13 @@ def run(step: str, process: Callable[[dict], dict], initial: Iterable[dict] | No
     return status
 
 
-def main_wrapper(prog: str, body: Callable[[], int]) -> int:
-    """Run a command's body: usage errors exit 2 with one line, never a traceback."""
+def main_wrapper(prog: str, body: Callable[..., int], *args) -> int:
+    """Run a command's ``body(*args)``: usage errors exit 2 with one line, never a traceback."""
     logs.setup(prog)
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        return body()
+        return body(*args)
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE

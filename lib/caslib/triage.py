@@ -22,6 +22,7 @@ outside the job directory).
 """
 
 import contextlib
+import functools
 import os
 
 from caslib.diagnosis import classify, kernlog, knownissues, signatures, taint, trust
@@ -213,13 +214,16 @@ def process(record: dict, cfg, connect=None) -> dict:
 
 
 def main(argv=None) -> int:
-    def body():
-        parser = records.argument_parser(
-            STEP, __doc__.splitlines()[0],
-            epilog="Reads records (from cas-crash) on stdin.")
-        cli.add_config_option(parser)
-        args = parser.parse_args(argv)
-        cfg = cli.load_config(args)
-        return records.run(STEP, lambda r: process(r, cfg))
+    """cas-triage's command line (man cas-triage)."""
+    return records.main_wrapper(STEP, run_command, argv)
 
-    return records.main_wrapper(STEP, body)
+
+def run_command(argv) -> int:
+    parser = cli.argument_parser(
+        STEP, "Say what kind of crash it is, whose fault, how tainted, and if seen before.",
+        epilog="Reads records (from cas-crash) on stdin.")
+    args = parser.parse_args(argv)
+    cli.refuse_terminal(parser)
+    cfg = cli.load_config(args)
+    return records.run(STEP, functools.partial(process, cfg=cfg))
+

@@ -42,7 +42,7 @@ def forced_options(args) -> dict:
 
 def check_input(source: str, cfg) -> None:
     try:
-        fh = open_source(source, cfg.downloadTimeout)[0]
+        fh = open_source(source, cfg.downloadTimeout, cfg.transferDeadline)[0]
     except StepError as exc:
         raise UsageError(f"{PROG}: {exc.message}") from None
     fh.close()
