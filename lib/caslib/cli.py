@@ -42,7 +42,7 @@ def argument_parser(prog: str, description: str, epilog: str | None = None,
                              "for a non-root user, else /etc/cas.conf, else built-in)")
     parser.add_argument("-q", "--quiet", action="store_true", help=quiet)
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log progress (-v) or debug lines too (-vv) (overrides debugLevel)")
+                        help="log progress; twice: debug lines too (overrides debugLevel)")
     return parser
 
 
