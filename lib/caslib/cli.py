@@ -20,6 +20,23 @@ SHORT = {"--identifier": "-i", "--job": "-j", "--file": "-f", "--release": "-r",
          "--machine": "-M", "--build-id": "-b", "--config": "-c"}
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, told the width so that building a parser does not import
+    shutil (and with it bz2 and lzma): every command builds one, few print help."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        if width is None:
+            try:
+                width = int(os.environ.get("COLUMNS", ""))
+            except ValueError:
+                try:
+                    width = os.get_terminal_size(sys.__stdout__.fileno()).columns
+                except (AttributeError, ValueError, OSError):
+                    width = 80
+            width = (width or 80) - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of exiting, so main() decides."""
 
@@ -34,7 +51,7 @@ def argument_parser(prog: str, description: str, epilog: str | None = None,
     line: one sentence in the imperative, ending with a full stop."""
     from caslib import __version__
     parser = ArgumentParser(prog=prog, description=description, epilog=epilog,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                            formatter_class=_Formatter)
     parser.add_argument("-V", "--version", action="version", version=f"{prog} {__version__}",
                         help="print the command's name and the CAS version, and exit")
     parser.add_argument("-c", "--config", metavar="FILE",

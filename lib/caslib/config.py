@@ -10,16 +10,12 @@ key and the file.  Keys are matched without regard to case, and written in
 the original's camelCase in documentation.
 """
 
-import configparser
-import difflib
 import getpass
-import logging
 import os
 import re
 import shlex
-from dataclasses import dataclass, field
 
-from caslib import seedvalues
+from caslib import logs, seedvalues
 from caslib.records import UsageError
 
 SYSTEM_CONFIG = "/etc/cas.conf"
@@ -149,14 +145,16 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " ")
 
 
-@dataclass
 class Config:
-    """Typed settings; ``get(name)`` or attribute access by the documented key name."""
+    """Typed settings; ``get(name)`` or attribute access by the documented key name.
 
-    values: dict
-    path: str | None = None
-    pipeline: dict = field(default_factory=dict)
-    warnings: list = field(default_factory=list)
+    (A plain class, not a dataclass: importing dataclasses costs every command's start-up.)
+    """
+
+    def __init__(self, values: dict, path: str | None = None):
+        self.values, self.path = values, path
+        self.pipeline: dict = {}  # [pipeline] step -> argv
+        self.warnings: list = []
 
     def __getattr__(self, name):
         try:
@@ -299,6 +297,8 @@ def load(explicit: str | None = None, environ=None) -> Config:
     cfg = defaults()
     if path is None:
         return cfg
+    import configparser  # only when there is a file to read
+
     parser = configparser.ConfigParser(interpolation=None, strict=True,
                                        inline_comment_prefixes=None)
     parser.optionxform = str  # keep camelCase for messages
@@ -351,12 +351,14 @@ def load(explicit: str | None = None, environ=None) -> Config:
     if key_type:  # casuser may come later in the file
         cfg.values["sshkey"] = seedvalues.sshkey(key_type, cfg.values["casuser"])
     for line in cfg.warnings:
-        logging.getLogger("cas").warning("%s", line)
+        logs.get().warning("%s", line)
     return cfg
 
 
 def _unknown(raw_key: str) -> str:
     """"unknown key 'kernal' (did you mean 'kernels'?)": the nearest known key, if any is close."""
+    import difflib
+
     near = difflib.get_close_matches(raw_key.lower(), list(_BY_LOWER), n=1, cutoff=0.75)
     hint = f" (did you mean {_BY_LOWER[near[0]]!r}?)" if near else ""
     return f"unknown key {raw_key!r}{hint}"

@@ -163,7 +163,7 @@ def run_command(argv) -> int:
             queue.recover_lost()
         out = act(queue, args, cfg, since, as_json)
     except StepError as exc:
-        print(f"{PROG}: {exc.message}", file=sys.stderr)
+        logs.get().error("%s", exc.message)
         return records.EXIT_USAGE if exc.kind == "usage" else records.EXIT_ERROR
     if isinstance(out, dict):
         records.write_record(out, sys.stdout)

@@ -10,11 +10,10 @@ carries an error, 2 usage).
 """
 
 import json
-import logging
 import os
 import signal
 import sys
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from caslib import jsonlines, logs
 
@@ -87,7 +86,7 @@ def read_records(stream, step: str) -> Iterator[dict]:
                 elif jsonlines.depth(record) > jsonlines.MAX_DEPTH:
                     why = f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
         if why:
-            logging.getLogger("cas").error("%s", why)
+            logs.get().error("%s", why)
             yield error_record(shown, step, why, "bad-record")
             continue
         yield record
@@ -117,7 +116,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def apply(step: str, process: Callable[[dict], dict], record: dict,
-          log: logging.Logger | None = None, trusted: bool = False) -> dict:
+          log=None, trusted: bool = False) -> dict:
     """Run ``process`` on one record under the contract; never raises.
 
     Error records pass through untouched.  The record is checked first
@@ -127,7 +126,7 @@ def apply(step: str, process: Callable[[dict], dict], record: dict,
     """
     if "error" in record:
         return record
-    log = log or logging.getLogger("cas")
+    log = log or logs.get()
     if _record_check is not None:
         try:
             _record_check(record, trusted, step)
@@ -187,7 +186,7 @@ def run(step: str, process: Callable[[dict], dict], initial: Iterable[dict] | No
     """
     stdin = stdin if stdin is not None else sys.stdin
     stdout = stdout if stdout is not None else sys.stdout
-    log = logging.getLogger("cas")
+    log = logs.get()
     source = initial if initial is not None else read_records(stdin, step)
     if trusted is None:
         trusted = initial is not None
@@ -225,5 +224,5 @@ def main_wrapper(prog: str, body: Callable[..., int], *args) -> int:
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except KeyboardInterrupt as exc:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        logs.get().error("interrupted")
         return exit_status_for(exc)

@@ -10,16 +10,15 @@ directory that does not look like a job.  ``dry_run`` lists exactly what
 would go and changes nothing.
 """
 
-import logging
 import os
 import shutil
 import stat
 import time
 from dataclasses import dataclass
 
-from caslib import jobdir
+from caslib import jobdir, logs
 
-log = logging.getLogger("cas")
+log = logs.get()
 
 
 @dataclass
