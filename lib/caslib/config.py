@@ -40,7 +40,7 @@ def _current_user() -> str:
 
 
 # Every key's built-in default: the one place a default is written (callers never repeat
-# one: ``cfg.crashTimeout``, not ``cfg.get("crashTimeout", 1800)``).  The keys that depend
+# one: ``cfg.crashTimeout``, never a second default at the call).  The keys that depend
 # on the user ($HOME, XDG_*, DEBUGINFOD_URLS) are computed at load time by _default.
 DEFAULTS = {
     "regexExcludeDir": [],
