@@ -171,94 +171,110 @@ class Config:
         return self.path or "built-in defaults"
 
 
-def _parse(kind: str, raw: str, key: str, where: str):
-    raw = raw.strip()
+class _Bad(ValueError):
+    """A value of the wrong form; the argument says what was expected."""
 
-    def bad(expected: str):
-        return UsageError(f"{where}: {key} = {raw!r}: expected {expected}")
 
-    if ("\n" in raw or "\r" in raw) and kind not in ("globs", "words"):
-        raise bad("a value on one line")
-    if kind == "optsize":  # the original documented "None" (or nothing) as the default
-        if raw.lower() in ("", "none"):
-            return _default(key)
-        kind = "size"
-    if kind == "sshkey":
-        if not raw:
-            return _default(key)
-        return seedvalues.sshkey(raw)
-    if kind == "str":
-        if not raw:
-            raise bad("a non-empty value")
-        return raw
-    if kind == "optstr":
-        return raw or None
-    if kind in ("path", "optpath"):
-        if not raw:
-            if kind == "optpath":
-                return None
-            raise bad("a path")
-        path = os.path.expanduser(raw)
-        if not os.path.isabs(path):
-            raise bad("an absolute path (or ~/...)")
-        return os.path.normpath(path)
-    if kind == "int":
-        try:
-            value = int(raw)
-        except ValueError:
-            raise bad("a whole number") from None
-        if value < 0:
-            raise bad("a number >= 0")
-        return value
-    if kind == "optcount":
-        if not raw:
+def _size(raw: str, key: str) -> int:
+    try:
+        value = parse_size(raw)
+    except ValueError:
+        raise _Bad("a size like 67108864, 64M or 2G") from None
+    least, most = SIZE_BOUNDS.get(key, (1, None))
+    if value < least or (most is not None and value > most):
+        raise _Bad(f"a size from {least:,} to {most:,} bytes")
+    return value
+
+
+def _path(raw: str, optional: bool) -> str | None:
+    if not raw:
+        if optional:
             return None
-        if not raw.isdigit() or int(raw) < 1:
-            raise bad("a whole number >= 1")
-        return int(raw)
-    if kind == "tls":
-        if raw.lower() not in ("auto", "starttls", "tls", "none"):
-            raise bad("auto, starttls, tls or none")
-        return raw.lower()
-    if kind == "seconds":
-        try:
-            value = int(raw.lower().rstrip("s"))
-        except ValueError:
-            raise bad("seconds") from None
-        if value <= 0:
-            raise bad("a number > 0")
-        return value
-    if kind == "size":
-        try:
-            value = parse_size(raw)
-        except ValueError:
-            raise bad("a size like 67108864, 64M or 2G") from None
-        least, most = SIZE_BOUNDS.get(key, (1, None))
-        if value < least or (most is not None and value > most):
-            raise bad(f"a size from {least:,} to {most:,} bytes")
-        return value
-    if kind == "bool":
-        low = raw.lower()
-        if low in ("yes", "true", "on", "1"):
-            return True
-        if low in ("no", "false", "off", "0"):
-            return False
-        raise bad("Yes or No")
-    if kind == "level":
-        if raw.upper() not in DEBUG_LEVELS:
-            raise bad(" or ".join(DEBUG_LEVELS))
-        return raw.upper()
-    if kind == "regextype":
-        if raw not in REGEX_TYPES:
-            raise bad("one of " + ", ".join(REGEX_TYPES))
-        return raw
-    if kind in ("globs", "words"):
-        try:
-            words = shlex.split(raw.replace(",", " "))
-        except ValueError:
-            raise bad("space- or comma-separated words") from None
-        return words
-    raise AssertionError(kind)
+        raise _Bad("a path")
+    path = os.path.expanduser(raw)
+    if not os.path.isabs(path):
+        raise _Bad("an absolute path (or ~/...)")
+    return os.path.normpath(path)
+
+
+def _number(text: str, least: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise _Bad(expected) from None
+    if value < least:
+        raise _Bad(f"a number >= {least}" if least == 0 else "a number > 0")
+    return value
+
+
+def _choice(value: str, choices, expected: str) -> str:
+    if value not in choices:
+        raise _Bad(expected)
+    return value
+
+
+def _bool(raw: str) -> bool:
+    low = raw.lower()
+    if low in ("yes", "true", "on", "1"):
+        return True
+    if low in ("no", "false", "off", "0"):
+        return False
+    raise _Bad("Yes or No")
+
+
+def _count(raw: str) -> int | None:
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise _Bad("a whole number >= 1")
+    return int(raw)
+
+
+def _nonempty(raw: str) -> str:
+    if not raw:
+        raise _Bad("a non-empty value")
+    return raw
+
+
+def _words(raw: str) -> list:
+    try:
+        return shlex.split(raw.replace(",", " "))
+    except ValueError:
+        raise _Bad("space- or comma-separated words") from None
+
+
+# value type -> parser(raw, key); each raises _Bad(what was expected)
+_PARSERS = {
+    "str": lambda raw, key: _nonempty(raw),
+    "optstr": lambda raw, key: raw or None,
+    "path": lambda raw, key: _path(raw, False),
+    "optpath": lambda raw, key: _path(raw, True),
+    "int": lambda raw, key: _number(raw, 0, "a whole number"),
+    "optcount": lambda raw, key: _count(raw),
+    "seconds": lambda raw, key: _number(raw.lower().rstrip("s"), 1, "seconds"),
+    "size": _size,
+    # the original documented "None" (or nothing) as the default
+    "optsize": lambda raw, key: _default(key) if raw.lower() in ("", "none") else _size(raw, key),
+    "sshkey": lambda raw, key: seedvalues.sshkey(raw) if raw else _default(key),
+    "tls": lambda raw, key: _choice(raw.lower(), ("auto", "starttls", "tls", "none"),
+                                    "auto, starttls, tls or none"),
+    "bool": lambda raw, key: _bool(raw),
+    "level": lambda raw, key: _choice(raw.upper(), DEBUG_LEVELS, " or ".join(DEBUG_LEVELS)),
+    "regextype": lambda raw, key: _choice(raw, REGEX_TYPES, "one of " + ", ".join(REGEX_TYPES)),
+    "globs": lambda raw, key: _words(raw),
+    "words": lambda raw, key: _words(raw),
+}
+
+
+def _parse(kind: str, raw: str, key: str, where: str):
+    """The typed value of ``key = raw``; UsageError naming the file, key and value."""
+    raw = raw.strip()
+    try:
+        if ("\n" in raw or "\r" in raw) and kind not in ("globs", "words"):
+            raise _Bad("a value on one line")
+        return _PARSERS[kind](raw, key)
+    except _Bad as exc:
+        raise UsageError(f"{where}: {key} = {raw!r}: expected {exc}") from None
 
 
 def user_config(environ) -> str | None:
@@ -291,12 +307,8 @@ def defaults() -> Config:
     return Config({k: _default(k) for k in KEYS})
 
 
-def load(explicit: str | None = None, environ=None) -> Config:
-    """Load the config in force; raise UsageError with one line on any problem."""
-    path = find_path(explicit, environ)
-    cfg = defaults()
-    if path is None:
-        return cfg
+def _read(path: str):
+    """The file as a ConfigParser; UsageError naming the file and the line on trouble."""
     import configparser  # only when there is a file to read
 
     parser = configparser.ConfigParser(interpolation=None, strict=True,
@@ -316,38 +328,60 @@ def load(explicit: str | None = None, environ=None) -> Config:
     except (configparser.Error, UnicodeDecodeError) as exc:
         first = " ".join(str(exc).split())
         raise UsageError(f"{path}: not a valid config file: {first}") from None
+    return parser
+
+
+def _pipeline(cfg: Config, items, path: str) -> None:
+    """``[pipeline]``: step = command replacing that step's executable."""
+    for step, command in items:
+        if step.lower() not in PIPELINE_STEPS:
+            cfg.warnings.append(f"{path}: [pipeline] {step}: unknown step, ignored")
+            continue
+        try:
+            argv = shlex.split(command)
+        except ValueError:
+            raise UsageError(f"{path}: [pipeline] {step}: cannot split {command!r}") from None
+        if not argv:
+            raise UsageError(f"{path}: [pipeline] {step}: empty command")
+        cfg.pipeline[step.lower()] = argv
+
+
+def _settings(cfg: Config, section: str, items, path: str, seen: set) -> str | None:
+    """One section's keys into ``cfg``; the ssh key type named (``sshkey = rsa``), if any."""
+    key_type = None
+    for raw_key, raw_value in items:
+        key = _BY_LOWER.get(raw_key.lower())
+        if key is None:
+            cfg.warnings.append(f"{path}: [{section}] {_unknown(raw_key)}, ignored")
+            continue
+        want = KEYS[key][0]
+        if section.lower() != want:
+            cfg.warnings.append(f"{path}: {raw_key} belongs in [{want}], read from [{section}]")
+        if key in seen:
+            raise UsageError(f"{path}: {key} is set twice (again as {raw_key!r} in "
+                             f"[{section}]); keep one")
+        cfg.values[key] = _parse(KEYS[key][1], raw_value, key, path)
+        seen.add(key)
+        if key == "sshkey":
+            key_type = raw_value.strip() if seedvalues.is_key_type(raw_value) else None
+    return key_type
+
+
+def load(explicit: str | None = None, environ=None) -> Config:
+    """Load the config in force; raise UsageError with one line on any problem."""
+    path = find_path(explicit, environ)
+    cfg = defaults()
+    if path is None:
+        return cfg
+    parser = _read(path)
     cfg.path = os.path.abspath(path)
     key_type = None
-    seen = set()  # a file sets only the keys it changes; the rest keep their defaults
+    seen: set = set()  # a file sets only the keys it changes; the rest keep their defaults
     for section in parser.sections():
         if section.lower() == "pipeline":
-            for step, command in parser.items(section):
-                if step.lower() not in PIPELINE_STEPS:
-                    cfg.warnings.append(f"{path}: [pipeline] {step}: unknown step, ignored")
-                    continue
-                try:
-                    argv = shlex.split(command)
-                except ValueError:
-                    raise UsageError(f"{path}: [pipeline] {step}: cannot split {command!r}") from None
-                if not argv:
-                    raise UsageError(f"{path}: [pipeline] {step}: empty command")
-                cfg.pipeline[step.lower()] = argv
-            continue
-        for raw_key, raw_value in parser.items(section):
-            key = _BY_LOWER.get(raw_key.lower())
-            if key is None:
-                cfg.warnings.append(f"{path}: [{section}] {_unknown(raw_key)}, ignored")
-                continue
-            want = KEYS[key][0]
-            if section.lower() != want:
-                cfg.warnings.append(f"{path}: {raw_key} belongs in [{want}], read from [{section}]")
-            if key in seen:
-                raise UsageError(f"{path}: {key} is set twice (again as {raw_key!r} in "
-                                 f"[{section}]); keep one")
-            cfg.values[key] = _parse(KEYS[key][1], raw_value, key, path)
-            seen.add(key)
-            if key == "sshkey":
-                key_type = raw_value.strip() if seedvalues.is_key_type(raw_value) else None
+            _pipeline(cfg, parser.items(section), path)
+        else:
+            key_type = _settings(cfg, section, parser.items(section), path, seen) or key_type
     if key_type:  # casuser may come later in the file
         cfg.values["sshkey"] = seedvalues.sshkey(key_type, cfg.values["casuser"])
     for line in cfg.warnings:

@@ -63,31 +63,33 @@ def error_record(record: dict, step: str, message: str, kind: str = "failed") ->
     return out
 
 
+def _parse_line(line: str, too_long: bool, lineno: int) -> tuple[dict | None, str | None]:
+    """(record, None) for a sound line, else (None, why it is not one)."""
+    if too_long:
+        return None, f"stdin line {lineno}: longer than {jsonlines.MAX_LINE} characters"
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        return None, f"stdin line {lineno}: not JSON ({exc.msg})"
+    except RecursionError:
+        return None, f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
+    if not isinstance(record, dict):
+        return None, f"stdin line {lineno}: not a JSON object"
+    if jsonlines.depth(record) > jsonlines.MAX_DEPTH:
+        return None, f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
+    return record, None
+
+
 def read_records(stream, step: str) -> Iterator[dict]:
     """Yield records from JSON lines; a line that is not a sound object becomes an error record
     (its message also on stderr), and the lines after it are still read."""
     for lineno, (line, too_long) in enumerate(jsonlines.bounded_lines(stream), 1):
         if not line.strip():
             continue
-        shown = {"input": line.rstrip("\n")[:200]}
-        why = None
-        if too_long:
-            why = f"stdin line {lineno}: longer than {jsonlines.MAX_LINE} characters"
-        else:
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                why = f"stdin line {lineno}: not JSON ({exc.msg})"
-            except RecursionError:
-                why = f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
-            else:
-                if not isinstance(record, dict):
-                    why = f"stdin line {lineno}: not a JSON object"
-                elif jsonlines.depth(record) > jsonlines.MAX_DEPTH:
-                    why = f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
+        record, why = _parse_line(line, too_long, lineno)
         if why:
             logs.get().error("%s", why)
-            yield error_record(shown, step, why, "bad-record")
+            yield error_record({"input": line.rstrip("\n")[:200]}, step, why, "bad-record")
             continue
         yield record
 
