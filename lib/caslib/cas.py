@@ -335,7 +335,8 @@ def run_pipeline(args, cfg, jobs=None) -> int:
     env = dict(os.environ)
     if cfg.path:
         env["CAS_CONFIG"] = cfg.path
-    log.info("pipeline: %s", " | ".join(f"cas-{n}" if n in config.PIPELINE_STEPS else n for n in names))
+    log.info("pipeline: %s",
+             " | ".join(f"cas-{n}" if n in config.PIPELINE_STEPS else n for n in names))
     jobs = jobs or Jobs(cfg, args.email)
     jobsreap.reap(cfg)  # rows of runs killed before they could say so
     pipeline = Pipeline()

@@ -44,8 +44,11 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+QUIET = "log only errors on stderr (overrides debugLevel)"
+
+
 def argument_parser(prog: str, description: str, epilog: str | None = None,
-                    quiet: str = "log only errors on stderr (overrides debugLevel)") -> ArgumentParser:
+                    quiet: str = QUIET) -> ArgumentParser:
     """The parser every command starts from: ``-V/--version`` (``cas-ident 0.2.0``),
     ``-c/--config``, ``-q/--quiet`` and ``-v/--verbose``.  ``description`` is the -h first
     line: one sentence in the imperative, ending with a full stop."""
@@ -55,8 +58,9 @@ def argument_parser(prog: str, description: str, epilog: str | None = None,
     parser.add_argument("-V", "--version", action="version", version=f"{prog} {__version__}",
                         help="print the command's name and the CAS version, and exit")
     parser.add_argument("-c", "--config", metavar="FILE",
-                        help="config file (default: $CAS_CONFIG, else $XDG_CONFIG_HOME/cas/cas.conf "
-                             "for a non-root user, else /etc/cas.conf, else built-in)")
+                        help="config file (default: $CAS_CONFIG, else "
+                             "$XDG_CONFIG_HOME/cas/cas.conf for a non-root user, else "
+                             "/etc/cas.conf, else built-in)")
     parser.add_argument("-q", "--quiet", action="store_true", help=quiet)
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log progress; twice: debug lines too (overrides debugLevel)")

@@ -59,7 +59,7 @@ from caslib.crashrun import bounded, crashdate, panic, servers, snippets
 from caslib import cli, logs, records
 from caslib.records import StepError
 
-STEP = "cas-crash"
+PROG = "cas-crash"
 WRAPPER, COMMANDS, OUTPUT, FAILED_OUTPUT = "crash", "crash.in", "crash.out", "crash.failed.out"
 CRASH_PACKAGE = "install the crash package (Debian/Ubuntu: apt-get install crash; Fedora/RHEL: dnf install crash)"
 _MISMATCH = ("do not match", "kernel version inconsistency")
@@ -380,7 +380,7 @@ def _initial(args) -> list | None:
     if not args.files:
         return None
     if len(args.files) < 2:
-        raise records.UsageError(f"{STEP}: give a core and its vmlinux (got one file)")
+        raise records.UsageError(f"{PROG}: give a core and its vmlinux (got one file)")
     core, vmlinux, *modules = [os.path.abspath(f) for f in args.files]
     record = {"core": core, "vmlinux": vmlinux,
               "workdir": os.path.abspath(args.workdir or os.path.dirname(core))}
@@ -393,12 +393,12 @@ def _initial(args) -> list | None:
 
 def main(argv=None) -> int:
     """cas-crash's command line (man cas-crash)."""
-    return records.main_wrapper(STEP, run_command, argv)
+    return records.main_wrapper(PROG, run_command, argv)
 
 
 def run_command(argv) -> int:
     parser = cli.argument_parser(
-        STEP, "Run the crash utility on a job's core; split and summarise what it says.",
+        PROG, "Run the crash utility on a job's core; split and summarise what it says.",
         epilog="With no files, reads records (from cas-extract) on stdin.")
     parser.add_argument("--workdir", metavar="DIR",
                         help="job directory for the results (default: the core's directory)")
@@ -412,5 +412,5 @@ def run_command(argv) -> int:
     if initial is None:
         cli.refuse_terminal(parser)
     cfg = cli.load_config(args)
-    return records.run(STEP, functools.partial(process, cfg=cfg), initial)
+    return records.run(PROG, functools.partial(process, cfg=cfg), initial)
 

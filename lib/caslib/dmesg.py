@@ -30,7 +30,7 @@ from caslib.dumps import printk, vmem
 from caslib.dumps.flattened import DumpError, open_source
 from caslib.records import StepError
 
-STEP = "cas-dmesg"
+PROG = "cas-dmesg"
 COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\0": "xz",
               b"\x28\xb5\x2f\xfd": "zstd"}
 
@@ -144,12 +144,12 @@ def print_logs(paths: list) -> int:
 
 def main(argv=None) -> int:
     """cas-dmesg's command line (man cas-dmesg)."""
-    return records.main_wrapper(STEP, run_command, argv)
+    return records.main_wrapper(PROG, run_command, argv)
 
 
 def run_command(argv) -> int:
     parser = cli.argument_parser(
-        STEP, "Read the kernel log of a dump from its memory, with no vmlinux.",
+        PROG, "Read the kernel log of a dump from its memory, with no vmlinux.",
         "With FILE: print the log. Without: a filter adding dmesg to each record.")
     cli.option(parser, "--file", action="append", dest="file_opt", metavar="FILE",
                help="a dump file to print (same as FILE; may be repeated)")
@@ -164,5 +164,5 @@ def run_command(argv) -> int:
     cli.load_config(args)
     if files:
         return print_logs(files)
-    return records.run(STEP, functools.partial(process, keep_going=args.keep_going))
+    return records.run(PROG, functools.partial(process, keep_going=args.keep_going))
 

@@ -28,7 +28,7 @@ from caslib.shelf import extcache, fetchvmlinux
 from caslib.packages import pkgmembers
 from caslib.records import StepError
 
-STEP = "cas-extract"
+PROG = "cas-extract"
 
 
 def _unchanged(path: str, fh, st0) -> None:
@@ -195,12 +195,12 @@ def _tame_malloc() -> None:
 
 def main(argv=None) -> int:
     """cas-extract's command line (man cas-extract)."""
-    return records.main_wrapper(STEP, run_command, argv)
+    return records.main_wrapper(PROG, run_command, argv)
 
 
 def run_command(argv) -> int:
     parser = cli.argument_parser(
-        STEP, "Take the vmlinux (and the module debug files) out of a debuginfo package.")
+        PROG, "Take the vmlinux (and the module debug files) out of a debuginfo package.")
     parser.add_argument("--rpm", metavar="FILE",
                         help="package to extract from (.rpm, .deb or .ddeb)")
     parser.add_argument("--member", metavar="PATH",
@@ -213,7 +213,7 @@ def run_command(argv) -> int:
     args = parser.parse_args(argv)
     given = [args.rpm, args.member, args.workdir]
     if any(given) and not all(given):
-        raise records.UsageError(f"{STEP}: --rpm, --member and --workdir go together")
+        raise records.UsageError(f"{PROG}: --rpm, --member and --workdir go together")
     if not any(given):
         cli.refuse_terminal(parser)
     cfg = cli.load_config(args)
@@ -225,5 +225,5 @@ def run_command(argv) -> int:
         initial = [{"workdir": workdir,
                     "debuginfo": {"rpm": os.path.abspath(args.rpm), "vmlinux": args.member,
                                   "modules_prefix": args.modules_prefix}}]
-    return records.run(STEP, functools.partial(process, cfg=cfg, modules=args.modules), initial)
+    return records.run(PROG, functools.partial(process, cfg=cfg, modules=args.modules), initial)
 

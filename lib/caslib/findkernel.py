@@ -32,7 +32,7 @@ from caslib.packages import kernelrelease
 from caslib.shelf import othersources
 from caslib.records import StepError
 
-STEP = "cas-findkernel"
+PROG = "cas-findkernel"
 log = logs.get()
 
 _SELECT = ("SELECT p.path, p.name, p.epoch, p.version, p.release, p.arch, p.payload, p.format,"
@@ -276,12 +276,12 @@ class _LazyIndex:
 
 def main(argv=None) -> int:
     """cas-findkernel's command line (man cas-findkernel)."""
-    return records.main_wrapper(STEP, run_command, argv)
+    return records.main_wrapper(PROG, run_command, argv)
 
 
 def _parser():
     parser = cli.argument_parser(
-        STEP, "Find the debuginfo package that holds the vmlinux of a dump's kernel.")
+        PROG, "Find the debuginfo package that holds the vmlinux of a dump's kernel.")
     cli.option(parser, "--release", metavar="R",
                help="kernel release (uname -r) to look up instead of reading records")
     cli.option(parser, "--machine", metavar="M", help="machine (uname -m), with --release")
@@ -297,16 +297,16 @@ def run_command(argv) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if (args.machine or args.build_id) and not (args.release or args.build_id):
-        raise records.UsageError(f"{STEP}: --machine needs --release or --build-id")
+        raise records.UsageError(f"{PROG}: --machine needs --release or --build-id")
     if args.vmlinux and args.package:
-        raise records.UsageError(f"{STEP}: give --vmlinux or --package, not both")
+        raise records.UsageError(f"{PROG}: give --vmlinux or --package, not both")
     cfg = cli.load_config(args)
     force = {"vmlinux": args.vmlinux and os.path.abspath(args.vmlinux),
              "package": args.package and os.path.abspath(args.package)}
     initial = None
     if _stdin_has_records():  # in a pipe: the options override each record
         if args.build_id and not args.release:
-            raise records.UsageError(f"{STEP}: in a pipe, --build-id goes with --release")
+            raise records.UsageError(f"{PROG}: in a pipe, --build-id goes with --release")
         if args.release:
             force.update(release=args.release, machine=args.machine, build_id=args.build_id)
     elif args.release or args.build_id:
@@ -317,5 +317,5 @@ def run_command(argv) -> int:
     else:
         cli.refuse_terminal(parser)
     step = _LazyIndex(cfg, force, not (args.vmlinux or args.package))
-    return records.run(STEP, step, initial)
+    return records.run(PROG, step, initial)
 

@@ -66,7 +66,7 @@ from caslib.dumps import elfcore, kdumphdr, lkcdhdr, splitdump, utsname, vmcorei
 from caslib.dumps.flattened import DumpError, FileSource, FlattenedSource, is_flattened
 from caslib.records import StepError
 
-STEP = "cas-ident"
+PROG = "cas-ident"
 DEFAULT_BUFFERSIZE = config.DEFAULTS["buffersize"]
 HEAD = 4096
 COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\0": "xz",
@@ -400,12 +400,12 @@ def process(record: dict, cfg=None, buffersize: int | None = None) -> dict:
 
 def main(argv=None) -> int:
     """cas-ident's command line (man cas-ident)."""
-    return records.main_wrapper(STEP, run_command, argv)
+    return records.main_wrapper(PROG, run_command, argv)
 
 
 def parse_args(argv):
     parser = cli.argument_parser(
-        STEP, "Name the crashed kernel of each dump from its headers.",
+        PROG, "Name the crashed kernel of each dump from its headers.",
         "Reads records with a core key on stdin when no FILE is given.")
     cli.option(parser, "--file", action="append", dest="file_opt", metavar="FILE",
                help="a dump file (same as FILE; may be repeated)")
@@ -427,9 +427,9 @@ def run_command(argv) -> int:
         try:
             buffersize = config.parse_size(args.buffersize)
         except ValueError:
-            raise records.UsageError(f"{STEP}: --buffersize {args.buffersize!r}: expected a"
+            raise records.UsageError(f"{PROG}: --buffersize {args.buffersize!r}: expected a"
                                      " size like 67108864, 64M or 1G") from None
     cfg = cli.load_config(args)
     initial = splitdump.initial_records(args.files)
-    return records.run(STEP, functools.partial(process, cfg=cfg, buffersize=buffersize),
+    return records.run(PROG, functools.partial(process, cfg=cfg, buffersize=buffersize),
                        initial)

@@ -41,7 +41,7 @@ from caslib.dumps import kdumpdir
 from caslib.messages import logonly, smtp, summary
 from caslib.records import StepError
 
-STEP = "cas-mail"
+PROG = "cas-mail"
 MAX_BODY_OUTPUT = 512 * 1024
 # A deliberately plain address syntax: local@domain, no comments, quotes or spaces.
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
@@ -252,9 +252,9 @@ def resend(workdir: str, cfg, to: str | None = None) -> dict:
         msg["To"] = to
     to = msg.get("To")
     if not to:
-        raise records.UsageError(f"{STEP}: {path}: saved message has no recipient; give one with -e")
+        raise records.UsageError(f"{PROG}: {path}: saved message has no recipient; give one with -e")
     if not cfg.smtphost:
-        raise records.UsageError(f"{STEP}: {path}: no smtphost configured to resend through")
+        raise records.UsageError(f"{PROG}: {path}: no smtphost configured to resend through")
     reason = send_or_reason(msg, cfg)
     record["mail"] = {"to": str(to), "sent": reason is None, "message_id": msg.get("Message-ID"),
                       "file": path, "reason": reason}
@@ -265,7 +265,7 @@ def resend(workdir: str, cfg, to: str | None = None) -> dict:
 
 def main(argv=None) -> int:
     """cas-mail's command line (man cas-mail)."""
-    return records.main_wrapper(STEP, run_command, argv)
+    return records.main_wrapper(PROG, run_command, argv)
 
 
 def _resent(result: "dict | StepError", _record: dict) -> dict:
@@ -277,7 +277,7 @@ def _resent(result: "dict | StepError", _record: dict) -> dict:
 
 def run_command(argv) -> int:
     parser = cli.argument_parser(
-        STEP, "Mail a job's first crash analysis (records on stdin).",
+        PROG, "Mail a job's first crash analysis (records on stdin).",
         "Without smtphost the message is only written to <workdir>/mail.eml.")
     parser.add_argument("-e", "--email", metavar="ADDRESS", help="recipient (else the record's email)")
     parser.add_argument("--resend", metavar="JOBDIR", help="send the saved mail.eml of JOBDIR again")
@@ -286,7 +286,7 @@ def run_command(argv) -> int:
         try:
             check_address(args.email)
         except StepError as exc:
-            raise records.UsageError(f"{STEP}: {exc.message}") from None
+            raise records.UsageError(f"{PROG}: {exc.message}") from None
     if not args.resend:
         cli.refuse_terminal(parser)
     cfg = cli.load_config(args)
@@ -295,10 +295,10 @@ def run_command(argv) -> int:
             result: dict | StepError = resend(args.resend, cfg, args.email)
         except StepError as exc:
             result = exc
-        return records.run(STEP, functools.partial(_resent, result),
+        return records.run(PROG, functools.partial(_resent, result),
                            [{"workdir": os.path.abspath(args.resend)}])
     # an analysis step's error record that carries the kernel log is mailed as log-only
-    source = (logonly.convert(r) for r in records.read_records(sys.stdin, STEP))
-    return records.run(STEP, functools.partial(process, cfg=cfg, to=args.email), source,
+    source = (logonly.convert(r) for r in records.read_records(sys.stdin, PROG))
+    return records.run(PROG, functools.partial(process, cfg=cfg, to=args.email), source,
                        trusted=False)
 

@@ -23,7 +23,7 @@ import subprocess
 from caslib import cli, logs, records
 from caslib.records import StepError
 
-STEP = "cas-strip"
+PROG = "cas-strip"
 TIMEOUT = 3600
 
 
@@ -81,15 +81,15 @@ def process(record: dict, cfg=None, command: str = "makedumpfile") -> dict:
 
 def main(argv=None) -> int:
     """cas-strip's command line (man cas-strip)."""
-    return records.main_wrapper(STEP, run_command, argv)
+    return records.main_wrapper(PROG, run_command, argv)
 
 
 def run_command(argv) -> int:
-    parser = cli.argument_parser(STEP, "Strip the records' cores with makedumpfile -c -d 31.")
+    parser = cli.argument_parser(PROG, "Strip the records' cores with makedumpfile -c -d 31.")
     args = parser.parse_args(argv)
     cli.refuse_terminal(parser)
     cfg = cli.load_config(args)
-    return records.run(STEP, functools.partial(process, cfg=cfg))
+    return records.run(PROG, functools.partial(process, cfg=cfg))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from caslib import cli, jobdir, logs, records
 from caslib.crashrun import panic, snippets
 from caslib.records import StepError
 
-STEP = "cas-triage"
+PROG = "cas-triage"
 MAX_READ = 16 << 20   # bytes read from one result file at most (the log is the big one)
 LOG_TAIL, TAIL_LINES = "log-tail", 200
 
@@ -215,15 +215,15 @@ def process(record: dict, cfg, connect=None) -> dict:
 
 def main(argv=None) -> int:
     """cas-triage's command line (man cas-triage)."""
-    return records.main_wrapper(STEP, run_command, argv)
+    return records.main_wrapper(PROG, run_command, argv)
 
 
 def run_command(argv) -> int:
     parser = cli.argument_parser(
-        STEP, "Say what kind of crash it is, whose fault, how tainted, and if seen before.",
+        PROG, "Say what kind of crash it is, whose fault, how tainted, and if seen before.",
         epilog="Reads records (from cas-crash) on stdin.")
     args = parser.parse_args(argv)
     cli.refuse_terminal(parser)
     cfg = cli.load_config(args)
-    return records.run(STEP, functools.partial(process, cfg=cfg))
+    return records.run(PROG, functools.partial(process, cfg=cfg))
 

@@ -39,7 +39,7 @@ from caslib.dumps import kdumpdir
 from caslib.progress import Progress
 from caslib.records import StepError
 
-STEP = "cas-unpack"
+PROG = "cas-unpack"
 # Names the job directory holds besides the core (man/cas-records.7, THE JOB DIRECTORY);
 # see pathsafety.cas_writes for every name and pattern CAS writes.
 RESERVED = pathsafety.JOB_NAMES
@@ -341,12 +341,12 @@ def compress_process(record: dict, fmt: str, force: bool) -> dict:
 
 def main(argv=None) -> int:
     """cas-unpack's command line (man cas-unpack)."""
-    return records.main_wrapper(STEP, run_command, argv)
+    return records.main_wrapper(PROG, run_command, argv)
 
 
 def _parser():
     parser = cli.argument_parser(
-        STEP, "Turn an incoming dump (file or URL, compressed, archived) into a raw core.",
+        PROG, "Turn an incoming dump (file or URL, compressed, archived) into a raw core.",
         "Reads records carrying 'source' on stdin when no FILE is given.\nSee cas-unpack(1).")
     cli.option(parser, "--identifier", dest="id", metavar="ID",
                help="identifier of the case (ticket number)")
@@ -380,21 +380,21 @@ def run_command(argv) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.file and args.file_opt:
-        raise records.UsageError(f"{STEP}: give the dump once, as FILE or with -f")
+        raise records.UsageError(f"{PROG}: give the dump once, as FILE or with -f")
     source = args.file or args.file_opt
     if args.compress:
         if source:
-            raise records.UsageError(f"{STEP}: --compress takes no other FILE")
+            raise records.UsageError(f"{PROG}: --compress takes no other FILE")
         cli.load_config(args)
-        return records.run(STEP, functools.partial(
+        return records.run(PROG, functools.partial(
             compress_process, fmt=args.compress_format, force=args.force),
             [{"source": args.compress}])
     if source and args.id is None:
-        raise records.UsageError(f"{STEP}: -i ID is required with a FILE")
+        raise records.UsageError(f"{PROG}: -i ID is required with a FILE")
     if not source:
         cli.refuse_terminal(parser)
     cfg = cli.load_config(args)
     initial = [{"id": args.id, "job": args.job or args.id, "source": source}] if source else None
-    return records.run(STEP, functools.partial(_step, cfg=cfg, ident=args.id, job=args.job,
+    return records.run(PROG, functools.partial(_step, cfg=cfg, ident=args.id, job=args.job,
                                                from_stdin=initial is None), initial)
 
