@@ -10,8 +10,8 @@ key and the file.  Keys are matched without regard to case, and written in
 the original's camelCase in documentation.
 """
 
-import getpass
 import os
+import pwd
 import re
 import shlex
 
@@ -33,9 +33,14 @@ def _xdg(var: str, fallback: str) -> str:
 
 
 def _current_user() -> str:
+    """As getpass.getuser() (the environment, then the password file), without importing
+    getpass and termios at every start-up."""
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
         return str(os.getuid())
 
 
