@@ -555,6 +555,59 @@ class QMP:
             self.sock.close()
 
 
+class Guest:
+    """A QEMU guest booted with ``argv`` plus a private QMP socket, ended however the
+    block ends: ``quit`` over QMP when asked nicely, else its process group killed."""
+
+    def __init__(self, argv: list, serial: str, qemu_log: str, qmp_log: str):
+        self.sockdir = tempfile.mkdtemp(prefix="cas-qmp-")  # AF_UNIX paths are short
+        self.sock = os.path.join(self.sockdir, "qmp.sock")
+        self.argv = argv + ["-serial", f"file:{serial}", "-monitor", "none",
+                            "-qmp", f"unix:{self.sock},server=on,wait=off"]
+        self.serial, self.qemu_log, self.qmp_log = serial, qemu_log, qmp_log
+        self.proc = self.qmp = None
+
+    def __enter__(self):
+        self._qlog = open(self.qemu_log, "wb")
+        self._qmplog = open(self.qmp_log, "w")
+        log("booting the guest: " + " ".join(self.argv))
+        self.proc = spawn(self.argv, stdin=subprocess.DEVNULL, stdout=self._qlog,
+                          stderr=self._qlog, start_new_session=True)
+        return self
+
+    def connect(self, deadline: float) -> "QMP":
+        self.qmp = QMP(self.sock, deadline, self._qmplog)
+        return self.qmp
+
+    def dump(self, path: str, fmt: str) -> None:
+        """``dump-guest-memory`` in ``fmt`` to ``path``, waited for up to DUMP_TIMEOUT."""
+        deadline = time.monotonic() + DUMP_TIMEOUT
+        self.qmp.execute("dump-guest-memory", deadline=deadline, paging=False,
+                         protocol=f"file:{path}", detach=True, format=fmt)
+        ev = self.qmp.wait_event("DUMP_COMPLETED", deadline)
+        if ev.get("data", {}).get("result", {}).get("status") != "completed" \
+                or ev.get("data", {}).get("error"):
+            raise BuildError(f"dump-guest-memory {fmt}: {ev}")
+
+    def quit(self) -> None:
+        with contextlib.suppress(BuildError):
+            self.qmp.execute("quit", deadline=time.monotonic() + 10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=20)
+
+    def __exit__(self, *exc):
+        if self.qmp:
+            self.qmp.close()
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        _CHILDREN.discard(self.proc)
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+        self._qlog.close()
+        self._qmplog.close()
+
+
 def read_text(path: str) -> str:
     try:
         with open(path, "rb") as fh:
@@ -564,75 +617,46 @@ def read_text(path: str) -> str:
 
 
 def step_qemu(vmlinuz: str, initrd: str, out: str) -> dict:
-    serial, qemu_log = os.path.join(out, "serial.log"), os.path.join(out, "qemu.log")
-    sockdir = tempfile.mkdtemp(prefix="cas-qmp-")  # AF_UNIX paths are short
-    sock = os.path.join(sockdir, "qmp.sock")
+    serial = os.path.join(out, "serial.log")
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-smp", "2", "-nographic",
             "-no-reboot", "-device", "vmcoreinfo", "-kernel", vmlinuz, "-initrd", initrd,
-            "-append", "console=ttyS0 panic=0 loglevel=7",
-            "-serial", f"file:{serial}", "-monitor", "none",
-            "-qmp", f"unix:{sock},server=on,wait=off"]
+            "-append", "console=ttyS0 panic=0 loglevel=7"]
     dumps = {"qemu-elf": ("elf", "vmcore.qemu-elf"),
              "qemu-kdump-flattened": ("kdump-zlib", "vmcore.qemu-kdump-flattened")}
-    with open(qemu_log, "wb") as qlog, open(os.path.join(out, "qmp.log"), "w") as qmplog:
-        log("booting the guest: " + " ".join(argv))
-        proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
-                     start_new_session=True)
-        qmp = None
-        try:
-            started = time.monotonic()
-            deadline = started + BOOT_TIMEOUT
-            panic_seen = None
-            while True:
-                text = read_text(serial)
-                if "---[ end Kernel panic" in text:
-                    break
-                if "Kernel panic - not syncing" in text:
-                    panic_seen = panic_seen or time.monotonic()
-                    if time.monotonic() - panic_seen > 20:
-                        break
-                if proc.poll() is not None:
-                    raise BuildError(f"QEMU exited {proc.returncode} before the guest panicked:\n"
-                                     f"{tail(read_text(qemu_log), 20)}\n--- serial log tail:\n"
-                                     f"{tail(text)}")
-                if time.monotonic() > deadline:
-                    raise BuildError(f"the guest did not panic within {BOOT_TIMEOUT}s; serial log "
-                                     f"tail:\n{tail(text)}")
-                time.sleep(0.2)
-            boot_seconds = round(time.monotonic() - started, 2)
+    with Guest(argv, serial, os.path.join(out, "qemu.log"), os.path.join(out, "qmp.log")) as g:
+        started = time.monotonic()
+        deadline = started + BOOT_TIMEOUT
+        panic_seen = None
+        while True:
             text = read_text(serial)
-            panic = re.search(r"Kernel panic - not syncing: (.*?)\s*$", text, re.M)
-            if MARKER not in text or not panic or PANIC_TEXT not in panic.group(1):
-                raise BuildError(f"the guest panicked, but not from our sysrq:\n{tail(text)}")
-            log(f"guest panicked after {boot_seconds}s: {panic.group(1)}")
-            deadline = time.monotonic() + 60
-            qmp = QMP(sock, deadline, qmplog)
-            qmp.execute("stop", deadline=deadline)  # both dumps see the same memory
-            for variant, (fmt, name) in dumps.items():
-                path = os.path.join(out, name)
-                deadline = time.monotonic() + DUMP_TIMEOUT
-                t = time.monotonic()
-                qmp.execute("dump-guest-memory", deadline=deadline, paging=False,
-                            protocol=f"file:{path}", detach=True, format=fmt)
-                ev = qmp.wait_event("DUMP_COMPLETED", deadline)
-                result = ev.get("data", {}).get("result", {})
-                if result.get("status") != "completed" or ev["data"].get("error"):
-                    raise BuildError(f"dump-guest-memory {fmt}: {ev}")
-                os.chmod(path, 0o644)
-                log(f"{variant}: {os.path.getsize(path)} bytes in {time.monotonic() - t:.1f}s")
-            with contextlib.suppress(BuildError):
-                qmp.execute("quit", deadline=time.monotonic() + 10)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=20)
-        finally:
-            if qmp:
-                qmp.close()
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            _CHILDREN.discard(proc)
-            shutil.rmtree(sockdir, ignore_errors=True)
+            if "---[ end Kernel panic" in text:
+                break
+            if "Kernel panic - not syncing" in text:
+                panic_seen = panic_seen or time.monotonic()
+                if time.monotonic() - panic_seen > 20:
+                    break
+            if g.proc.poll() is not None:
+                raise BuildError(f"QEMU exited {g.proc.returncode} before the guest panicked:\n"
+                                 f"{tail(read_text(g.qemu_log), 20)}\n--- serial log tail:\n"
+                                 f"{tail(text)}")
+            if time.monotonic() > deadline:
+                raise BuildError(f"the guest did not panic within {BOOT_TIMEOUT}s; serial log "
+                                 f"tail:\n{tail(text)}")
+            time.sleep(0.2)
+        boot_seconds = round(time.monotonic() - started, 2)
+        text = read_text(serial)
+        panic = re.search(r"Kernel panic - not syncing: (.*?)\s*$", text, re.M)
+        if MARKER not in text or not panic or PANIC_TEXT not in panic.group(1):
+            raise BuildError(f"the guest panicked, but not from our sysrq:\n{tail(text)}")
+        log(f"guest panicked after {boot_seconds}s: {panic.group(1)}")
+        g.connect(time.monotonic() + 60).execute("stop", deadline=time.monotonic() + 60)
+        for variant, (fmt, name) in dumps.items():  # both dumps see the same memory
+            path = os.path.join(out, name)
+            t = time.monotonic()
+            g.dump(path, fmt)
+            os.chmod(path, 0o644)
+            log(f"{variant}: {os.path.getsize(path)} bytes in {time.monotonic() - t:.1f}s")
+        g.quit()
     offset = re.search(r"Kernel Offset: (0x[0-9a-f]+|disabled)", text)
     version = run(["qemu-system-x86_64", "--version"]).stdout.splitlines()[0]
     return {"dumps": {v: {"file": n, "qemu_format": f} for v, (f, n) in dumps.items()},

@@ -22,15 +22,11 @@ and `panics.json`: kind -> boots -> what crash says (PANIC, task, first frames, 
 Functions take build.py's module as `b` (its run/log/QMP helpers; one copy of each).
 """
 
-import contextlib
 import gzip
 import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -206,57 +202,29 @@ def write_initrd(b, kernel_dir: str, kinfo: dict, module: str | None, out: str) 
 def boot_and_dump(b, vmlinuz: str, initrd: str, kind: str, name: str, out: str) -> dict:
     """Boot with caskind=KIND, wait for the end of the panic, dump kdump-zlib over QMP."""
     serial = os.path.join(out, f"{name}.serial.log")
-    qemu_log = os.path.join(out, f"{name}.qemu.log")
-    sockdir = tempfile.mkdtemp(prefix="cas-qmp-")
-    sock = os.path.join(sockdir, "qmp.sock")
     argv = ["nice", "-n", "10", "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-smp", "2",
             "-nographic", "-no-reboot", "-device", "vmcoreinfo", "-kernel", vmlinuz,
-            "-initrd", initrd, "-append", f"console=ttyS0 panic=0 loglevel=7 caskind={kind}",
-            "-serial", f"file:{serial}", "-monitor", "none",
-            "-qmp", f"unix:{sock},server=on,wait=off"]
+            "-initrd", initrd, "-append", f"console=ttyS0 panic=0 loglevel=7 caskind={kind}"]
     flat = os.path.join(out, f"{name}.flattened")
-    with open(qemu_log, "wb") as qlog, open(os.path.join(out, f"{name}.qmp.log"), "w") as qmplog:
-        b.log(f"{name}: booting")
-        proc = b.spawn(argv, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
-                       start_new_session=True)
-        qmp = None
-        try:
-            started = time.monotonic()
-            deadline = started + b.BOOT_TIMEOUT
-            while True:
-                text = b.read_text(serial)
-                if "---[ end Kernel panic" in text:
-                    break
-                if proc.poll() is not None:
-                    raise b.BuildError(f"{name}: QEMU exited {proc.returncode} before the panic:"
-                                       f"\n{b.tail(text)}")
-                if time.monotonic() > deadline:
-                    raise b.BuildError(f"{name}: no panic within {b.BOOT_TIMEOUT}s:\n{b.tail(text)}")
-                time.sleep(0.3)
-            seconds = round(time.monotonic() - started, 2)
-            time.sleep(1)  # let the other CPU finish printing
-            deadline = time.monotonic() + 60
-            qmp = b.QMP(sock, deadline, qmplog)
-            qmp.execute("stop", deadline=deadline)
-            deadline = time.monotonic() + b.DUMP_TIMEOUT
-            qmp.execute("dump-guest-memory", deadline=deadline, paging=False,
-                        protocol=f"file:{flat}", detach=True, format="kdump-zlib")
-            ev = qmp.wait_event("DUMP_COMPLETED", deadline)
-            if ev.get("data", {}).get("result", {}).get("status") != "completed":
-                raise b.BuildError(f"{name}: dump-guest-memory: {ev}")
-            with contextlib.suppress(b.BuildError):
-                qmp.execute("quit", deadline=time.monotonic() + 10)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=20)
-        finally:
-            if qmp:
-                qmp.close()
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            b._CHILDREN.discard(proc)
-            shutil.rmtree(sockdir, ignore_errors=True)
+    with b.Guest(argv, serial, os.path.join(out, f"{name}.qemu.log"),
+                 os.path.join(out, f"{name}.qmp.log")) as g:
+        started = time.monotonic()
+        deadline = started + b.BOOT_TIMEOUT
+        while True:
+            text = b.read_text(serial)
+            if "---[ end Kernel panic" in text:
+                break
+            if g.proc.poll() is not None:
+                raise b.BuildError(f"{name}: QEMU exited {g.proc.returncode} before the panic:"
+                                   f"\n{b.tail(text)}")
+            if time.monotonic() > deadline:
+                raise b.BuildError(f"{name}: no panic within {b.BOOT_TIMEOUT}s:\n{b.tail(text)}")
+            time.sleep(0.3)
+        seconds = round(time.monotonic() - started, 2)
+        time.sleep(1)  # let the other CPU finish printing
+        g.connect(time.monotonic() + 60).execute("stop", deadline=time.monotonic() + 60)
+        g.dump(flat, "kdump-zlib")
+        g.quit()
     dump = os.path.join(out, f"vmcore.{name}")
     with open(flat, "rb") as fin:
         b.run(["makedumpfile", "-R", dump], stdin=fin)
