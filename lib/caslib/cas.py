@@ -201,8 +201,9 @@ def _relay(src, dst, pipeline: Pipeline, on_first) -> None:
 def step_argvs(args, cfg) -> tuple[list, dict]:
     """The steps of this run, in order, and each one's argv (options passed to the step
     that applies them; -q/-v to our own steps, not to a [pipeline] replacement)."""
-    names = ["unpack", "ident", "dmesg", "findkernel", "extract"] + (
-        ["strip"] if args.strip else []) + ["crash", "triage", "mail"]
+    names = list(config.PIPELINE_STEPS)
+    if args.strip:  # the optional stage, between extract (its vmlinux) and crash
+        names.insert(names.index("crash"), "strip")
     argvs = {n: step_command(n, cfg) for n in names}
     argvs["unpack"] += ["-i", args.identifier, "--job", args.job or args.identifier, "--",
                         args.file]  # after --: a file named -rf is a file
