@@ -29,18 +29,21 @@ _cas_complete()
     local cmd=${words[0]##*/}
 
     case $prev in
-        --config|-f|--file|--compress|--rpm)
+        -c|--config|-f|--file|--compress|--rpm|--vmlinux|--package)
             _filedir; return ;;
         --workdir|--resend|--modules-prefix)
             _filedir -d; return ;;
-        --job)
+        -j|--job)
+            [[ $cmd == cas-worker ]] && return  # there -j is the old spelling of --jobs N
             COMPREPLY=($(compgen -W "$(_cas_jobs)" -- "$cur")); return ;;
         --compress-format)
             COMPREPLY=($(compgen -W "xz zstd" -- "$cur")); return ;;
         --machine|-M)
+            [[ $cmd == cas-worker ]] && return  # there --machine is a host name
             COMPREPLY=($(compgen -W "x86_64 i686 i386 aarch64 ppc64le ppc64 s390x" -- "$cur"))
             return ;;
-        -i|--identifier|--id|-e|--email|--release|-r|--build-id|-b|--buffersize|--wait|--member)
+        -i|--identifier|--id|-e|--email|--release|-r|--build-id|-b|--buffersize|--wait|--member\
+        |--jobs|--run-job|--cancel|--rerun|--since|--signature|--state)
             return ;;  # free text
     esac
     $split && return

@@ -9,7 +9,7 @@ sum fits in the run's wall-clock time), which the old cumulative times were not.
 import re
 import time
 
-from caslib.cas import STEPS
+from caslib.config import PIPELINE_STEPS as STEPS
 from conftest import run
 
 SLOW = 'sh -c "cat; sleep 1"'  # works 1 s after its input ends, as a real step

@@ -514,11 +514,13 @@ def test_utsname_validation():
 
 
 def test_size_option_parser():
-    assert ident._size("64M") == 64 << 20 and ident._size("4096") == 4096
-    assert ident._size("1g") == 1 << 30 and ident._size("8KiB") == 8192
+    from caslib.config import parse_size  # --buffersize and the config's sizes: one parser
+
+    assert parse_size("64M") == 64 << 20 and parse_size("4096") == 4096
+    assert parse_size("1g") == 1 << 30 and parse_size("8KiB") == 8192
     for bad in ("", "0", "-1", "1x", "M"):
         with pytest.raises(ValueError):
-            ident._size(bad)
+            parse_size(bad)
 
 
 def test_scanner_chunk_boundaries(tmp_path):

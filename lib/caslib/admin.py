@@ -109,7 +109,7 @@ def run_purge(cfg, conn, dry_run: bool, stdout) -> int:
     verb = "would purge" if dry_run else "purged"
     (log.error if errors else log.info)(
         "%s %d job director%s older than %s days under %s%s", verb, count,
-        "y" if count == 1 else "ies", cfg.get("purgeLimit", 90), cfg.workDirectory,
+        "y" if count == 1 else "ies", cfg.purgeLimit, cfg.workDirectory,
         f", {errors} failed" if errors else "")
     return records.EXIT_ERROR if errors else records.EXIT_OK
 
@@ -154,49 +154,54 @@ def admin(args, cfg, stdout=None) -> int:
 
 
 def main(argv=None) -> int:
-    def body():
-        parser = records.argument_parser(PROG, __doc__.splitlines()[0])
-        cli.add_config_option(parser)
-        parser.add_argument("--list", "-l", action="store_true",
-                            help="print the indexed kernels as JSON lines and change nothing")
-        parser.add_argument("--purge", "-p", action="store_true",
-                            help="remove job directories older than purgeLimit days (no indexing)")
-        parser.add_argument("--dry-run", "-n", action="store_true",
-                            help="with --purge: list what would be removed, remove nothing")
-        parser.add_argument("--server", "-s", action="store_true",
-                            help="refresh the crash server list (ssh reachability, arch)")
-        parser.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
-                            help="how long to wait for another cas-admin or a locked database "
-                                 "(default 30)")
-        parser.add_argument("--quiet", "-q", action="store_true",
-                            help="print nothing on success (for cron and timers); errors still")
-        args = parser.parse_args(argv)
-        if args.dry_run and not args.purge:
-            raise UsageError(f"{PROG}: --dry-run goes with --purge")
-        if args.list and (args.purge or args.server):
-            raise UsageError(f"{PROG}: --list changes nothing; do not combine it with "
-                             "--purge or --server")
-        if args.wait < 0:
-            raise UsageError(f"{PROG}: --wait must be >= 0")
-        cfg = cli.load_config(args)
-        if args.quiet:
-            logs.set_level("ERROR")
-        if not args.list and not args.dry_run:
-            jobsreap.reap(cfg)  # rows of cas runs that were killed
-        try:
-            if args.quiet and not args.list:  # the purge listing too: cron mails any output
-                with open(os.devnull, "w") as devnull:
-                    return admin(args, cfg, devnull)
-            return admin(args, cfg)
-        except StepError as exc:
-            log.error("%s", exc.message)
-            return records.EXIT_ERROR
-        except sqlite3.Error as exc:
-            log.error("%s", db.friendly(exc, cfg.database, args.wait).message)
-            return records.EXIT_ERROR
-        except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            log.error("%s%s", where, exc.strerror or exc)
-            return records.EXIT_ERROR
+    """cas-admin's command line (man cas-admin)."""
+    return records.main_wrapper(PROG, run_command, argv)
 
-    return records.main_wrapper(PROG, body)
+
+def parse_args(argv):
+    parser = cli.argument_parser(
+        PROG, "Index the kernels shelf, list the index, purge old jobs, refresh the server list.",
+        quiet="print nothing on success (for cron and timers); errors still")
+    parser.add_argument("-l", "--list", action="store_true",
+                        help="print the indexed kernels as JSON lines and change nothing")
+    parser.add_argument("-p", "--purge", action="store_true",
+                        help="remove job directories older than purgeLimit days (no indexing)")
+    parser.add_argument("-n", "--dry-run", action="store_true",
+                        help="with --purge: list what would be removed, remove nothing")
+    parser.add_argument("-s", "--server", action="store_true",
+                        help="refresh the crash server list (ssh reachability, arch)")
+    parser.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                        help="how long to wait for another cas-admin or a locked database "
+                             "(default 30)")
+    args = parser.parse_args(argv)
+    if args.dry_run and not args.purge:
+        raise UsageError(f"{PROG}: --dry-run goes with --purge")
+    if args.list and (args.purge or args.server):
+        raise UsageError(f"{PROG}: --list changes nothing; do not combine it with "
+                         "--purge or --server")
+    if args.wait < 0:
+        raise UsageError(f"{PROG}: --wait must be >= 0")
+    return args
+
+
+def run_command(argv) -> int:
+    args = parse_args(argv)
+    cfg = cli.load_config(args)  # -q: only errors from here on
+    if not args.list and not args.dry_run:
+        jobsreap.reap(cfg)  # rows of cas runs that were killed
+    try:
+        if args.quiet and not args.list:  # the purge listing too: cron mails any output
+            with open(os.devnull, "w") as devnull:
+                return admin(args, cfg, devnull)
+        return admin(args, cfg)
+    except StepError as exc:
+        log.error("%s", exc.message)
+        return records.EXIT_ERROR
+    except sqlite3.Error as exc:
+        log.error("%s", db.friendly(exc, cfg.database, args.wait).message)
+        return records.EXIT_ERROR
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        log.error("%s%s", where, exc.strerror or exc)
+        return records.EXIT_ERROR
+

@@ -22,6 +22,7 @@ summary and tail instead), 1 when it failed, 2 for usage errors.
 (``cas-unpack --compress``).
 """
 
+import functools
 import json
 import os
 import shutil
@@ -31,14 +32,13 @@ import sys
 import threading
 import time
 
-from caslib import cli, jobdir, lifeline, logs, records
+from caslib import cli, config, jobdir, lifeline, logs, records
 from caslib.queue import jobsreap
 from caslib.mail import check_address
-from caslib.messages.summary import triage_line
+from caslib.messages.runsummary import summary
 from caslib.records import StepError, UsageError
 
 PROG = "cas"
-STEPS = ("unpack", "ident", "dmesg", "findkernel", "extract", "crash", "triage", "mail")
 EXIT_PARTIAL = 3  # completed with a partial (log-only) analysis
 
 
@@ -198,52 +198,12 @@ def _relay(src, dst, pipeline: Pipeline, on_first) -> None:
             pass
 
 
-def summary(record: dict) -> str:
-    kernel = record.get("kernel") or {}
-    crash = record.get("crash") or {}
-    panic = crash.get("panic") or {}
-    mail = record.get("mail") or {}
-    lines = [
-        f"Location: {record.get('workdir')}",
-        f"Server:   {crash.get('server') or 'localhost'}",
-        f"Kernel:   {kernel.get('release') or 'unknown'} ({kernel.get('machine') or '?'})",
-        f"Panic:    {panic.get('message') or 'unknown'}",
-    ]
-    info = record.get("debuginfo") or {}
-    if info.get("override") or info.get("source"):  # not simply the shelf: say where from
-        lines.append(f"Debug:    {info.get('override') or info.get('source')} "
-                     f"{info.get('url') or info.get('file') or info.get('rpm') or ''}".rstrip())
-    if panic.get("task"):
-        lines.append(f"Task:     {panic['task']} (pid {panic.get('pid')}, cpu {panic.get('cpu')})")
-    split = record.get("split")
-    if isinstance(split, dict) and isinstance(split.get("parts"), list):
-        lines.append(f"Dump:     split into {len(split['parts'])} parts (makedumpfile --split)")
-    if isinstance(record.get("triage"), dict):
-        lines.append(f"Triage:   {triage_line(record['triage'])}")
-    strip = record.get("strip")
-    if strip:
-        lines.append(f"Strip:    saved {strip['saved_bytes']:,} bytes" if strip.get("replaced")
-                     else f"Strip:    core kept ({strip.get('reason')})")
-    if mail:
-        where = f"sent to {mail.get('to')}" if mail.get("sent") else f"saved as {mail.get('file')}"
-        lines.append(f"Mail:     {where}")
-    if record.get("analysis") == "log-only":
-        why = record.get("analysis_error") or {}
-        dmesg = record.get("dmesg") or {}
-        lines[3] = f"Panic:    {(dmesg.get('panic') or {}).get('message') or 'unknown'}"
-        lines.append(f"Analysis: log-only ({why.get('step')}: {why.get('message')})")
-        lines.append(f"Log:      {dmesg.get('file')}")
-    if record.get("error"):
-        err = record["error"]
-        lines.append(f"Error:    {err.get('step')}: {err.get('message')}")
-    return "\n".join(lines)
-
-
-def run_pipeline(args, cfg, jobs=None) -> int:
-    """Run one job in the foreground; ``jobs`` records it (default: a new row of the table)."""
-    log = logs.get()
-    names = ["unpack", "ident", "dmesg", "findkernel", "extract"] + (
-        ["strip"] if args.strip else []) + ["crash", "triage", "mail"]
+def step_argvs(args, cfg) -> tuple[list, dict]:
+    """The steps of this run, in order, and each one's argv (options passed to the step
+    that applies them; -q/-v to our own steps, not to a [pipeline] replacement)."""
+    names = list(config.PIPELINE_STEPS)
+    if args.strip:  # the optional stage, between extract (its vmlinux) and crash
+        names.insert(names.index("crash"), "strip")
     argvs = {n: step_command(n, cfg) for n in names}
     argvs["unpack"] += ["-i", args.identifier, "--job", args.job or args.identifier, "--",
                         args.file]  # after --: a file named -rf is a file
@@ -256,51 +216,60 @@ def run_pipeline(args, cfg, jobs=None) -> int:
         argvs["mail"] += ["-e", args.email]
     if "dmesg" not in cfg.pipeline:
         argvs["dmesg"].append("--keep-going")  # an unreadable log never fails the job
-    env = dict(os.environ)
-    if cfg.path:
-        env["CAS_CONFIG"] = cfg.path
-    log.info("pipeline: %s", " | ".join(f"cas-{n}" if n in STEPS else n for n in names))
-    jobs = jobs or Jobs(cfg, args.email)
-    jobsreap.reap(cfg)  # rows of runs killed before they could say so
-    pipeline = Pipeline()
-    source = args.file
-    final: list[dict] = []
-    try:
-        first = pipeline.spawn("cas-unpack", argvs["unpack"], subprocess.DEVNULL, env)
-        second = pipeline.spawn(f"cas-{names[1]}", argvs[names[1]], subprocess.PIPE, env)
-        relay = threading.Thread(target=_relay, daemon=True, args=(
-            first.stdout, second.stdin, pipeline, lambda r: jobs.start(r, source, args.email)))
-        relay.start()
-        prev = second
-        for name in names[2:]:
-            label = f"cas-{name}" if name in STEPS else name
-            proc = pipeline.spawn(label, argvs[name], prev.stdout, env)
-            prev.stdout.close()  # the child holds it now; our copy would keep the pipe open
-            prev = proc
-        for line in prev.stdout:
-            try:
-                final.append(json.loads(line))
-            except ValueError:
-                log.error("last step printed a line that is not JSON: %.80s", line)
-        relay.join()
-        for _, proc in pipeline.procs:
-            proc.wait()
-    except KeyboardInterrupt:
-        log.error("interrupted: stopping every step")
-        pipeline.stop()
-        jobs.finish("failed", None, "interrupted")
-        raise
-    status = records.EXIT_OK
+    level = ["-q"] if getattr(args, "quiet", False) else ["-v"] * (getattr(args, "verbose", 0) or 0)
+    for name in names:
+        if level and name not in cfg.pipeline:
+            argv = argvs[name]
+            at = argv.index("--") if "--" in argv else len(argv)
+            argv[at:at] = level
+    return names, argvs
+
+
+def start_steps(pipeline: Pipeline, names: list, argvs: dict, env: dict, on_first):
+    """Spawn every step, each reading the one before; the first link is relayed by a
+    thread that calls ``on_first(record)``.  Returns (relay thread, last step)."""
+    first = pipeline.spawn("cas-unpack", argvs["unpack"], subprocess.DEVNULL, env)
+    second = pipeline.spawn(f"cas-{names[1]}", argvs[names[1]], subprocess.PIPE, env)
+    relay = threading.Thread(target=_relay, daemon=True,
+                             args=(first.stdout, second.stdin, pipeline, on_first))
+    relay.start()
+    prev = second
+    for name in names[2:]:
+        label = f"cas-{name}" if name in config.PIPELINE_STEPS else name
+        proc = pipeline.spawn(label, argvs[name], prev.stdout, env)
+        prev.stdout.close()  # the child holds it now; our copy would keep the pipe open
+        prev = proc
+    return relay, prev
+
+
+def collect(pipeline: Pipeline, relay, last) -> list[dict]:
+    """The last step's records, once every step has exited."""
+    final = []
+    for line in last.stdout:
+        try:
+            final.append(json.loads(line))
+        except ValueError:
+            logs.get().error("last step printed a line that is not JSON: %.80s", line)
+    relay.join()
+    for _, proc in pipeline.procs:
+        proc.wait()
+    return final
+
+
+def broken_steps(pipeline: Pipeline) -> list[tuple[str, int]]:
+    """The steps that ended other than with status 0 or 1, each said on stderr."""
     broken = [(n, p.returncode) for n, p in pipeline.procs if p.returncode not in (0, 1)]
     for name, code in broken:
         why = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        log.error("step %s failed: %s", name, why)
-        status = records.EXIT_ERROR
-    if not final:
-        log.error("the pipeline produced no result record")
-        jobs.finish("failed", None, "no result record")
-        return records.EXIT_ERROR
-    record = final[-1]
+        logs.get().error("step %s failed: %s", name, why)
+    return broken
+
+
+def finish(pipeline: Pipeline, record: dict, jobs) -> int:
+    """Say which step failed and why, record the job's end; the exit status."""
+    log = logs.get()
+    broken = broken_steps(pipeline)
+    status = records.EXIT_ERROR if broken else records.EXIT_OK
     err = record.get("error")
     if err:
         log.error("step %s failed: %s", err.get("step"), err.get("message"))
@@ -309,11 +278,44 @@ def run_pipeline(args, cfg, jobs=None) -> int:
         status = EXIT_PARTIAL
         err = record.get("analysis_error") or {}
         log.warning("partial analysis (log-only): %s: %s", err.get("step"), err.get("message"))
+    if err:
+        why = f"{'log-only: ' if status == EXIT_PARTIAL else ''}{err.get('step')}: " \
+              f"{err.get('message')}"
+    else:
+        why = f"{broken[0][0]} exit {broken[0][1]}" if broken else None
     jobs.finish("failed" if status == records.EXIT_ERROR else "done",
-                (record.get("kernel") or {}).get("release"),
-                f"{'log-only: ' if status == EXIT_PARTIAL else ''}{err.get('step')}: "
-                f"{err.get('message')}" if err else
-                (f"{broken[0][0]} exit {broken[0][1]}" if broken else None), record)
+                (record.get("kernel") or {}).get("release"), why, record)
+    return status
+
+
+def run_pipeline(args, cfg, jobs=None) -> int:
+    """Run one job in the foreground; ``jobs`` records it (default: a new row of the table)."""
+    log = logs.get()
+    names, argvs = step_argvs(args, cfg)
+    env = dict(os.environ)
+    if cfg.path:
+        env["CAS_CONFIG"] = cfg.path
+    log.info("pipeline: %s",
+             " | ".join(f"cas-{n}" if n in config.PIPELINE_STEPS else n for n in names))
+    jobs = jobs or Jobs(cfg, args.email)
+    jobsreap.reap(cfg)  # rows of runs killed before they could say so
+    pipeline = Pipeline()
+    try:
+        relay, last = start_steps(pipeline, names, argvs, env, functools.partial(
+            jobs.start, source=args.file, email=args.email))
+        final = collect(pipeline, relay, last)
+    except KeyboardInterrupt:
+        log.error("interrupted: stopping every step")
+        pipeline.stop()
+        jobs.finish("failed", None, "interrupted")
+        raise
+    if not final:
+        broken_steps(pipeline)
+        log.error("the pipeline produced no result record")
+        jobs.finish("failed", None, "no result record")
+        return records.EXIT_ERROR
+    record = final[-1]
+    status = finish(pipeline, record, jobs)
     if args.json:
         records.write_record(record, sys.stdout)
     else:
@@ -329,48 +331,54 @@ def compress_only(args) -> int:
 
 
 def main(argv=None) -> int:
-    def body() -> int:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if args.compress:
-            if args.identifier or args.email or args.strip or args.modules or args.queue:
-                raise UsageError(f"{PROG}: --compress takes only -f FILE (and --config)")
-            return compress_only(args)
-        if not args.identifier:
-            raise UsageError(f"{PROG}: -i/--identifier is required (or --compress)")
-        try:
-            jobdir.check_name(args.identifier, "identifier")
-            if args.job:
-                jobdir.check_name(args.job, "job name")
-            if args.email:
-                check_address(args.email)
-        except StepError as exc:
-            raise UsageError(f"{PROG}: {exc.message}") from None
-        if sum(bool(x) for x in (args.release, args.vmlinux, args.package)) > 1:
-            raise UsageError(f"{PROG}: give one of --release, --vmlinux, --package")
-        for opt in ("vmlinux", "package"):
-            path = getattr(args, opt)
-            if path is not None:
-                if not os.path.isfile(path):
-                    raise UsageError(f"{PROG}: --{opt} {path}: no such file")
-                setattr(args, opt, os.path.abspath(path))
-        cfg = cli.load_config(args)
-        if args.queue:
-            from caslib.queue.submit import submit
+    """cas's command line (man cas)."""
+    return records.main_wrapper(PROG, run_command, argv)
 
-            return submit(args, cfg)
-        return run_pipeline(args, cfg)
 
-    return records.main_wrapper(PROG, body)
+def check_args(args) -> None:
+    """What argparse cannot check: names, the address, one override, files that exist."""
+    if not args.identifier:
+        raise UsageError(f"{PROG}: -i/--identifier is required (or --compress)")
+    try:
+        jobdir.check_name(args.identifier, "identifier")
+        if args.job:
+            jobdir.check_name(args.job, "job name")
+        if args.email:
+            check_address(args.email)
+    except StepError as exc:
+        raise UsageError(f"{PROG}: {exc.message}") from None
+    if sum(bool(x) for x in (args.release, args.vmlinux, args.package)) > 1:
+        raise UsageError(f"{PROG}: give one of --release, --vmlinux, --package")
+    for opt in ("vmlinux", "package"):
+        path = getattr(args, opt)
+        if path is not None:
+            if not os.path.isfile(path):
+                raise UsageError(f"{PROG}: --{opt} {path}: no such file")
+            setattr(args, opt, os.path.abspath(path))
+
+
+def run_command(argv) -> int:
+    args = build_parser().parse_args(argv)
+    if args.compress:
+        if args.identifier or args.email or args.strip or args.modules or args.queue:
+            raise UsageError(f"{PROG}: --compress takes only -f FILE (and --config)")
+        return compress_only(args)
+    check_args(args)
+    cfg = cli.load_config(args)
+    if args.queue:
+        from caslib.queue.submit import submit
+
+        return submit(args, cfg)
+    return run_pipeline(args, cfg)
 
 
 def build_parser():
     """cas's arguments (the queue stores a job as these and the worker parses them back)."""
-    parser = records.argument_parser(
+    parser = cli.argument_parser(
         PROG, "Run the whole CAS pipeline on a kernel crash dump.",
-        "example: cas -i 12345 -f vmcore.12345.tar.xz -e engineer@example.com --job 1")
-    parser.add_argument("-i", "--identifier", help="ticket identifier (1-64 of A-Za-z0-9._-)")
-    parser.add_argument("-f", "--file", required=True, help="the dump: a path or an http(s)/ftp URL")
+        "example: cas -i 12345 -f vmcore.12345.tar.xz -e engineer@example.com -j 1")
+    cli.option(parser, "--identifier", help="ticket identifier (1-64 of A-Za-z0-9._-)")
+    cli.option(parser, "--file", required=True, help="the dump: a path or an http(s)/ftp URL")
     parser.add_argument("-e", "--email", help="mail the results to this address")
     parser.add_argument("-m", "--modules", action="store_true",
                         help="also extract module debug files and load them in crash")
@@ -378,14 +386,13 @@ def build_parser():
                         help="only compress FILE with xz for transfer (FILE.xz)")
     parser.add_argument("--strip", action="store_true",
                         help="shrink the core with makedumpfile -c -d 31 before crash")
-    parser.add_argument("--job", help="file the run under this job name (default: the identifier)")
+    cli.option(parser, "--job", help="file the run under this job name (default: the identifier)")
     parser.add_argument("--json", action="store_true", help="print the final record, not a summary")
     parser.add_argument("--queue", action="store_true",
                         help="check the arguments and the input, queue the job for cas-worker, return")
-    parser.add_argument("--release", metavar="R",
-                        help="look up this kernel release instead of the identified one")
+    cli.option(parser, "--release", metavar="R",
+               help="look up this kernel release instead of the identified one")
     parser.add_argument("--vmlinux", metavar="FILE", help="use this vmlinux for the dump")
     parser.add_argument("--package", metavar="PKG",
                         help="take the vmlinux from this debuginfo package")
-    cli.add_config_option(parser)
     return parser

@@ -10,12 +10,10 @@ key and the file.  Keys are matched without regard to case, and written in
 the original's camelCase in documentation.
 """
 
-import configparser
-import difflib
-import getpass
 import os
+import pwd
+import re
 import shlex
-from dataclasses import dataclass, field
 
 from caslib import logs, seedvalues
 from caslib.records import UsageError
@@ -35,52 +33,68 @@ def _xdg(var: str, fallback: str) -> str:
 
 
 def _current_user() -> str:
+    """As getpass.getuser() (the environment, then the password file), without importing
+    getpass and termios at every start-up."""
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
         return str(os.getuid())
 
 
+# Every key's built-in default: the one place a default is written (callers never repeat
+# one: ``cfg.crashTimeout``, never a second default at the call).  The keys that depend
+# on the user ($HOME, XDG_*, DEBUGINFOD_URLS) are computed at load time by _default.
+DEFAULTS = {
+    "regexExcludeDir": [],
+    "regexExcludeFile": [],
+    "regexType": "posix-extended",
+    "rpmFilter": r".*kernel.*debuginfo.*\.rpm",
+    "debFilter": r".*linux-image-.*-dbg(sym)?_.*\.d?deb",
+    "debugLevel": "INFO",
+    "smtphost": None,
+    "snippets": None,
+    "knownIssues": None,
+    "crashCommand": "crash",
+    "crashTimeout": 1800,
+    "servers": [],
+    "mailFrom": None,
+    "cacheLimit": 20 * 1024 ** 3,
+    "downloadTimeout": 60,
+    "transferDeadline": 6 * 3600,  # a 100 GB dump at 5 MB/s fits
+    "purgeLimit": 90,
+    "autoPurge": False,
+    "crash_32": None,
+    "buffersize": 64 * 1024 ** 2,
+    "maxCoreSize": 64 * 1024 ** 4,
+    "maxJobs": None,
+    "smtpPort": None,
+    "smtpTls": "auto",
+    "smtpUser": None,
+    "smtpPasswordFile": None,
+    "smtpCaFile": None,
+}
+
+
 def _default(name: str):
-    """Built-in defaults, computed at load time so $HOME and XDG_* are honoured."""
+    """A key's built-in default, computed now so $HOME and XDG_* are honoured."""
+    if name in DEFAULTS:
+        value = DEFAULTS[name]
+        return list(value) if isinstance(value, list) else value
     data = os.path.join(_xdg("XDG_DATA_HOME", ".local/share"), "cas")
     cache = os.path.join(_xdg("XDG_CACHE_HOME", ".cache"), "cas")
     return {
-        "casuser": _current_user(),
-        "sshkey": os.path.join(os.path.expanduser("~"), ".ssh", "id_rsa"),
-        "kernels": os.path.join(data, "kernels"),
-        "regexExcludeDir": [],
-        "regexExcludeFile": [],
-        "regexType": "posix-extended",
-        "rpmFilter": r".*kernel.*debuginfo.*\.rpm",
-        "debFilter": r".*linux-image-.*-dbg(sym)?_.*\.d?deb",
-        "debugLevel": "INFO",
-        "workDirectory": os.path.join(data, "work"),
-        "smtphost": None,
-        "database": os.path.join(data, "cas.db"),
-        "debugs": os.path.join(cache, "debugs"),
-        "snippets": None,
-        "knownIssues": None,
-        "crashCommand": "crash",
-        "crashTimeout": 1800,
-        "servers": [],
-        "mailFrom": None,
-        "cacheLimit": 20 * 1024 ** 3,
-        "downloadTimeout": 60,
-        "transferDeadline": 6 * 3600,
-        "purgeLimit": 90,
-        "autoPurge": False,
-        "crash_32": None,
-        "buffersize": 64 * 1024 ** 2,
-        "debuginfodUrls": os.environ.get("DEBUGINFOD_URLS", "").split(),  # as elfutils reads it
-        "maxCoreSize": 64 * 1024 ** 4,
-        "maxJobs": None,
-        "smtpPort": None,
-        "smtpTls": "auto",
-        "smtpUser": None,
-        "smtpPasswordFile": None,
-        "smtpCaFile": None,
-    }[name]
+        "casuser": _current_user,
+        "sshkey": lambda: os.path.join(os.path.expanduser("~"), ".ssh", "id_rsa"),
+        "kernels": lambda: os.path.join(data, "kernels"),
+        "workDirectory": lambda: os.path.join(data, "work"),
+        "database": lambda: os.path.join(data, "cas.db"),
+        "debugs": lambda: os.path.join(cache, "debugs"),
+        # as elfutils reads it
+        "debuginfodUrls": lambda: os.environ.get("DEBUGINFOD_URLS", "").split(),
+    }[name]()
 
 
 # key -> (section, type); the types are parsed by _parse below.
@@ -124,17 +138,28 @@ KEYS = {
 # Sizes a typo must not turn into an exhausted machine: key -> (least, most) bytes.
 SIZE_BOUNDS = {"buffersize": (4096, 4 * 1024 ** 3)}
 _BY_LOWER = {k.lower(): k for k in KEYS}
-_SIZE_SUFFIX = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+_SIZE = re.compile(r"\s*([0-9]+)\s*([kmgt]?)(?:i?b)?\s*")
 
 
-@dataclass
+def parse_size(text: str) -> int:
+    """Bytes from ``67108864``, ``64M``, ``64MiB``, ``2G``, ``1T`` (powers of 1024): the one
+    size parser (config values, ``--buffersize``); ValueError if it is not a size > 0."""
+    m = _SIZE.fullmatch(text.lower())
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError(text)
+    return int(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " ")
+
+
 class Config:
-    """Typed settings; ``get(name)`` or attribute access by the documented key name."""
+    """Typed settings; ``get(name)`` or attribute access by the documented key name.
 
-    values: dict
-    path: str | None = None
-    pipeline: dict = field(default_factory=dict)
-    warnings: list = field(default_factory=list)
+    (A plain class, not a dataclass: importing dataclasses costs every command's start-up.)
+    """
+
+    def __init__(self, values: dict, path: str | None = None):
+        self.values, self.path = values, path
+        self.pipeline: dict = {}  # [pipeline] step -> argv
+        self.warnings: list = []
 
     def __getattr__(self, name):
         try:
@@ -142,98 +167,119 @@ class Config:
         except KeyError:
             raise AttributeError(name) from None
 
-    def get(self, name, default=None):
-        return self.values.get(name, default)
+    def get(self, name):
+        """The key's value (its default is in DEFAULTS, never at the caller)."""
+        return self.values.get(name)
 
     @property
     def source(self) -> str:
         return self.path or "built-in defaults"
 
 
-def _parse(kind: str, raw: str, key: str, where: str):
-    raw = raw.strip()
+class _Bad(ValueError):
+    """A value of the wrong form; the argument says what was expected."""
 
-    def bad(expected: str):
-        return UsageError(f"{where}: {key} = {raw!r}: expected {expected}")
 
-    if ("\n" in raw or "\r" in raw) and kind not in ("globs", "words"):
-        raise bad("a value on one line")
-    if kind == "optsize":  # the original documented "None" (or nothing) as the default
-        if raw.lower() in ("", "none"):
-            return _default(key)
-        kind = "size"
-    if kind == "sshkey":
-        if not raw:
-            return _default(key)
-        return seedvalues.sshkey(raw)
-    if kind == "str":
-        if not raw:
-            raise bad("a non-empty value")
-        return raw
-    if kind == "optstr":
-        return raw or None
-    if kind in ("path", "optpath"):
-        if not raw:
-            if kind == "optpath":
-                return None
-            raise bad("a path")
-        path = os.path.expanduser(raw)
-        if not os.path.isabs(path):
-            raise bad("an absolute path (or ~/...)")
-        return os.path.normpath(path)
-    if kind == "int":
-        try:
-            value = int(raw)
-        except ValueError:
-            raise bad("a whole number") from None
-        if value < 0:
-            raise bad("a number >= 0")
-        return value
-    if kind == "optcount":
-        if not raw:
+def _size(raw: str, key: str) -> int:
+    try:
+        value = parse_size(raw)
+    except ValueError:
+        raise _Bad("a size like 67108864, 64M or 2G") from None
+    least, most = SIZE_BOUNDS.get(key, (1, None))
+    if value < least or (most is not None and value > most):
+        raise _Bad(f"a size from {least:,} to {most:,} bytes")
+    return value
+
+
+def _path(raw: str, optional: bool) -> str | None:
+    if not raw:
+        if optional:
             return None
-        if not raw.isdigit() or int(raw) < 1:
-            raise bad("a whole number >= 1")
-        return int(raw)
-    if kind == "tls":
-        if raw.lower() not in ("auto", "starttls", "tls", "none"):
-            raise bad("auto, starttls, tls or none")
-        return raw.lower()
-    if kind in ("size", "seconds"):
-        text = raw.lower().rstrip("b") if kind == "size" else raw.lower().rstrip("s")
-        suffix = text[-1:] if kind == "size" and text[-1:] in "kmgt" else ""
-        try:
-            value = int(text[: len(text) - len(suffix)]) * _SIZE_SUFFIX[suffix]
-        except (ValueError, KeyError):
-            raise bad("a size like 67108864, 64M or 2G" if kind == "size" else "seconds") from None
-        if value <= 0:
-            raise bad("a number > 0")
-        least, most = SIZE_BOUNDS.get(key, (1, None))
-        if value < least or (most is not None and value > most):
-            raise bad(f"a size from {least:,} to {most:,} bytes")
-        return value
-    if kind == "bool":
-        low = raw.lower()
-        if low in ("yes", "true", "on", "1"):
-            return True
-        if low in ("no", "false", "off", "0"):
-            return False
-        raise bad("Yes or No")
-    if kind == "level":
-        if raw.upper() not in DEBUG_LEVELS:
-            raise bad(" or ".join(DEBUG_LEVELS))
-        return raw.upper()
-    if kind == "regextype":
-        if raw not in REGEX_TYPES:
-            raise bad("one of " + ", ".join(REGEX_TYPES))
-        return raw
-    if kind in ("globs", "words"):
-        try:
-            words = shlex.split(raw.replace(",", " "))
-        except ValueError:
-            raise bad("space- or comma-separated words") from None
-        return words
-    raise AssertionError(kind)
+        raise _Bad("a path")
+    path = os.path.expanduser(raw)
+    if not os.path.isabs(path):
+        raise _Bad("an absolute path (or ~/...)")
+    return os.path.normpath(path)
+
+
+def _number(text: str, least: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise _Bad(expected) from None
+    if value < least:
+        raise _Bad(f"a number >= {least}" if least == 0 else "a number > 0")
+    return value
+
+
+def _choice(value: str, choices, expected: str) -> str:
+    if value not in choices:
+        raise _Bad(expected)
+    return value
+
+
+def _bool(raw: str) -> bool:
+    low = raw.lower()
+    if low in ("yes", "true", "on", "1"):
+        return True
+    if low in ("no", "false", "off", "0"):
+        return False
+    raise _Bad("Yes or No")
+
+
+def _count(raw: str) -> int | None:
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise _Bad("a whole number >= 1")
+    return int(raw)
+
+
+def _nonempty(raw: str) -> str:
+    if not raw:
+        raise _Bad("a non-empty value")
+    return raw
+
+
+def _words(raw: str) -> list:
+    try:
+        return shlex.split(raw.replace(",", " "))
+    except ValueError:
+        raise _Bad("space- or comma-separated words") from None
+
+
+# value type -> parser(raw, key); each raises _Bad(what was expected)
+_PARSERS = {
+    "str": lambda raw, key: _nonempty(raw),
+    "optstr": lambda raw, key: raw or None,
+    "path": lambda raw, key: _path(raw, False),
+    "optpath": lambda raw, key: _path(raw, True),
+    "int": lambda raw, key: _number(raw, 0, "a whole number"),
+    "optcount": lambda raw, key: _count(raw),
+    "seconds": lambda raw, key: _number(raw.lower().rstrip("s"), 1, "seconds"),
+    "size": _size,
+    # the original documented "None" (or nothing) as the default
+    "optsize": lambda raw, key: _default(key) if raw.lower() in ("", "none") else _size(raw, key),
+    "sshkey": lambda raw, key: seedvalues.sshkey(raw) if raw else _default(key),
+    "tls": lambda raw, key: _choice(raw.lower(), ("auto", "starttls", "tls", "none"),
+                                    "auto, starttls, tls or none"),
+    "bool": lambda raw, key: _bool(raw),
+    "level": lambda raw, key: _choice(raw.upper(), DEBUG_LEVELS, " or ".join(DEBUG_LEVELS)),
+    "regextype": lambda raw, key: _choice(raw, REGEX_TYPES, "one of " + ", ".join(REGEX_TYPES)),
+    "globs": lambda raw, key: _words(raw),
+    "words": lambda raw, key: _words(raw),
+}
+
+
+def _parse(kind: str, raw: str, key: str, where: str):
+    """The typed value of ``key = raw``; UsageError naming the file, key and value."""
+    raw = raw.strip()
+    try:
+        if ("\n" in raw or "\r" in raw) and kind not in ("globs", "words"):
+            raise _Bad("a value on one line")
+        return _PARSERS[kind](raw, key)
+    except _Bad as exc:
+        raise UsageError(f"{where}: {key} = {raw!r}: expected {exc}") from None
 
 
 def user_config(environ) -> str | None:
@@ -266,12 +312,10 @@ def defaults() -> Config:
     return Config({k: _default(k) for k in KEYS})
 
 
-def load(explicit: str | None = None, environ=None) -> Config:
-    """Load the config in force; raise UsageError with one line on any problem."""
-    path = find_path(explicit, environ)
-    cfg = defaults()
-    if path is None:
-        return cfg
+def _read(path: str):
+    """The file as a ConfigParser; UsageError naming the file and the line on trouble."""
+    import configparser  # only when there is a file to read
+
     parser = configparser.ConfigParser(interpolation=None, strict=True,
                                        inline_comment_prefixes=None)
     parser.optionxform = str  # keep camelCase for messages
@@ -289,38 +333,60 @@ def load(explicit: str | None = None, environ=None) -> Config:
     except (configparser.Error, UnicodeDecodeError) as exc:
         first = " ".join(str(exc).split())
         raise UsageError(f"{path}: not a valid config file: {first}") from None
+    return parser
+
+
+def _pipeline(cfg: Config, items, path: str) -> None:
+    """``[pipeline]``: step = command replacing that step's executable."""
+    for step, command in items:
+        if step.lower() not in PIPELINE_STEPS:
+            cfg.warnings.append(f"{path}: [pipeline] {step}: unknown step, ignored")
+            continue
+        try:
+            argv = shlex.split(command)
+        except ValueError:
+            raise UsageError(f"{path}: [pipeline] {step}: cannot split {command!r}") from None
+        if not argv:
+            raise UsageError(f"{path}: [pipeline] {step}: empty command")
+        cfg.pipeline[step.lower()] = argv
+
+
+def _settings(cfg: Config, section: str, items, path: str, seen: set) -> str | None:
+    """One section's keys into ``cfg``; the ssh key type named (``sshkey = rsa``), if any."""
+    key_type = None
+    for raw_key, raw_value in items:
+        key = _BY_LOWER.get(raw_key.lower())
+        if key is None:
+            cfg.warnings.append(f"{path}: [{section}] {_unknown(raw_key)}, ignored")
+            continue
+        want = KEYS[key][0]
+        if section.lower() != want:
+            cfg.warnings.append(f"{path}: {raw_key} belongs in [{want}], read from [{section}]")
+        if key in seen:
+            raise UsageError(f"{path}: {key} is set twice (again as {raw_key!r} in "
+                             f"[{section}]); keep one")
+        cfg.values[key] = _parse(KEYS[key][1], raw_value, key, path)
+        seen.add(key)
+        if key == "sshkey":
+            key_type = raw_value.strip() if seedvalues.is_key_type(raw_value) else None
+    return key_type
+
+
+def load(explicit: str | None = None, environ=None) -> Config:
+    """Load the config in force; raise UsageError with one line on any problem."""
+    path = find_path(explicit, environ)
+    cfg = defaults()
+    if path is None:
+        return cfg
+    parser = _read(path)
     cfg.path = os.path.abspath(path)
     key_type = None
-    seen = set()  # a file sets only the keys it changes; the rest keep their defaults
+    seen: set = set()  # a file sets only the keys it changes; the rest keep their defaults
     for section in parser.sections():
         if section.lower() == "pipeline":
-            for step, command in parser.items(section):
-                if step.lower() not in PIPELINE_STEPS:
-                    cfg.warnings.append(f"{path}: [pipeline] {step}: unknown step, ignored")
-                    continue
-                try:
-                    argv = shlex.split(command)
-                except ValueError:
-                    raise UsageError(f"{path}: [pipeline] {step}: cannot split {command!r}") from None
-                if not argv:
-                    raise UsageError(f"{path}: [pipeline] {step}: empty command")
-                cfg.pipeline[step.lower()] = argv
-            continue
-        for raw_key, raw_value in parser.items(section):
-            key = _BY_LOWER.get(raw_key.lower())
-            if key is None:
-                cfg.warnings.append(f"{path}: [{section}] {_unknown(raw_key)}, ignored")
-                continue
-            want = KEYS[key][0]
-            if section.lower() != want:
-                cfg.warnings.append(f"{path}: {raw_key} belongs in [{want}], read from [{section}]")
-            if key in seen:
-                raise UsageError(f"{path}: {key} is set twice (again as {raw_key!r} in "
-                                 f"[{section}]); keep one")
-            cfg.values[key] = _parse(KEYS[key][1], raw_value, key, path)
-            seen.add(key)
-            if key == "sshkey":
-                key_type = raw_value.strip() if seedvalues.is_key_type(raw_value) else None
+            _pipeline(cfg, parser.items(section), path)
+        else:
+            key_type = _settings(cfg, section, parser.items(section), path, seen) or key_type
     if key_type:  # casuser may come later in the file
         cfg.values["sshkey"] = seedvalues.sshkey(key_type, cfg.values["casuser"])
     for line in cfg.warnings:
@@ -330,6 +396,8 @@ def load(explicit: str | None = None, environ=None) -> Config:
 
 def _unknown(raw_key: str) -> str:
     """"unknown key 'kernal' (did you mean 'kernels'?)": the nearest known key, if any is close."""
+    import difflib
+
     near = difflib.get_close_matches(raw_key.lower(), list(_BY_LOWER), n=1, cutoff=0.75)
     hint = f" (did you mean {_BY_LOWER[near[0]]!r}?)" if near else ""
     return f"unknown key {raw_key!r}{hint}"

@@ -47,6 +47,7 @@ core, or cannot open it even with --zero_excluded or --minimal), ``ssh`` (the se
 be reached).
 """
 
+import functools
 import os
 import platform
 import shlex
@@ -58,7 +59,7 @@ from caslib.crashrun import bounded, crashdate, panic, servers, snippets
 from caslib import atomicfile, cli, logs, records
 from caslib.records import StepError
 
-STEP = "cas-crash"
+PROG = "cas-crash"
 WRAPPER, COMMANDS, OUTPUT, FAILED_OUTPUT = "crash", "crash.in", "crash.out", "crash.failed.out"
 CRASH_PACKAGE = "install the crash package (Debian/Ubuntu: apt-get install crash; Fedora/RHEL: dnf install crash)"
 _MISMATCH = ("do not match", "kernel version inconsistency")
@@ -108,9 +109,9 @@ def choose_target(cfg, machine: str | None, connect=None) -> Target:
     want = servers.family(machine)
     if want is None:
         logs.get().warning("the core's machine is unknown; running crash on this host (%s)", host)
-        return Target(local_crash(cfg.get("crashCommand", "crash")))
+        return Target(local_crash(cfg.crashCommand))
     if want == servers.family(host):
-        return Target(local_crash(cfg.get("crashCommand", "crash")))
+        return Target(local_crash(cfg.crashCommand))
     crash_32 = cfg.get("crash_32")
     if want == "i686" and servers.family(host) == "x86_64" and crash_32:
         return Target(local_crash(crash_32, "crash_32"))
@@ -202,7 +203,7 @@ def _started(out_lines: list, workdir: str, targets: list) -> bool:
 
 
 def _run(cfg, target: Target, workdir: str, args: list, out_path: str) -> tuple:
-    timeout = int(cfg.get("crashTimeout", 1800))
+    timeout = cfg.crashTimeout
     if target.server:
         argv = servers.remote_argv(cfg, target.server, workdir, args, timeout)
         outcome = servers.run_remote(cfg, target.server, workdir, args, out_path, timeout)
@@ -282,7 +283,7 @@ def _summarise(result: dict, plan, workdir: str, out_lines: list, outcome, cfg) 
     if inconsistent:
         result["mismatch"] = inconsistent[0].removeprefix("WARNING:").strip()
     if outcome.timed_out:
-        result["note"] = f"timed out after {int(cfg.get('crashTimeout', 1800))} s; the output is partial"
+        result["note"] = f"timed out after {cfg.crashTimeout} s; the output is partial"
     elif outcome.exit_status not in (0, None):
         result["note"] = f"crash exited with status {outcome.exit_status}; the output may be partial"
 
@@ -364,7 +365,7 @@ def _initial(args) -> list | None:
     if not args.files:
         return None
     if len(args.files) < 2:
-        raise records.UsageError(f"{STEP}: give a core and its vmlinux (got one file)")
+        raise records.UsageError(f"{PROG}: give a core and its vmlinux (got one file)")
     core, vmlinux, *modules = [os.path.abspath(f) for f in args.files]
     record = {"core": core, "vmlinux": vmlinux,
               "workdir": os.path.abspath(args.workdir or os.path.dirname(core))}
@@ -376,21 +377,25 @@ def _initial(args) -> list | None:
 
 
 def main(argv=None) -> int:
-    def body():
-        parser = records.argument_parser(
-            STEP, __doc__.splitlines()[0],
-            epilog="With no files, reads records (from cas-extract) on stdin.")
-        cli.add_config_option(parser)
-        parser.add_argument("--workdir", metavar="DIR",
-                            help="job directory for the results (default: the core's directory)")
-        parser.add_argument("--machine", metavar="ARCH",
-                            help="the core's architecture as uname -m prints it (default: this host's)")
-        parser.add_argument("--release", metavar="RELEASE", help="the core's kernel release")
-        parser.add_argument("files", nargs="*", metavar="CORE VMLINUX [MODULE...]",
-                            help="a core, its debug vmlinux and optional module debug files")
-        args = parser.parse_args(argv)
-        initial = _initial(args)
-        cfg = cli.load_config(args)
-        return records.run(STEP, lambda r: process(r, cfg), initial)
+    """cas-crash's command line (man cas-crash)."""
+    return records.main_wrapper(PROG, run_command, argv)
 
-    return records.main_wrapper(STEP, body)
+
+def run_command(argv) -> int:
+    parser = cli.argument_parser(
+        PROG, "Run the crash utility on a job's core; split and summarise what it says.",
+        epilog="With no files, reads records (from cas-extract) on stdin.")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="job directory for the results (default: the core's directory)")
+    cli.option(parser, "--machine", metavar="ARCH",
+               help="the core's architecture as uname -m prints it (default: this host's)")
+    cli.option(parser, "--release", metavar="RELEASE", help="the core's kernel release")
+    parser.add_argument("files", nargs="*", metavar="CORE VMLINUX [MODULE...]",
+                        help="a core, its debug vmlinux and optional module debug files")
+    args = parser.parse_args(argv)
+    initial = _initial(args)
+    if initial is None:
+        cli.refuse_terminal(parser)
+    cfg = cli.load_config(args)
+    return records.run(PROG, functools.partial(process, cfg=cfg), initial)
+

@@ -21,7 +21,6 @@ import time
 
 from caslib.records import StepError
 
-DEFAULT = 6 * 3600  # transferDeadline: a 100 GB dump at 5 MB/s fits
 
 
 class Deadline:

@@ -20,6 +20,7 @@ Errors: ``not-found``, ``bad-record``, ``compressed``, ``not-a-dump``,
 ``truncated``, ``corrupt``.
 """
 
+import functools
 import os
 import sys
 
@@ -30,7 +31,7 @@ from caslib.dumps import printk, vmem
 from caslib.dumps.flattened import open_source
 from caslib.records import StepError
 
-STEP = "cas-dmesg"
+PROG = "cas-dmesg"
 
 
 def read(path: str):
@@ -130,18 +131,26 @@ def print_logs(paths: list) -> int:
 
 
 def main(argv=None) -> int:
-    def body():
-        parser = records.argument_parser(
-            STEP, "Read the kernel log of a dump from its memory, with no vmlinux.",
-            "With FILE: print the log. Without: a filter adding dmesg to each record.")
-        cli.add_config_option(parser)
-        parser.add_argument("--keep-going", action="store_true",
-                            help="filter: a dump whose log cannot be read passes on with"
-                                 " dmesg.file null instead of an error record")
-        parser.add_argument("files", nargs="*", metavar="FILE", help="dump files to print")
-        args = parser.parse_args(argv)
-        cli.load_config(args)
-        if args.files:
-            return print_logs(args.files)
-        return records.run(STEP, lambda r: process(r, args.keep_going))
-    return records.main_wrapper(STEP, body)
+    """cas-dmesg's command line (man cas-dmesg)."""
+    return records.main_wrapper(PROG, run_command, argv)
+
+
+def run_command(argv) -> int:
+    parser = cli.argument_parser(
+        PROG, "Read the kernel log of a dump from its memory, with no vmlinux.",
+        "With FILE: print the log. Without: a filter adding dmesg to each record.")
+    cli.option(parser, "--file", action="append", dest="file_opt", metavar="FILE",
+               help="a dump file to print (same as FILE; may be repeated)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="filter: a dump whose log cannot be read passes on with"
+                             " dmesg.file null instead of an error record")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="dump files to print")
+    args = parser.parse_args(argv)
+    files = (args.file_opt or []) + args.files
+    if not files:
+        cli.refuse_terminal(parser)
+    cli.load_config(args)
+    if files:
+        return print_logs(files)
+    return records.run(PROG, functools.partial(process, keep_going=args.keep_going))
+

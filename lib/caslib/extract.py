@@ -18,6 +18,7 @@ Nothing lands in the job directory until it is whole and verified.  The
 pass itself is pkgmembers.take().
 """
 
+import functools
 import os
 import posixpath
 import shutil
@@ -28,7 +29,7 @@ from caslib.packages import pkgmembers
 from caslib.pathsafety import check_package_path
 from caslib.records import StepError
 
-STEP = "cas-extract"
+PROG = "cas-extract"
 
 
 def _unchanged(path: str, fh, st0) -> None:
@@ -80,7 +81,7 @@ def _open(package: str):
 def _cache(cfg):
     """The shared extraction cache, or None (with a warning) when it cannot be used."""
     try:
-        return extcache.Cache(cfg.debugs, cfg.get("cacheLimit", extcache.DEFAULT_LIMIT))
+        return extcache.Cache(cfg.debugs, cfg.cacheLimit)
     except OSError as exc:
         logs.get().warning("cache %s unusable (%s); extracting straight into the job directory",
                            cfg.debugs, exc.strerror or exc)
@@ -210,30 +211,36 @@ def _tame_malloc() -> None:
 
 
 def main(argv=None) -> int:
-    def body():
-        parser = records.argument_parser(STEP, __doc__.splitlines()[0])
-        cli.add_config_option(parser)
-        parser.add_argument("--rpm", metavar="FILE",
-                            help="package to extract from (.rpm, .deb or .ddeb)")
-        parser.add_argument("--member", metavar="PATH",
-                            help="vmlinux path inside the package, as rpm -qpl prints it")
-        parser.add_argument("--workdir", metavar="DIR", help="job directory to extract into")
-        parser.add_argument("--modules-prefix", metavar="P",
-                            help="directory of the kernel's module debug files in the package")
-        parser.add_argument("-m", "--modules", action="store_true",
-                            help="also extract the module debug files, in the same pass")
-        args = parser.parse_args(argv)
-        given = [args.rpm, args.member, args.workdir]
-        if any(given) and not all(given):
-            raise records.UsageError(f"{STEP}: --rpm, --member and --workdir go together")
-        cfg = cli.load_config(args)
-        _tame_malloc()
-        initial = None
-        if all(given):
-            workdir = os.path.abspath(args.workdir)
-            os.makedirs(workdir, exist_ok=True)
-            initial = [{"workdir": workdir,
-                        "debuginfo": {"rpm": os.path.abspath(args.rpm), "vmlinux": args.member,
-                                      "modules_prefix": args.modules_prefix}}]
-        return records.run(STEP, lambda r: process(r, cfg, args.modules), initial)
-    return records.main_wrapper(STEP, body)
+    """cas-extract's command line (man cas-extract)."""
+    return records.main_wrapper(PROG, run_command, argv)
+
+
+def run_command(argv) -> int:
+    parser = cli.argument_parser(
+        PROG, "Take the vmlinux (and the module debug files) out of a debuginfo package.")
+    parser.add_argument("--rpm", metavar="FILE",
+                        help="package to extract from (.rpm, .deb or .ddeb)")
+    parser.add_argument("--member", metavar="PATH",
+                        help="vmlinux path inside the package, as rpm -qpl prints it")
+    parser.add_argument("--workdir", metavar="DIR", help="job directory to extract into")
+    parser.add_argument("--modules-prefix", metavar="P",
+                        help="directory of the kernel's module debug files in the package")
+    parser.add_argument("-m", "--modules", action="store_true",
+                        help="also extract the module debug files, in the same pass")
+    args = parser.parse_args(argv)
+    given = [args.rpm, args.member, args.workdir]
+    if any(given) and not all(given):
+        raise records.UsageError(f"{PROG}: --rpm, --member and --workdir go together")
+    if not any(given):
+        cli.refuse_terminal(parser)
+    cfg = cli.load_config(args)
+    _tame_malloc()
+    initial = None
+    if all(given):
+        workdir = os.path.abspath(args.workdir)
+        os.makedirs(workdir, exist_ok=True)
+        initial = [{"workdir": workdir,
+                    "debuginfo": {"rpm": os.path.abspath(args.rpm), "vmlinux": args.member,
+                                  "modules_prefix": args.modules_prefix}}]
+    return records.run(PROG, functools.partial(process, cfg=cfg, modules=args.modules), initial)
+

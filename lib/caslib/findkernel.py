@@ -32,7 +32,7 @@ from caslib.packages import kernelrelease
 from caslib.shelf import othersources
 from caslib.records import StepError
 
-STEP = "cas-findkernel"
+PROG = "cas-findkernel"
 log = logs.get()
 
 _SELECT = ("SELECT p.path, p.name, p.epoch, p.version, p.release, p.arch, p.payload, p.format,"
@@ -257,48 +257,65 @@ def _stdin_has_records() -> bool:
         stat.S_ISREG(st.st_mode) and st.st_size > 0)
 
 
+class _LazyIndex:
+    """``process`` with the shelf's index opened at the first record that needs it (never
+    with --vmlinux/--package; a missing database is no error: other sources may answer)."""
+
+    def __init__(self, cfg, force: dict, use_index: bool):
+        self.cfg, self.force, self.use_index, self.index = cfg, force, use_index, None
+
+    def __call__(self, record: dict) -> dict:
+        if self.index is None and self.use_index:
+            try:
+                self.index = Index(self.cfg.database)
+            except StepError as exc:
+                if exc.kind != "not-found":
+                    raise
+        return process(record, self.cfg, self.index, self.force)
+
+
 def main(argv=None) -> int:
-    def body():
-        parser = records.argument_parser(STEP, __doc__.splitlines()[0])
-        cli.add_config_option(parser)
-        parser.add_argument("--release", "-r", metavar="R",
-                            help="kernel release (uname -r) to look up instead of reading records")
-        parser.add_argument("--machine", "-M", metavar="M", help="machine (uname -m), with --release")
-        parser.add_argument("--build-id", "-b", metavar="B", help="GNU build-id (hex), with --release")
-        parser.add_argument("--vmlinux", metavar="FILE",
-                            help="use this vmlinux (checked by crash's version check)")
-        parser.add_argument("--package", metavar="PKG",
-                            help="take the vmlinux from this debuginfo package (.rpm, .deb)")
-        args = parser.parse_args(argv)
-        if (args.machine or args.build_id) and not (args.release or args.build_id):
-            raise records.UsageError(f"{STEP}: --machine needs --release or --build-id")
-        if args.vmlinux and args.package:
-            raise records.UsageError(f"{STEP}: give --vmlinux or --package, not both")
-        cfg = cli.load_config(args)
-        force = {"vmlinux": args.vmlinux and os.path.abspath(args.vmlinux),
-                 "package": args.package and os.path.abspath(args.package)}
-        initial = None
-        if _stdin_has_records():  # in a pipe: the options override each record
-            if args.build_id and not args.release:
-                raise records.UsageError(f"{STEP}: in a pipe, --build-id goes with --release")
-            if args.release:
-                force.update(release=args.release, machine=args.machine, build_id=args.build_id)
-        elif args.release or args.build_id:
-            initial = [{"kernel": {"release": args.release, "machine": args.machine,
-                                   "build_id": args.build_id}}]
-        elif args.vmlinux or args.package:
-            initial = [{}]
-        holder: dict = {}
+    """cas-findkernel's command line (man cas-findkernel)."""
+    return records.main_wrapper(PROG, run_command, argv)
 
-        def step(record):
-            if "index" not in holder and not (args.vmlinux or args.package):
-                try:
-                    holder["index"] = Index(cfg.database)
-                except StepError as exc:
-                    if exc.kind != "not-found":
-                        raise
-            return process(record, cfg, holder.get("index"), force)
 
-        return records.run(STEP, step, initial)
+def _parser():
+    parser = cli.argument_parser(
+        PROG, "Find the debuginfo package that holds the vmlinux of a dump's kernel.")
+    cli.option(parser, "--release", metavar="R",
+               help="kernel release (uname -r) to look up instead of reading records")
+    cli.option(parser, "--machine", metavar="M", help="machine (uname -m), with --release")
+    cli.option(parser, "--build-id", metavar="B", help="GNU build-id (hex), with --release")
+    parser.add_argument("--vmlinux", metavar="FILE",
+                        help="use this vmlinux (checked by crash's version check)")
+    parser.add_argument("--package", metavar="PKG",
+                        help="take the vmlinux from this debuginfo package (.rpm, .deb)")
+    return parser
 
-    return records.main_wrapper(STEP, body)
+
+def run_command(argv) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.machine or args.build_id) and not (args.release or args.build_id):
+        raise records.UsageError(f"{PROG}: --machine needs --release or --build-id")
+    if args.vmlinux and args.package:
+        raise records.UsageError(f"{PROG}: give --vmlinux or --package, not both")
+    cfg = cli.load_config(args)
+    force = {"vmlinux": args.vmlinux and os.path.abspath(args.vmlinux),
+             "package": args.package and os.path.abspath(args.package)}
+    initial = None
+    if _stdin_has_records():  # in a pipe: the options override each record
+        if args.build_id and not args.release:
+            raise records.UsageError(f"{PROG}: in a pipe, --build-id goes with --release")
+        if args.release:
+            force.update(release=args.release, machine=args.machine, build_id=args.build_id)
+    elif args.release or args.build_id:
+        initial = [{"kernel": {"release": args.release, "machine": args.machine,
+                               "build_id": args.build_id}}]
+    elif args.vmlinux or args.package:
+        initial = [{}]
+    else:
+        cli.refuse_terminal(parser)
+    step = _LazyIndex(cfg, force, not (args.vmlinux or args.package))
+    return records.run(PROG, step, initial)
+

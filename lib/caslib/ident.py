@@ -57,27 +57,30 @@ Errors (error record, exit 1): ``empty``, ``truncated``, ``corrupt``,
 ``not-split``/``split-mismatch`` (``cores`` that are not parts of one dump).
 """
 
+import functools
 import os
-import re
+import time
 
 from caslib.errors import FormatError
-from caslib import cli, logs, magic, pathsafety, records
+from caslib import cli, config, logs, magic, pathsafety, records
 from caslib.dumps import elfcore, kdumphdr, lkcdhdr, splitdump, utsname, vmcoreinfo
 from caslib.dumps.flattened import FileSource, FlattenedSource
 from caslib.records import StepError
 
-STEP = "cas-ident"
-DEFAULT_BUFFERSIZE = 64 << 20
+PROG = "cas-ident"
+DEFAULT_BUFFERSIZE = config.DEFAULTS["buffersize"]
 HEAD = 4096
 
 
+YEAR_10000 = 253402300800  # the first time ISO 8601's four-digit year cannot show
+
+
 def _iso(ts) -> str | None:
-    import datetime  # only dumps that carry a time need it
+    """UTC ISO 8601 of a dump's time stamp (time, not datetime: a cheaper import)."""
     try:
-        if not ts or ts <= 0:
+        if not ts or ts <= 0 or ts >= YEAR_10000:
             return None
-        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ")
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -347,8 +350,7 @@ def process(record: dict, cfg=None, buffersize: int | None = None) -> dict:
     if not isinstance(core, str) or not core:
         raise StepError("record has no core", "bad-record")
     if buffersize is None:
-        buffersize = (cfg.get("buffersize", DEFAULT_BUFFERSIZE) if cfg is not None else None) \
-            or DEFAULT_BUFFERSIZE
+        buffersize = cfg.buffersize if cfg is not None else DEFAULT_BUFFERSIZE
     if not os.path.exists(core):
         raise StepError(f"{core}: no such file", "not-found")
     if os.path.isdir(core):
@@ -375,32 +377,38 @@ def process(record: dict, cfg=None, buffersize: int | None = None) -> dict:
     return record
 
 
-def _size(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9]+)\s*([kmgt]?)i?b?\s*", text.lower())
-    if not m or int(m.group(1)) <= 0:
-        raise ValueError(text)
-    return int(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " ")
-
-
 def main(argv=None) -> int:
-    def body():
-        parser = records.argument_parser(
-            STEP, "Name the crashed kernel of each dump from its headers.",
-            "Reads records with a core key on stdin when no FILE is given.")
-        cli.add_config_option(parser)
-        parser.add_argument("--buffersize", metavar="N",
-                            help="bytes the fallback banner scan may read (default: [advanced]"
-                                 " buffersize, 64M); suffixes K, M, G")
-        parser.add_argument("files", nargs="*", metavar="FILE", help="dump files")
-        args = parser.parse_args(argv)
-        buffersize = None
-        if args.buffersize is not None:
-            try:
-                buffersize = _size(args.buffersize)
-            except ValueError:
-                raise records.UsageError(f"{STEP}: --buffersize {args.buffersize!r}: expected a"
-                                         " size like 67108864, 64M or 1G") from None
-        cfg = cli.load_config(args)
-        initial = splitdump.initial_records(args.files)
-        return records.run(STEP, lambda r: process(r, cfg, buffersize), initial)
-    return records.main_wrapper(STEP, body)
+    """cas-ident's command line (man cas-ident)."""
+    return records.main_wrapper(PROG, run_command, argv)
+
+
+def parse_args(argv):
+    parser = cli.argument_parser(
+        PROG, "Name the crashed kernel of each dump from its headers.",
+        "Reads records with a core key on stdin when no FILE is given.")
+    cli.option(parser, "--file", action="append", dest="file_opt", metavar="FILE",
+               help="a dump file (same as FILE; may be repeated)")
+    parser.add_argument("--buffersize", metavar="N",
+                        help="bytes the fallback banner scan may read (default: [advanced]"
+                             " buffersize, 64M); suffixes K, M, G")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="dump files")
+    args = parser.parse_args(argv)
+    args.files = (args.file_opt or []) + args.files
+    if not args.files:
+        cli.refuse_terminal(parser)
+    return args
+
+
+def run_command(argv) -> int:
+    args = parse_args(argv)
+    buffersize = None
+    if args.buffersize is not None:
+        try:
+            buffersize = config.parse_size(args.buffersize)
+        except ValueError:
+            raise records.UsageError(f"{PROG}: --buffersize {args.buffersize!r}: expected a"
+                                     " size like 67108864, 64M or 1G") from None
+    cfg = cli.load_config(args)
+    initial = splitdump.initial_records(args.files)
+    return records.run(PROG, functools.partial(process, cfg=cfg, buffersize=buffersize),
+                       initial)

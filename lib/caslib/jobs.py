@@ -39,7 +39,7 @@ def load(args, changing: bool):
     if changing:
         return cli.load_config(args), True
     cfg = config.load(args.config)
-    logs.set_level(cfg.debugLevel)
+    logs.set_level(cli.log_level(args, cfg.debugLevel))
     try:
         if cli.become_casuser(cfg):
             cfg = config.load(args.config)
@@ -97,63 +97,77 @@ def rerun(queue, job_id: int, args, cfg) -> dict:
 
 
 def main(argv=None) -> int:
-    def body() -> int:
-        parser = records.argument_parser(
-            PROG, "List, show, cancel and rerun CAS jobs.",
-            "examples: cas-jobs --state failed;  cas-jobs 7;  cas-jobs --rerun 7 --release 6.1.0-18-amd64")
-        parser.add_argument("job", nargs="?", type=int, metavar="JOB", help="show this job in full")
-        parser.add_argument("--state", choices=STATES, help="only jobs in this state")
-        parser.add_argument("-i", "--identifier", metavar="ID", help="only jobs of this identifier")
-        parser.add_argument("--signature", metavar="SIG",
-                            help="only jobs whose crash has this triage signature (cas-triage)")
-        parser.add_argument("--since", metavar="DATE", help="only jobs submitted since DATE (ISO 8601)")
-        parser.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
-        parser.add_argument("--cancel", type=int, metavar="JOB", help="cancel a queued or running job")
-        parser.add_argument("--rerun", type=int, metavar="JOB", help="queue a new attempt of JOB")
-        forced = parser.add_mutually_exclusive_group()
-        forced.add_argument("--release", metavar="R", help="with --rerun: force kernel release R")
-        forced.add_argument("--vmlinux", metavar="F", help="with --rerun: use this vmlinux")
-        forced.add_argument("--package", metavar="P", help="with --rerun: use this debuginfo package")
-        cli.add_config_option(parser)
-        args = parser.parse_args(argv)
-        actions = [a for a in (args.job is not None, args.cancel is not None, args.rerun is not None) if a]
-        if len(actions) > 1:
-            raise UsageError(f"{PROG}: give one of JOB, --cancel JOB, --rerun JOB")
-        if (args.release or args.vmlinux or args.package) and args.rerun is None:
-            raise UsageError(f"{PROG}: --release/--vmlinux/--package go with --rerun")
-        since = parse_since(args.since) if args.since else None
-        cfg, may_write = load(args, args.cancel is not None or args.rerun is not None)
-        as_json = args.json or not sys.stdout.isatty()
-        try:
-            queue = open_queue(cfg, readonly=not may_write)
-            if may_write:
-                queue.recover_lost()
-            if args.cancel is not None:
-                job = cancel(queue, args.cancel)
-                out = job if as_json else f"job {job['job_id']}: {job['state']} (was {job.get('was')})"
-            elif args.rerun is not None:
-                job = rerun(queue, args.rerun, args, cfg)
-                out = job if as_json else (f"{job['job_id']} (attempt {job['attempt']} of "
-                                           f"{job['identifier']}: cas {' '.join(cas_argv(job['options']))})")
-            elif args.job is not None:
-                job = queue.get(args.job)
-                if job is None:
-                    raise StepError(f"no job {args.job}", "not-found")
-                out = job_full(job, as_json)
-            else:
-                jobs = queue.list(args.state, args.identifier, since, args.signature)
-                if as_json:
-                    for job in jobs:
-                        records.write_record(job, sys.stdout)
-                    return records.EXIT_OK
-                out = table(jobs)
-        except StepError as exc:
-            print(f"{PROG}: {exc.message}", file=sys.stderr)
-            return records.EXIT_USAGE if exc.kind == "usage" else records.EXIT_ERROR
-        if isinstance(out, dict):
-            records.write_record(out, sys.stdout)
-        else:
-            print(out, flush=True)
-        return records.EXIT_OK
+    """cas-jobs's command line (man cas-jobs)."""
+    return records.main_wrapper(PROG, run_command, argv)
 
-    return records.main_wrapper(PROG, body)
+
+def parse_args(argv):
+    parser = cli.argument_parser(
+        PROG, "List, show, cancel and rerun CAS jobs.",
+        "examples: cas-jobs --state failed;  cas-jobs 7;  cas-jobs --rerun 7 -r 6.1.0-18-amd64")
+    parser.add_argument("job", nargs="?", type=int, metavar="JOB", help="show this job in full")
+    cli.option(parser, "--job", dest="job_opt", type=int, metavar="JOB",
+               help="show this job in full (same as JOB)")
+    parser.add_argument("--state", choices=STATES, help="only jobs in this state")
+    cli.option(parser, "--identifier", metavar="ID", help="only jobs of this identifier")
+    parser.add_argument("--signature", metavar="SIG",
+                        help="only jobs whose crash has this triage signature (cas-triage)")
+    parser.add_argument("--since", metavar="DATE", help="only jobs submitted since DATE (ISO 8601)")
+    parser.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    parser.add_argument("--cancel", type=int, metavar="JOB", help="cancel a queued or running job")
+    parser.add_argument("--rerun", type=int, metavar="JOB", help="queue a new attempt of JOB")
+    forced = parser.add_mutually_exclusive_group()
+    cli.option(forced, "--release", metavar="R", help="with --rerun: force kernel release R")
+    forced.add_argument("--vmlinux", metavar="F", help="with --rerun: use this vmlinux")
+    forced.add_argument("--package", metavar="P", help="with --rerun: use this debuginfo package")
+    args = parser.parse_args(argv)
+    args.job = cli.one_of(args, "job_opt", "job")
+    actions = [a for a in (args.job is not None, args.cancel is not None, args.rerun is not None) if a]
+    if len(actions) > 1:
+        raise UsageError(f"{PROG}: give one of JOB, --cancel JOB, --rerun JOB")
+    if (args.release or args.vmlinux or args.package) and args.rerun is None:
+        raise UsageError(f"{PROG}: --release/--vmlinux/--package go with --rerun")
+    return args
+
+
+def act(queue, args, cfg, since, as_json: bool):
+    """Do what the arguments ask; the dict or text to print (None: already printed)."""
+    if args.cancel is not None:
+        job = cancel(queue, args.cancel)
+        return job if as_json else f"job {job['job_id']}: {job['state']} (was {job.get('was')})"
+    if args.rerun is not None:
+        job = rerun(queue, args.rerun, args, cfg)
+        return job if as_json else (f"{job['job_id']} (attempt {job['attempt']} of "
+                                    f"{job['identifier']}: cas {' '.join(cas_argv(job['options']))})")
+    if args.job is not None:
+        job = queue.get(args.job)
+        if job is None:
+            raise StepError(f"no job {args.job}", "not-found")
+        return job_full(job, as_json)
+    jobs = queue.list(args.state, args.identifier, since, args.signature)
+    if not as_json:
+        return table(jobs)
+    for job in jobs:
+        records.write_record(job, sys.stdout)
+    return None
+
+
+def run_command(argv) -> int:
+    args = parse_args(argv)
+    since = parse_since(args.since) if args.since else None
+    cfg, may_write = load(args, args.cancel is not None or args.rerun is not None)
+    as_json = args.json or not sys.stdout.isatty()
+    try:
+        queue = open_queue(cfg, readonly=not may_write)
+        if may_write:
+            queue.recover_lost()
+        out = act(queue, args, cfg, since, as_json)
+    except StepError as exc:
+        logs.get().error("%s", exc.message)
+        return records.EXIT_USAGE if exc.kind == "usage" else records.EXIT_ERROR
+    if isinstance(out, dict):
+        records.write_record(out, sys.stdout)
+    elif out is not None:
+        print(out, flush=True)
+    return records.EXIT_OK
+

@@ -8,7 +8,7 @@ with an explicit stack.  ``records.read_records`` turns both into error
 records for that line and goes on with the next.
 """
 
-from typing import Iterator
+from collections.abc import Iterator
 
 MAX_LINE = 16 * 1024 * 1024  # characters of one record line; records are small
 MAX_DEPTH = 64               # nesting of one record; the contract needs 4

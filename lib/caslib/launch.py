@@ -27,10 +27,10 @@ def missing() -> list:
 def launch(module: str) -> int:
     """Run ``caslib.<module>.main()``, or say in one line what this Python lacks."""
     prog = os.path.basename(sys.argv[0]) or "cas"
-    if sys.argv[1:] == ["--version"]:  # needs no dependency: answer it even without them
+    if sys.argv[1:] in (["--version"], ["-V"]):  # needs no dependency: answer it even without them
         from caslib import __version__
 
-        print(f"{prog} {__version__}")  # as records.argument_parser's --version prints it
+        print(f"{prog} {__version__}")  # as cli.argument_parser's --version prints it
         return 0
     lacking = missing()
     if lacking:

@@ -27,6 +27,7 @@ records get ``analysis: "full"``.
 
 import email.policy
 import email.utils
+import functools
 import os
 import re
 import smtplib
@@ -39,7 +40,7 @@ from caslib.dumps import kdumpdir
 from caslib.messages import logonly, smtp, summary
 from caslib.records import StepError
 
-STEP = "cas-mail"
+PROG = "cas-mail"
 MAX_BODY_OUTPUT = 512 * 1024
 # A deliberately plain address syntax: local@domain, no comments, quotes or spaces.
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
@@ -189,7 +190,7 @@ SMTP_TOTAL = 120.0  # the whole conversation, however slowly the server trickles
 
 def send_or_reason(msg, cfg) -> str | None:
     """Send through the configured relay (smtp.py); None when sent, else the one-line reason."""
-    total = min(cfg.get("transferDeadline") or SMTP_TOTAL, SMTP_TOTAL)
+    total = min(cfg.transferDeadline, SMTP_TOTAL)
     try:
         with deadline.alarm(total, "SMTP conversation"):
             smtp.deliver(msg, cfg)
@@ -244,9 +245,9 @@ def resend(workdir: str, cfg, to: str | None = None) -> dict:
         msg["To"] = to
     to = msg.get("To")
     if not to:
-        raise records.UsageError(f"{STEP}: {path}: saved message has no recipient; give one with -e")
+        raise records.UsageError(f"{PROG}: {path}: saved message has no recipient; give one with -e")
     if not cfg.smtphost:
-        raise records.UsageError(f"{STEP}: {path}: no smtphost configured to resend through")
+        raise records.UsageError(f"{PROG}: {path}: no smtphost configured to resend through")
     reason = send_or_reason(msg, cfg)
     record["mail"] = {"to": str(to), "sent": reason is None, "message_id": msg.get("Message-ID"),
                       "file": path, "reason": reason}
@@ -256,33 +257,41 @@ def resend(workdir: str, cfg, to: str | None = None) -> dict:
 
 
 def main(argv=None) -> int:
-    def body_() -> int:
-        parser = records.argument_parser(
-            STEP, "Mail a job's first crash analysis (records on stdin).",
-            "Without smtphost the message is only written to <workdir>/mail.eml.")
-        parser.add_argument("-e", "--email", metavar="ADDRESS", help="recipient (else the record's email)")
-        parser.add_argument("--resend", metavar="JOBDIR", help="send the saved mail.eml of JOBDIR again")
-        cli.add_config_option(parser)
-        args = parser.parse_args(argv)
-        if args.email:
-            try:
-                check_address(args.email)
-            except StepError as exc:
-                raise records.UsageError(f"{STEP}: {exc.message}") from None
-        cfg = cli.load_config(args)
-        if args.resend:
-            try:  # usage errors (no recipient, no smtphost) leave from here: exit 2
-                result: dict | StepError = resend(args.resend, cfg, args.email)
-            except StepError as exc:
-                result = exc
+    """cas-mail's command line (man cas-mail)."""
+    return records.main_wrapper(PROG, run_command, argv)
 
-            def resent(_record):
-                if isinstance(result, StepError):
-                    raise result
-                return result
-            return records.run(STEP, resent, [{"workdir": os.path.abspath(args.resend)}])
-        # an analysis step's error record that carries the kernel log is mailed as log-only
-        source = (logonly.convert(r) for r in records.read_records(sys.stdin, STEP))
-        return records.run(STEP, lambda r: process(r, cfg, args.email), source, trusted=False)
 
-    return records.main_wrapper(STEP, body_)
+def _resent(result: "dict | StepError", _record: dict) -> dict:
+    """The record of a --resend (or its failure), as the one record records.run prints."""
+    if isinstance(result, StepError):
+        raise result
+    return result
+
+
+def run_command(argv) -> int:
+    parser = cli.argument_parser(
+        PROG, "Mail a job's first crash analysis (records on stdin).",
+        "Without smtphost the message is only written to <workdir>/mail.eml.")
+    parser.add_argument("-e", "--email", metavar="ADDRESS", help="recipient (else the record's email)")
+    parser.add_argument("--resend", metavar="JOBDIR", help="send the saved mail.eml of JOBDIR again")
+    args = parser.parse_args(argv)
+    if args.email:
+        try:
+            check_address(args.email)
+        except StepError as exc:
+            raise records.UsageError(f"{PROG}: {exc.message}") from None
+    if not args.resend:
+        cli.refuse_terminal(parser)
+    cfg = cli.load_config(args)
+    if args.resend:
+        try:  # usage errors (no recipient, no smtphost) leave from here: exit 2
+            result: dict | StepError = resend(args.resend, cfg, args.email)
+        except StepError as exc:
+            result = exc
+        return records.run(PROG, functools.partial(_resent, result),
+                           [{"workdir": os.path.abspath(args.resend)}])
+    # an analysis step's error record that carries the kernel log is mailed as log-only
+    source = (logonly.convert(r) for r in records.read_records(sys.stdin, PROG))
+    return records.run(PROG, functools.partial(process, cfg=cfg, to=args.email), source,
+                       trusted=False)
+

@@ -9,13 +9,11 @@ quiet exit on a broken pipe and the exit status (0 ok, 1 some record
 carries an error, 2 usage).
 """
 
-import argparse
 import json
-import logging
 import os
 import signal
 import sys
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from caslib import jsonlines, logs
 
@@ -58,28 +56,28 @@ def exit_status_for(exc: KeyboardInterrupt) -> int:
     return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises UsageError instead of exiting, so main() decides."""
-
-    def error(self, message):
-        raise UsageError(f"{self.prog}: {message}")
-
-
-def argument_parser(prog: str, description: str, epilog: str | None = None) -> ArgumentParser:
-    """The parser every command starts from; it brings ``--version`` (``cas-ident 0.2.0``)."""
-    from caslib import __version__
-    parser = ArgumentParser(prog=prog, description=description, epilog=epilog,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"{prog} {__version__}",
-                        help="print the command's name and the CAS version, and exit")
-    return parser
-
-
 def error_record(record: dict, step: str, message: str, kind: str = "failed") -> dict:
     """Return ``record`` with an error added (other keys kept, in order)."""
     out = dict(record)
     out["error"] = {"step": step, "message": " ".join(str(message).split()), "kind": kind}
     return out
+
+
+def _parse_line(line: str, too_long: bool, lineno: int) -> tuple[dict | None, str | None]:
+    """(record, None) for a sound line, else (None, why it is not one)."""
+    if too_long:
+        return None, f"stdin line {lineno}: longer than {jsonlines.MAX_LINE} characters"
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        return None, f"stdin line {lineno}: not JSON ({exc.msg})"
+    except RecursionError:
+        return None, f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
+    if not isinstance(record, dict):
+        return None, f"stdin line {lineno}: not a JSON object"
+    if jsonlines.depth(record) > jsonlines.MAX_DEPTH:
+        return None, f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
+    return record, None
 
 
 def read_records(stream, step: str) -> Iterator[dict]:
@@ -88,25 +86,10 @@ def read_records(stream, step: str) -> Iterator[dict]:
     for lineno, (line, too_long) in enumerate(jsonlines.bounded_lines(stream), 1):
         if not line.strip():
             continue
-        shown = {"input": line.rstrip("\n")[:200]}
-        why = None
-        if too_long:
-            why = f"stdin line {lineno}: longer than {jsonlines.MAX_LINE} characters"
-        else:
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                why = f"stdin line {lineno}: not JSON ({exc.msg})"
-            except RecursionError:
-                why = f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
-            else:
-                if not isinstance(record, dict):
-                    why = f"stdin line {lineno}: not a JSON object"
-                elif jsonlines.depth(record) > jsonlines.MAX_DEPTH:
-                    why = f"stdin line {lineno}: nested deeper than {jsonlines.MAX_DEPTH} levels"
+        record, why = _parse_line(line, too_long, lineno)
         if why:
             logs.get().error("%s", why)
-            yield error_record(shown, step, why, "bad-record")
+            yield error_record({"input": line.rstrip("\n")[:200]}, step, why, "bad-record")
             continue
         yield record
 
@@ -135,7 +118,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def apply(step: str, process: Callable[[dict], dict], record: dict,
-          log: logging.Logger | None = None, trusted: bool = False) -> dict:
+          log=None, trusted: bool = False) -> dict:
     """Run ``process`` on one record under the contract; never raises.
 
     Error records pass through untouched.  The record is checked first
@@ -231,18 +214,18 @@ def run(step: str, process: Callable[[dict], dict], initial: Iterable[dict] | No
     return status
 
 
-def main_wrapper(prog: str, body: Callable[[], int]) -> int:
-    """Run a command's body: usage errors exit 2 with one line, never a traceback."""
+def main_wrapper(prog: str, body: Callable[..., int], *args) -> int:
+    """Run a command's ``body(*args)``: usage errors exit 2 with one line, never a traceback."""
     logs.setup(prog)
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        return body()
+        return body(*args)
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except KeyboardInterrupt as exc:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        logs.get().error("interrupted")
         return exit_status_for(exc)

@@ -11,7 +11,6 @@ import os
 import pwd
 import re
 
-from caslib.shelf import findregex
 
 # key types ssh-keygen -t takes; "dss" is the original's spelling of dsa
 KEY_TYPES = ("rsa", "dsa", "dss", "ecdsa", "ecdsa-sk", "ed25519", "ed25519-sk")
@@ -59,6 +58,8 @@ def rpm_matcher(value: str, regex_type: str):
     """A function path -> bool: file names beginning with one of the names, or find's -regex."""
     names = name_list(value)
     if names is None:
+        from caslib.shelf import findregex  # the indexer's, not every command's start-up
+
         return findregex.matcher(value, regex_type, "rpmFilter")
     prefixes = tuple(names)
 

@@ -15,6 +15,7 @@ Run as ``python -m caslib.strip`` (records in, records out), which is how
 ``cas --strip`` places it between cas-extract and cas-crash.
 """
 
+import functools
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ import subprocess
 from caslib import cli, logs, records
 from caslib.records import StepError
 
-STEP = "cas-strip"
+PROG = "cas-strip"
 TIMEOUT = 3600
 
 
@@ -79,14 +80,16 @@ def process(record: dict, cfg=None, command: str = "makedumpfile") -> dict:
 
 
 def main(argv=None) -> int:
-    def body() -> int:
-        parser = records.argument_parser(STEP, "Strip the records' cores with makedumpfile -c -d 31.")
-        cli.add_config_option(parser)
-        args = parser.parse_args(argv)
-        cfg = cli.load_config(args)
-        return records.run(STEP, lambda r: process(r, cfg))
+    """cas-strip's command line (man cas-strip)."""
+    return records.main_wrapper(PROG, run_command, argv)
 
-    return records.main_wrapper(STEP, body)
+
+def run_command(argv) -> int:
+    parser = cli.argument_parser(PROG, "Strip the records' cores with makedumpfile -c -d 31.")
+    args = parser.parse_args(argv)
+    cli.refuse_terminal(parser)
+    cfg = cli.load_config(args)
+    return records.run(PROG, functools.partial(process, cfg=cfg))
 
 
 if __name__ == "__main__":

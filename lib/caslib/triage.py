@@ -21,6 +21,7 @@ record, exit 1): ``bad-record`` (no workdir, crash results of the wrong type, a 
 outside the job directory).
 """
 
+import functools
 import os
 
 from caslib.diagnosis import classify, kernlog, knownissues, signatures, taint, trust
@@ -28,7 +29,7 @@ from caslib import atomicfile, cli, jobdir, logs, records
 from caslib.crashrun import panic, snippets
 from caslib.records import StepError
 
-STEP = "cas-triage"
+PROG = "cas-triage"
 MAX_READ = 16 << 20   # bytes read from one result file at most (the log is the big one)
 LOG_TAIL, TAIL_LINES = "log-tail", 200
 
@@ -207,13 +208,16 @@ def process(record: dict, cfg, connect=None) -> dict:
 
 
 def main(argv=None) -> int:
-    def body():
-        parser = records.argument_parser(
-            STEP, __doc__.splitlines()[0],
-            epilog="Reads records (from cas-crash) on stdin.")
-        cli.add_config_option(parser)
-        args = parser.parse_args(argv)
-        cfg = cli.load_config(args)
-        return records.run(STEP, lambda r: process(r, cfg))
+    """cas-triage's command line (man cas-triage)."""
+    return records.main_wrapper(PROG, run_command, argv)
 
-    return records.main_wrapper(STEP, body)
+
+def run_command(argv) -> int:
+    parser = cli.argument_parser(
+        PROG, "Say what kind of crash it is, whose fault, how tainted, and if seen before.",
+        epilog="Reads records (from cas-crash) on stdin.")
+    args = parser.parse_args(argv)
+    cli.refuse_terminal(parser)
+    cfg = cli.load_config(args)
+    return records.run(PROG, functools.partial(process, cfg=cfg))
+

@@ -28,6 +28,7 @@ removed and the job directory keeps only its log.
 ``caslib.streams.compress``).
 """
 
+import functools
 import os
 import re
 import stat
@@ -38,7 +39,7 @@ from caslib.dumps import kdumpdir
 from caslib.progress import Progress
 from caslib.records import StepError
 
-STEP = "cas-unpack"
+PROG = "cas-unpack"
 # Names the job directory holds besides the core (man/cas-records.7, THE JOB DIRECTORY);
 # see pathsafety.cas_writes for every name and pattern CAS writes.
 RESERVED = pathsafety.JOB_NAMES
@@ -189,7 +190,7 @@ class _Counting:
         return True
 
 
-def open_source(source: str, timeout: float, total: float = deadline.DEFAULT):
+def open_source(source: str, timeout: float, total: float):
     """Open the input before anything is created: (stream, name, size, local path or None)."""
     if fetch.is_url(source):
         dl = fetch.Download(source, timeout, deadline=deadline.Deadline(total, fetch.shown(source)))
@@ -268,14 +269,14 @@ def process(record: dict, cfg, timeout: float | None = None) -> dict:
     if not isinstance(source, str) or not source:
         raise StepError("record has no source file or URL", "bad-record")
     if timeout is None:
-        timeout = cfg.get("downloadTimeout", fetch.DEFAULT_TIMEOUT)
+        timeout = cfg.downloadTimeout
     if not fetch.is_url(source) and os.path.isdir(source):  # a kdump directory
         chosen = kdumpdir.choose(source)  # before the job directory: input is checked first
         record.update(id=ident, job=job, workdir=jobdir.create(cfg.workDirectory, job))
         with logs.job_log(record):
             return kdumpdir.unpack_directory(record, source, chosen, log)
     raw, name, size, local = open_source(source, timeout,
-                                         cfg.get("transferDeadline") or deadline.DEFAULT)
+                                         cfg.transferDeadline)
     try:
         workdir = jobdir.create(cfg.workDirectory, job)
         record["id"], record["job"], record["workdir"] = ident, job, workdir
@@ -342,49 +343,61 @@ def compress_process(record: dict, fmt: str, force: bool) -> dict:
 
 
 def main(argv=None) -> int:
-    def body():
-        parser = records.argument_parser(STEP, __doc__.splitlines()[0], epilog=(
-            "Reads records carrying 'source' on stdin when no FILE is given.\n"
-            "See cas-unpack(1)."))
-        parser.add_argument("-i", "--id", help="identifier of the case (ticket number)")
-        parser.add_argument("--job", help="job name (default: the identifier)")
-        cli.add_config_option(parser)
-        parser.add_argument("-f", "--file", dest="file_opt", metavar="FILE",
-                            help="the dump: a file or an http/https/ftp URL (same as FILE)")
-        parser.add_argument("file", nargs="?", metavar="FILE", help="the dump, file or URL")
-        parser.add_argument("--compress", metavar="FILE",
-                            help="compress FILE for transfer into FILE.xz (or .zst) and exit")
-        parser.add_argument("--compress-format", choices=sorted(compress.FORMATS),
-                            default="xz", help="format for --compress (default xz)")
-        parser.add_argument("--force", action="store_true",
-                            help="let --compress replace an existing output")
-        args = parser.parse_args(argv)
-        if args.file and args.file_opt:
-            raise records.UsageError(f"{STEP}: give the dump once, as FILE or with -f")
-        source = args.file or args.file_opt
-        if args.compress:
-            if source:
-                raise records.UsageError(f"{STEP}: --compress takes no other FILE")
-            cli.load_config(args)
-            return records.run(STEP, lambda r: compress_process(
-                r, args.compress_format, args.force), [{"source": args.compress}])
-        cfg = cli.load_config(args)
-        initial = None
+    """cas-unpack's command line (man cas-unpack)."""
+    return records.main_wrapper(PROG, run_command, argv)
+
+
+def _parser():
+    parser = cli.argument_parser(
+        PROG, "Turn an incoming dump (file or URL, compressed, archived) into a raw core.",
+        "Reads records carrying 'source' on stdin when no FILE is given.\nSee cas-unpack(1).")
+    cli.option(parser, "--identifier", dest="id", metavar="ID",
+               help="identifier of the case (ticket number)")
+    cli.add_alias(parser, "--id", "id")  # the spelling before 0.2
+    cli.option(parser, "--job", help="job name (default: the identifier)")
+    cli.option(parser, "--file", dest="file_opt", metavar="FILE",
+               help="the dump: a file or an http/https/ftp URL (same as FILE)")
+    parser.add_argument("file", nargs="?", metavar="FILE", help="the dump, file or URL")
+    parser.add_argument("--compress", metavar="FILE",
+                        help="compress FILE for transfer into FILE.xz (or .zst) and exit")
+    parser.add_argument("--compress-format", choices=sorted(compress.FORMATS),
+                        default="xz", help="format for --compress (default xz)")
+    parser.add_argument("--force", action="store_true",
+                        help="let --compress replace an existing output")
+    return parser
+
+
+def _step(record: dict, cfg, ident: str | None, job: str | None, from_stdin: bool) -> dict:
+    """``process`` for one record, with -i/-j filling in what a record from stdin lacks."""
+    if from_stdin and isinstance(record.get("source"), str) \
+            and not fetch.is_url(record["source"]):
+        pathsafety.check_source(record["source"])  # a record's file, not the user's
+    if ident is not None and "id" not in record:
+        record["id"] = ident
+    if job and "job" not in record:
+        record["job"] = job
+    return process(record, cfg)
+
+
+def run_command(argv) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.file and args.file_opt:
+        raise records.UsageError(f"{PROG}: give the dump once, as FILE or with -f")
+    source = args.file or args.file_opt
+    if args.compress:
         if source:
-            if args.id is None:
-                raise records.UsageError(f"{STEP}: -i ID is required with a FILE")
-            initial = [{"id": args.id, "job": args.job or args.id, "source": source}]
+            raise records.UsageError(f"{PROG}: --compress takes no other FILE")
+        cli.load_config(args)
+        return records.run(PROG, functools.partial(
+            compress_process, fmt=args.compress_format, force=args.force),
+            [{"source": args.compress}])
+    if source and args.id is None:
+        raise records.UsageError(f"{PROG}: -i ID is required with a FILE")
+    if not source:
+        cli.refuse_terminal(parser)
+    cfg = cli.load_config(args)
+    initial = [{"id": args.id, "job": args.job or args.id, "source": source}] if source else None
+    return records.run(PROG, functools.partial(_step, cfg=cfg, ident=args.id, job=args.job,
+                                               from_stdin=initial is None), initial)
 
-        def step(record):
-            if initial is None and isinstance(record.get("source"), str) \
-                    and not fetch.is_url(record["source"]):
-                pathsafety.check_source(record["source"])  # a record's file, not the user's
-            if args.id is not None and "id" not in record:
-                record["id"] = args.id
-            if args.job and "job" not in record:
-                record["job"] = args.job
-            return process(record, cfg)
-
-        return records.run(STEP, step, initial)
-
-    return records.main_wrapper(STEP, body)

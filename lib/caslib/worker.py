@@ -120,36 +120,45 @@ class Worker:
 
 
 def main(argv=None) -> int:
-    def body() -> int:
-        parser = records.argument_parser(
-            PROG, "Run queued CAS jobs (cas --queue), oldest first.",
-            "example: cas-worker --jobs 2 --once")
-        parser.add_argument("--jobs", "-j", type=int, metavar="N",
-                            help="run at most N jobs at a time (default: maxJobs, else 1 per 2 cores)")
-        parser.add_argument("--once", action="store_true",
-                            help="run until the queue is empty, then exit")
-        parser.add_argument("--machine", metavar="M",
-                            help="name recorded as where jobs run (default: the host name)")
-        parser.add_argument("--run-job", type=int, metavar="N",
-                            help="internal: run claimed job N in this process (the worker does this)")
-        cli.add_config_option(parser)
-        args = parser.parse_args(argv)
-        if args.jobs is not None and args.jobs < 1:
-            raise UsageError(f"{PROG}: --jobs must be at least 1")
-        if args.machine is not None and not args.machine.strip():
-            raise UsageError(f"{PROG}: --machine needs a name")
-        cfg = cli.load_config(args)
-        try:
-            if args.run_job is not None:
-                from caslib.queue.runner import run_job
+    """cas-worker's command line (man cas-worker)."""
+    return records.main_wrapper(PROG, run_command, argv)
 
-                return run_job(args.run_job, cfg, args.machine)
-            worker = Worker(cfg, args.jobs or default_jobs(cfg), args.once, args.machine)
-            signal.signal(signal.SIGTERM, worker._stop)
-            signal.signal(signal.SIGINT, worker._stop)
-            return worker.loop()
-        except StepError as exc:
-            logs.get().error("%s", exc.message)
-            return records.EXIT_ERROR
 
-    return records.main_wrapper(PROG, body)
+def parse_args(argv):
+    parser = cli.argument_parser(
+        PROG, "Run queued CAS jobs (cas --queue), oldest first.",
+        "example: cas-worker --jobs 2 --once")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="run at most N jobs at a time (default: maxJobs, else 1 per 2 cores)")
+    # -j means --job (a job name) in every other command; -j N kept for one release
+    cli.add_alias(parser, "-j", "jobs", type=int)
+    parser.add_argument("--once", action="store_true",
+                        help="run until the queue is empty, then exit")
+    parser.add_argument("--machine", metavar="HOST",
+                        help="name recorded as where jobs run (default: the host name)")
+    parser.add_argument("--run-job", type=int, metavar="N",
+                        help="internal: run claimed job N in this process (the worker does this)")
+    args = parser.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"{PROG}: --jobs must be at least 1")
+    if args.machine is not None and not args.machine.strip():
+        raise UsageError(f"{PROG}: --machine needs a name")
+    return args
+
+
+def run_command(argv) -> int:
+    args = parse_args(argv)
+    cfg = cli.load_config(args)
+    try:
+        if args.run_job is not None:
+            from caslib.queue.runner import run_job
+
+            return run_job(args.run_job, cfg, args.machine)
+        worker = Worker(cfg, args.jobs or default_jobs(cfg), args.once, args.machine)
+        signal.signal(signal.SIGTERM, worker._stop)
+        signal.signal(signal.SIGINT, worker._stop)
+        return worker.loop()
+    except StepError as exc:
+        logs.get().error("%s", exc.message)
+        return records.EXIT_ERROR
+

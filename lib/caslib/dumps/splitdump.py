@@ -10,7 +10,6 @@ header does not say how many parts there are, so the count is known only
 when the ranges of the parts at hand cover ``0..max_mapnr`` without a gap.
 """
 
-import hashlib
 import os
 
 from caslib.errors import FormatError
@@ -34,6 +33,8 @@ def part_info(path: str) -> dict | None:
     if rng is None:
         return None
     mapnr = (hdr.sub.get("max_mapnr_64") if hdr.header_version >= 6 else None) or hdr.max_mapnr
+    import hashlib  # only split dumps need it (its import costs every start-up)
+
     digest = hashlib.sha256(head[12:402] + hdr.timestamp.to_bytes(8, "little", signed=True)
                             + hdr.vmcoreinfo).hexdigest()[:16]
     return dict(fingerprint=digest, max_mapnr=mapnr, **rng)

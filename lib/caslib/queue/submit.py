@@ -9,7 +9,7 @@ import os
 import sys
 
 from caslib.streams import fetch
-from caslib import records
+from caslib import logs, records
 from caslib.queue import open_queue
 from caslib.records import StepError, UsageError
 from caslib.unpack import open_source
@@ -42,7 +42,7 @@ def forced_options(args) -> dict:
 
 def check_input(source: str, cfg) -> None:
     try:
-        fh = open_source(source, cfg.downloadTimeout)[0]
+        fh = open_source(source, cfg.downloadTimeout, cfg.transferDeadline)[0]
     except StepError as exc:
         raise UsageError(f"{PROG}: {exc.message}") from None
     fh.close()
@@ -54,7 +54,7 @@ def submit(args, cfg) -> int:
     try:
         job = open_queue(cfg).submit(options)
     except StepError as exc:
-        print(f"{PROG}: {exc.message}", file=sys.stderr)
+        logs.get().error("%s", exc.message)
         return records.EXIT_ERROR
     if args.json:
         records.write_record(job, sys.stdout)

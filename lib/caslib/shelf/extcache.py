@@ -33,7 +33,6 @@ from caslib import atomicfile, logs
 from caslib.records import StepError
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), linux/fs.h
-DEFAULT_LIMIT = 20 * 1024 ** 3
 STALE_STAGE = 6 * 3600  # seconds: no extraction takes this long, a killed one leaves this
 
 
@@ -47,7 +46,7 @@ def make_key(ident: dict, kind: str, what: str) -> str:
 
 
 class Cache:
-    def __init__(self, root: str, limit: int = DEFAULT_LIMIT):
+    def __init__(self, root: str, limit: int):
         self.root = os.path.abspath(root)
         self.limit = limit
         self.log = logs.get()

@@ -31,7 +31,7 @@ def _from_debuginfod(record: dict, info: dict, workdir: str, cfg) -> str:
     key = extcache.make_key({"package": "debuginfod", "size": 0, "mtime_ns": 0}, "build-id",
                             build_id)
     try:
-        cache = extcache.Cache(cfg.debugs, cfg.get("cacheLimit", extcache.DEFAULT_LIMIT))
+        cache = extcache.Cache(cfg.debugs, cfg.cacheLimit)
     except OSError as exc:
         log.warning("cache %s unusable (%s); downloading straight into the job directory",
                     cfg.debugs, exc.strerror or exc)

@@ -13,19 +13,19 @@ reopened; packages that vanished from the shelf are dropped, except under a
 directory that could not be read this time.
 """
 
-import logging
 import os
 import re
 import time
 from dataclasses import dataclass
 
+from caslib import logs
 from caslib.packages import kernelrelease, read
 from caslib.pathsafety import package_link
 from caslib.shelf import walk
 from caslib.progress import Progress
 from caslib.records import StepError
 
-log = logging.getLogger("cas")
+log = logs.get()
 
 _DEBUG = "/usr/lib/debug"
 # kernel debug images inside a debuginfo package (doc/formats.md section 8)

@@ -95,7 +95,7 @@ def purge(cfg, conn, dry_run: bool = False, now: float | None = None, emit=None)
     age_days, action (``purged``/``would-purge``/``failed``).
     """
     work = cfg.workDirectory
-    limit = int(cfg.get("purgeLimit", 90))
+    limit = cfg.purgeLimit
     now = time.time() if now is None else now
     done = errors = 0
     for c in candidates(work, conn, limit, now):

@@ -39,7 +39,7 @@ class Walk:
 
 def filters(cfg) -> tuple:
     """(rpm matcher, deb matcher) from the config; FormatError 'config' when a filter is bad."""
-    regex_type = cfg.get("regexType", "posix-extended")
+    regex_type = cfg.regexType
     rpm = seedvalues.rpm_matcher(cfg.get("rpmFilter"), regex_type)
     deb_pattern = cfg.get("debFilter")
     deb = findregex.matcher(deb_pattern, regex_type, "debFilter") if deb_pattern else (lambda p: False)
