@@ -33,7 +33,7 @@ def workers_alive() -> list:
                 argv = fh.read().split(b"\0")
         except OSError:
             continue
-        if any(b"procdecode.worker_main" in a for a in argv) and LIB.encode() in argv:
+        if any(b"procworker.main" in a for a in argv) and LIB.encode() in argv:
             found.append(int(pid))
     return found
 

@@ -32,7 +32,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from . import decompress, kdumpdir, parallel, pathsafety, procdecode, safetar, splitdump
+from . import (decompress, headfirst, kdumpdir, parallel, pathsafety, procdecode, safetar,
+               splitdump)
 from .records import StepError
 
 HEAD = 4096 + 8      # enough for every dump magic (sadump sits at 4096) and the tar header
@@ -179,7 +180,7 @@ class Peeler:
                    "the input is a pipe or download, not a seekable file")
             reader = parallel.open_reader(stream.origin, codec, label, self.log, why)
             if reader is not None:
-                reader = procdecode.Deferred(reader, stream.origin, codec, label, self.log)
+                reader = headfirst.Deferred(reader, stream.origin, codec, label, self.log)
                 self.opened.append(reader)
                 if len(layers) == 1 and member is None and hasattr(self.counter, "pos"):
                     return _Tracking(reader, self.counter)
@@ -221,7 +222,7 @@ class Peeler:
             plain = not layers and member is None
             return self.zip(stream, layers + ["zip"], member, plain)
         kind = dump_kind(head)
-        deferred = procdecode.deferred_in(stream)
+        deferred = headfirst.deferred_in(stream)
         if deferred is not None:   # the layer's pieces go straight into the core, by process
             whole = deferred.origin.start == 0   # offsets in the layer are offsets in the input
             path, size = procdecode.write_core(self.out, deferred, size_hint,

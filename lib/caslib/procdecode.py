@@ -30,76 +30,12 @@ import sys
 import time
 
 from . import decompress, lifeline, parallel, sparse, xzblocks, xzindex
+from .headfirst import Deferred
 from .records import StepError
 
 CHUNK = 1 << 20
 STALL = 300.0        # seconds a worker may take over one piece before we give up on it
 _STOPS = {signal.SIGINT, signal.SIGTERM}
-
-
-class Deferred:
-    """A parallel reader that first serves the head from the one-thread decoder.
-
-    Peeling needs a dump's first bytes to know what is inside; when it is the
-    core itself, ``write_core`` decodes the rest in processes without the
-    thread pool ever starting.  When the reader is read further (a tar inside
-    the compression), the thread reader takes over after skipping what was
-    served.
-    """
-
-    HEAD_LIMIT = 1 << 20
-
-    def __init__(self, threaded, origin: parallel.Origin, codec: str, name: str, log):
-        self.threaded, self.origin, self.codec, self.name, self.log = (
-            threaded, origin, codec, name, log)
-        self.head = None
-        self.served = 0
-        self.switched = False
-        self.done_pos = 0
-
-    @property
-    def compressed_pos(self) -> int:
-        if self.switched:
-            return self.threaded.compressed_pos
-        return self.done_pos if self.head is None else self.head.compressed_pos
-
-    def fresh(self) -> bool:
-        return not self.switched
-
-    def read(self, n: int = CHUNK) -> bytes:
-        if n is None or n < 0:
-            n = CHUNK
-        if not self.switched and self.served < self.HEAD_LIMIT:
-            if self.head is None:
-                raw = xzblocks.PRead(self.origin.fd, self.origin.start, self.origin.end)
-                self.head = decompress.open_reader(raw, self.codec, self.name)
-            data = self.head.read(min(n, self.HEAD_LIMIT - self.served))
-            self.served += len(data)
-            return data
-        if not self.switched:
-            self.switched = True
-            self.log.info("%s: %s decoded by threads, handed out in order (the layer is read "
-                          "as a stream, not written as the core)", self.name, self.codec)
-            skip = self.served
-            while skip:
-                got = self.threaded.read(min(skip, CHUNK))
-                if not got:
-                    raise StepError(f"{self.name}: stream shorter on the second read", "changed")
-                skip -= len(got)
-        return self.threaded.read(n)
-
-    def readable(self):
-        return True
-
-    def close(self):
-        self.threaded.close()
-
-
-def deferred_in(stream) -> "Deferred | None":
-    """The Deferred reader right under ``stream`` (a Peekable, maybe over _Tracking)."""
-    raw = getattr(stream, "raw", None)
-    raw = getattr(raw, "reader", raw)
-    return raw if isinstance(raw, Deferred) and raw.fresh() else None
 
 
 # -- the pieces ---------------------------------------------------------------------
@@ -137,7 +73,7 @@ TASKS = {"xz": _xz_tasks, "zstd": _zstd_tasks, "bzip2": _bz_tasks}
 class _Worker:
     def __init__(self, in_fd: int, out_fd: int):
         code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-                "from caslib import procdecode; procdecode.worker_main(sys.argv[2:])")
+                "from caslib import procworker; procworker.main(sys.argv[2:])")
         lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         dies_with_us = lifeline.preexec(signal.SIGKILL)
 
@@ -396,37 +332,3 @@ class _Job:
         for w in self.workers:
             w.stop(kill=w.proc.poll() is None and (w.piece is not None or bool(self.pieces)))
         self.sel.close()
-
-
-# -- the worker -------------------------------------------------------------------------
-
-def worker_main(argv) -> None:
-    """A decoder process: tasks as JSON lines on stdin, answers on stdout."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent stops us, by pid
-    in_fd, out_fd = int(argv[0]), int(argv[1])
-    rd, wr = sys.stdin.buffer, sys.stdout.buffer
-
-    def say(msg):
-        wr.write(json.dumps(msg).encode() + b"\n")
-        wr.flush()
-
-    try:
-        from . import procworker
-        for line in rd:
-            task = json.loads(line)
-            if "codec" not in task:     # an offset for a piece that failed: not a task
-                continue
-            try:
-                procworker.decode(task, in_fd, out_fd, rd, say)
-            except OSError as exc:
-                say({"error": exc.strerror or str(exc), "errno": exc.errno})
-            except procworker.Bad as exc:
-                say({"error": str(exc)})
-    except (BrokenPipeError, KeyboardInterrupt):
-        pass
-    except BaseException as exc:  # never a traceback: the parent reports it
-        try:
-            say({"error": f"decoder process failed: {exc!r}"})
-        except OSError:
-            pass
-    os._exit(0)

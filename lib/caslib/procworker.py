@@ -12,6 +12,8 @@ import bz2
 import json
 import lzma
 import os
+import signal
+import sys
 
 from . import sparse
 from .xzblocks import _mini_stream
@@ -156,3 +158,34 @@ def decode(task: dict, in_fd: int, out_fd: int, rd, say) -> None:
     CODECS[task["codec"]](task, in_fd, sink)
     written = sink.finish()
     say({"done": written})
+
+
+def main(argv) -> None:
+    """A decoder process: tasks as JSON lines on stdin, answers on stdout."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent stops us, by pid
+    in_fd, out_fd = int(argv[0]), int(argv[1])
+    rd, wr = sys.stdin.buffer, sys.stdout.buffer
+
+    def say(msg):
+        wr.write(json.dumps(msg).encode() + b"\n")
+        wr.flush()
+
+    try:
+        for line in rd:
+            task = json.loads(line)
+            if "codec" not in task:     # an offset for a piece that failed: not a task
+                continue
+            try:
+                decode(task, in_fd, out_fd, rd, say)
+            except OSError as exc:
+                say({"error": exc.strerror or str(exc), "errno": exc.errno})
+            except Bad as exc:
+                say({"error": str(exc)})
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+    except BaseException as exc:  # never a traceback: the parent reports it
+        try:
+            say({"error": f"decoder process failed: {exc!r}"})
+        except OSError:
+            pass
+    os._exit(0)
