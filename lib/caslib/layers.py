@@ -31,6 +31,7 @@ import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from . import (decompress, headfirst, kdumpdir, parallel, pathsafety, procdecode, safetar,
                splitdump)
@@ -366,17 +367,37 @@ class Peeler:
                 break
         if chosen is None:
             chosen = max(files, key=lambda i: i.file_size)  # max keeps the first of equals
-        for info in files:
-            if info is not chosen:
-                self.log.info("%s: skipping member %r (%s bytes)", where, info.filename,
-                              f"{info.file_size:,}")
         member = chosen.filename if outer is None else f"{outer}/{chosen.filename}"
         with archive.open(chosen) as fh:
             inner, ls = self.strip(Peekable(fh, stored_origin(fd, chosen)), layers, member)
             cand = self.rest(inner, ls, member, chosen.file_size if ls == layers else None)
         if cand is None:
             raise StepError(f"{where}: member {chosen.filename!r} is empty", "no-core")
+        split = cand.kind == "kdump" and self._is_split(cand)
+        for info in files:
+            if info is chosen or self._zip_extra(archive, info, layers, outer, split):
+                continue
+            self.log.info("%s: skipping member %r (%s bytes)", where, info.filename,
+                          f"{info.file_size:,}")
         return cand
+
+    def _zip_extra(self, archive, info, layers, outer, split: bool) -> bool:
+        """Keep a zip member beside the chosen dump: another part of its split set, or a
+        kdump directory's ``vmcore-dmesg.txt`` (as ``tar`` does)."""
+        member = info.filename if outer is None else f"{outer}/{info.filename}"
+        m = SimpleNamespace(name=info.filename, size=info.file_size)
+        opened = len(self.opened)
+        try:
+            with archive.open(info) as fh:
+                raw = Peekable(fh)
+                if self._side_file(raw, m, layers, member):
+                    return True
+                if not split:
+                    return False
+                inner, ls = self.strip(raw, layers, member, quiet=True)
+                return self._split_part(inner, ls, m, layers, member)
+        finally:
+            self._close_from(opened)
 
     # -- kdump directories: split parts and vmcore-dmesg.txt -----------------
 
