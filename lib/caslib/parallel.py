@@ -8,7 +8,10 @@ of a seekable file (the input itself, a member of a plain tar, a stored zip
 member) the pieces are read with ``pread``, decoded by a thread pool
 (liblzma, libbz2 and libzstd release the GIL) and handed out in order, with
 at most ``workers`` pieces of at most ``PIECE`` bytes decoded ahead: memory
-is bounded whatever the dump's size.
+is bounded whatever the dump's size.  This thread reader serves a layer read
+as a stream (a tar inside xz); a layer that holds the core itself is decoded
+by processes writing straight into the core (``caslib.procdecode``), which
+use the same plans and piece boundaries.
 
 Everything else stays on one thread, and the log says why: gzip (one
 deflate stream, no independent pieces), lzma-alone, a single xz block, a

@@ -137,6 +137,7 @@ def workers() -> int:
 def write_core(out, reader: Deferred, size_hint=None, progress=None) -> tuple[str, int]:
     """Decode ``reader``'s whole layer into a new partial file of ``out``: (path, size)."""
     n = workers()
+    reader.head = None       # the one-thread decoder of the first bytes: its work is done
     reader.log.info("%s: %s decoded by %d worker processes, each writing its pieces at their "
                     "offsets", reader.name, reader.codec, n)
     out.warn_space(size_hint)
