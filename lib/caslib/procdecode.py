@@ -36,6 +36,9 @@ from .records import StepError
 CHUNK = 1 << 20
 STALL = 300.0        # seconds a worker may take over one piece before we give up on it
 _STOPS = {signal.SIGINT, signal.SIGTERM}
+# glibc gives each 1 MiB decoded chunk fresh mmap'd pages (and page faults) unless told to
+# keep such blocks on the heap for reuse; the workers' memory stays bounded by what they hold
+_ENV = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(32 << 20), MALLOC_TRIM_THRESHOLD_=str(64 << 20))
 
 
 # -- the pieces ---------------------------------------------------------------------
@@ -89,7 +92,7 @@ class _Worker:
             self.proc = subprocess.Popen(
                 [sys.executable, "-s", "-c", code, lib, str(in_fd), str(out_fd)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(in_fd, out_fd),
-                preexec_fn=child, bufsize=0)
+                preexec_fn=child, bufsize=0, env=_ENV)
         finally:
             try:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)  # a pending signal raises here

@@ -113,12 +113,17 @@ def _xz(task, in_fd, sink) -> None:
         raise Bad(f"block gave {sink.got:,} bytes, its index says {unc:,}")
 
 
+_DCTX = []
+
+
 def _zstd(task, in_fd, sink) -> None:
     import zstandard
 
+    if not _DCTX:   # one context for every frame: its window buffer is allocated once
+        _DCTX.append(zstandard.ZstdDecompressor())
     frame = _pread_all(in_fd, task["len"], task["at"])
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(frame, read_size=CHUNK)
+        reader = _DCTX[0].stream_reader(frame, read_size=CHUNK)
         while True:
             part = reader.read(CHUNK)
             if not part:
