@@ -50,7 +50,7 @@ def check(res, setup, layers, codec, parallel_expected, why=""):
     assert [f for f in files_under(rec["workdir"]) if ".part" in f] == []
     line = threads_line(res, codec)
     if parallel_expected and MULTI:
-        assert f"decoding {codec} on {parallel.workers()} threads" in line, line
+        assert f"decoding {codec} on {parallel.workers()} cores" in line, line
     else:
         assert f"decoding {codec} on one thread" in line and why in line, line
     return rec

@@ -31,8 +31,9 @@ import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
-from caslib.streams import decompress, parallel, safetar
+from caslib.streams import decompress, headfirst, parallel, procdecode, safetar
 from caslib.streams.peekable import Peekable, Tracking
 from caslib.dumps import kdumpdir, splitdump
 from caslib import magic, pathsafety
@@ -128,6 +129,7 @@ class Peeler:
                    "the input is a pipe or download, not a seekable file")
             reader = parallel.open_reader(stream.origin, codec, label, self.log, why)
             if reader is not None:
+                reader = headfirst.Deferred(reader, stream.origin, codec, label, self.log)
                 self.opened.append(reader)
                 if len(layers) == 1 and member is None and hasattr(self.counter, "pos"):
                     return Tracking(reader, self.counter)
@@ -169,8 +171,20 @@ class Peeler:
             plain = not layers and member is None
             return self.zip(stream, layers + ["zip"], member, plain)
         kind = dump_kind(head)
-        path, size = self.out.write(stream, size_hint)
+        deferred = headfirst.deferred_in(stream)
+        if deferred is not None:   # the layer's pieces go straight into the core, by process
+            whole = deferred.origin.start == 0   # offsets in the layer are offsets in the input
+            path, size = procdecode.write_core(self.out, deferred, size_hint,
+                                               lambda pos: self._progress(pos, whole))
+        else:
+            path, size = self.out.write(stream, size_hint)
         return Candidate(path, size, layers, member, kind)
+
+    def _progress(self, compressed_pos: int, whole: bool) -> None:
+        if whole and hasattr(self.counter, "pos"):
+            self.counter.pos = max(self.counter.pos, compressed_pos)
+        if getattr(self.out, "tick", None):
+            self.out.tick()
 
     # -- tar ---------------------------------------------------------------
 
@@ -310,17 +324,37 @@ class Peeler:
                 break
         if chosen is None:
             chosen = max(files, key=lambda i: i.file_size)  # max keeps the first of equals
-        for info in files:
-            if info is not chosen:
-                self.log.info("%s: skipping member %r (%s bytes)", where, info.filename,
-                              f"{info.file_size:,}")
         member = chosen.filename if outer is None else f"{outer}/{chosen.filename}"
         with archive.open(chosen) as fh:
             inner, ls = self.strip(Peekable(fh, stored_origin(fd, chosen)), layers, member)
             cand = self.rest(inner, ls, member, chosen.file_size if ls == layers else None)
         if cand is None:
             raise StepError(f"{where}: member {chosen.filename!r} is empty", "no-core")
+        split = cand.kind == "kdump" and self._is_split(cand)
+        for info in files:
+            if info is chosen or self._zip_extra(archive, info, layers, outer, split):
+                continue
+            self.log.info("%s: skipping member %r (%s bytes)", where, info.filename,
+                          f"{info.file_size:,}")
         return cand
+
+    def _zip_extra(self, archive, info, layers, outer, split: bool) -> bool:
+        """Keep a zip member beside the chosen dump: another part of its split set, or a
+        kdump directory's ``vmcore-dmesg.txt`` (as ``tar`` does)."""
+        member = info.filename if outer is None else f"{outer}/{info.filename}"
+        m = SimpleNamespace(name=info.filename, size=info.file_size)
+        opened = len(self.opened)
+        try:
+            with archive.open(info) as fh:
+                raw = Peekable(fh)
+                if self._side_file(raw, m, layers, member):
+                    return True
+                if not split:
+                    return False
+                inner, ls = self.strip(raw, layers, member, quiet=True)
+                return self._split_part(inner, ls, m, layers, member)
+        finally:
+            self._close_from(opened)
 
     # -- kdump directories: split parts and vmcore-dmesg.txt -----------------
 

@@ -8,7 +8,10 @@ of a seekable file (the input itself, a member of a plain tar, a stored zip
 member) the pieces are read with ``pread``, decoded by a thread pool
 (liblzma, libbz2 and libzstd release the GIL) and handed out in order, with
 at most ``workers`` pieces of at most ``PIECE`` bytes decoded ahead: memory
-is bounded whatever the dump's size.
+is bounded whatever the dump's size.  This thread reader serves a layer read
+as a stream (a tar inside xz); a layer that holds the core itself is decoded
+by processes writing straight into the core (``caslib.procdecode``), which
+use the same plans and piece boundaries.
 
 Everything else stays on one thread, and the log says why: gzip (one
 deflate stream, no independent pieces), lzma-alone, a single xz block, a
@@ -74,7 +77,7 @@ def open_reader(origin: Origin | None, codec: str, name: str, log, why_not: str 
         except (OSError, ValueError, struct.error) as exc:
             why = f"cannot read its layout ({exc})"
         if not isinstance(why, str) or not why:
-            log.info("%s: decoding %s on %d threads", name, codec, n)
+            log.info("%s: decoding %s on %d cores", name, codec, n)
             if codec == "xz":
                 return xzblocks.ParallelXz(origin.fd, origin.start, origin.end, name, n,
                                            max_block=PIECE, budget=n * PIECE // 2, log=log,
@@ -296,8 +299,8 @@ def _bz_plan(origin: Origin) -> str:
             "stream of many blocks; pbzip2 writes many streams)")
 
 
-def _bz_pieces(origin: Origin):
-    """Groups of up to BZ_GROUP streams; the boundaries are checked when decoding."""
+def _bz_bounds(origin: Origin):
+    """Offsets of groups of up to BZ_GROUP streams (first start .. end), checked when decoded."""
     starts = collections.deque([origin.start])
     scanned = origin.start + 1
     while True:
@@ -317,12 +320,17 @@ def _bz_pieces(origin: Origin):
         else:
             bounds = [starts.popleft() for _ in range(min(BZ_GROUP, len(starts) - 1))]
             bounds.append(starts[0])
+        yield bounds
+        if not starts:
+            return
+
+
+def _bz_pieces(origin: Origin):
+    for bounds in _bz_bounds(origin):
         first, last = bounds[0], bounds[-1]
         data = os.pread(origin.fd, last - first, first)
         cuts = [b - first for b in bounds]
         yield first - origin.start, last - origin.start, (data, cuts)
-        if not starts:
-            return
 
 
 def _bz_decode(piece) -> list:
