@@ -78,7 +78,7 @@ class _Worker:
     def __init__(self, in_fd: int, out_fd: int):
         code = ("import sys; sys.path.insert(0, sys.argv[1]); "
                 "from caslib.streams import procworker; procworker.main(sys.argv[2:])")
-        lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        lib = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         dies_with_us = lifeline.preexec(signal.SIGKILL)
 
         def child():
