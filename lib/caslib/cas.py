@@ -238,9 +238,8 @@ def summary(record: dict) -> str:
     return "\n".join(lines)
 
 
-def run_pipeline(args, cfg, jobs=None) -> int:
-    """Run one job in the foreground; ``jobs`` records it (default: a new row of the table)."""
-    log = logs.get()
+def step_argvs(args, cfg) -> tuple:
+    """(names, {name: argv}) of a job's steps in order (the Slurm backend splits them)."""
     names = ["unpack", "ident", "dmesg", "findkernel", "extract"] + (
         ["strip"] if args.strip else []) + ["crash", "triage", "mail"]
     argvs = {n: step_command(n, cfg) for n in names}
@@ -255,6 +254,13 @@ def run_pipeline(args, cfg, jobs=None) -> int:
         argvs["mail"] += ["-e", args.email]
     if "dmesg" not in cfg.pipeline:
         argvs["dmesg"].append("--keep-going")  # an unreadable log never fails the job
+    return names, argvs
+
+
+def run_pipeline(args, cfg, jobs=None) -> int:
+    """Run one job in the foreground; ``jobs`` records it (default: a new row of the table)."""
+    log = logs.get()
+    names, argvs = step_argvs(args, cfg)
     env = dict(os.environ)
     if cfg.path:
         env["CAS_CONFIG"] = cfg.path

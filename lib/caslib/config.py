@@ -81,6 +81,9 @@ def _default(name: str):
         "smtpUser": None,
         "smtpPasswordFile": None,
         "smtpCaFile": None,
+        "backend": "local",
+        "partitionMap": {},
+        "slurmArgs": [],
     }[name]
 
 
@@ -121,6 +124,10 @@ KEYS = {
     "smtpUser": ("settings", "optstr"),
     "smtpPasswordFile": ("settings", "optpath"),
     "smtpCaFile": ("settings", "optpath"),
+    # the queue's backend: this machine's SQLite queue, or Slurm (slurmqueue.py)
+    "backend": ("queue", "backend"),
+    "partitionMap": ("queue", "partitionmap"),
+    "slurmArgs": ("queue", "argv"),
 }
 # Sizes a typo must not turn into an exhausted machine: key -> (least, most) bytes.
 SIZE_BOUNDS = {"buffersize": (4096, 4 * 1024 ** 3)}
@@ -228,6 +235,23 @@ def _parse(kind: str, raw: str, key: str, where: str):
         if raw not in REGEX_TYPES:
             raise bad("one of " + ", ".join(REGEX_TYPES))
         return raw
+    if kind == "backend":
+        if raw.lower() not in ("local", "slurm"):
+            raise bad("local or slurm")
+        return raw.lower()
+    if kind == "partitionmap":  # "x86_64 = x86_64, aarch64 = arm"
+        pairs = {}
+        for item in filter(None, (p.strip() for p in raw.split(","))):
+            machine, eq, part = (x.strip() for x in item.partition("="))
+            if not eq or not machine or not part or " " in machine + part:
+                raise bad("machine = partition pairs separated by commas")
+            pairs[machine] = part
+        return pairs
+    if kind == "argv":
+        try:
+            return shlex.split(raw)
+        except ValueError:
+            raise bad("arguments as a shell would split them") from None
     if kind in ("globs", "words"):
         try:
             words = shlex.split(raw.replace(",", " "))

@@ -112,10 +112,15 @@ class Queue(abc.ABC):
 
 
 def open_queue(cfg, readonly: bool = False, host: str | None = None) -> Queue:
-    """The queue backend for this site: the local SQLite queue (the ``database``).
+    """The queue backend for this site: the local SQLite queue (the ``database``), or
+    Slurm (``[queue] backend = slurm``) with the same table as its record.
 
     ``host`` is the name workers record as where a job runs (``cas-worker --machine``).
     """
+    if cfg.get("backend") == "slurm":
+        from .slurmqueue import SlurmQueue
+
+        return SlurmQueue(cfg, readonly=readonly, host=host)
     from .sqlitequeue import SqliteQueue
 
     return SqliteQueue(cfg.database, readonly=readonly, host=host)

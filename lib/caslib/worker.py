@@ -132,6 +132,8 @@ def main(argv=None) -> int:
                             help="name recorded as where jobs run (default: the host name)")
         parser.add_argument("--run-job", type=int, metavar="N",
                             help="internal: run claimed job N in this process (the worker does this)")
+        parser.add_argument("--slurm-tail", metavar="JOBDIR",
+                            help="internal: the Slurm job of a job queued with backend slurm")
         cli.add_config_option(parser)
         args = parser.parse_args(argv)
         if args.jobs is not None and args.jobs < 1:
@@ -140,6 +142,10 @@ def main(argv=None) -> int:
             raise UsageError(f"{PROG}: --machine needs a name")
         cfg = cli.load_config(args)
         try:
+            if args.slurm_tail is not None:
+                from .slurmjob import run_tail
+
+                return run_tail(args.slurm_tail, cfg)
             if args.run_job is not None:
                 from .runner import run_job
 
