@@ -100,6 +100,7 @@ class Cluster:
         top = self.top
         for sub in ("state", "spool", "munge"):
             os.makedirs(os.path.join(top, sub), mode=0o700, exist_ok=True)
+        os.chmod(os.path.join(top, "munge"), 0o711)  # munged: clients must reach the socket
         key = os.path.join(top, "munge", "munge.key")
         with open(key, "wb") as fh:
             fh.write(os.urandom(1024))
@@ -151,7 +152,17 @@ class Cluster:
 
     def stop(self) -> None:
         """SIGTERM every daemon by pid, newest first (slurmd, slurmctld, munged); SIGKILL
-        what is still there after the grace time."""
+        what is still there after the grace time.  Jobs still running are cancelled first
+        (their slurmstepd would outlive slurmd)."""
+        if len(self.procs) == 3 and all(p.poll() is None for p in self.procs):
+            try:
+                self._run("scancel", "--full", "--user=root")
+                deadline = time.monotonic() + STOP_GRACE
+                while time.monotonic() < deadline and self._run(
+                        "squeue", "-h", "-o", "%i").stdout.strip():
+                    time.sleep(0.5)
+            except (subprocess.SubprocessError, OSError):
+                pass
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

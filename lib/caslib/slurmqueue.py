@@ -35,7 +35,7 @@ def pick_partition(machine: str | None, mapping: dict, existing: list) -> str:
         return want
     how = f"partitionMap maps {machine} to {want}" if machine in mapping else \
         f"no partition named {machine} and no partitionMap entry for it"
-    raise StepError(f"no Slurm partition for a {machine} dump ({how}; the cluster has: "
+    raise StepError(f"no Slurm partition for dumps of {machine} ({how}; the cluster has: "
                     f"{', '.join(existing) or 'none'}): not submitted", "no-partition")
 
 
