@@ -8,6 +8,7 @@ A job is a dict (the JSON ``cas-jobs --json`` prints)::
      "kernel": release, "panic": message, "error": {"step", "kind", "message"} | null,
      "attempt": 1, "rerun_of": job_id | null, "requeues": 0,
      "worker": {"host": ..., "pid": worker pid, "runner": pid of the pipeline driver},
+     "slurm": {"job_id", "partition", "state", "node"} | null (the Slurm backend only),
      "options": {"identifier", "file", "email", "modules", "strip", "job",
                  "release", "vmlinux", "package"}}
 

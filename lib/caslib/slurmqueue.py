@@ -105,6 +105,9 @@ class SlurmQueue(SqliteQueue):
                             f"{error.get('message')}", error.get("kind") or "failed")
         machine = (head.get("kernel") or {}).get("machine")
         try:
+            if (self.get(row) or {}).get("state") != "queued":
+                raise StepError(f"cancelled while {workdir} was unpacked: not submitted",
+                                "cancelled")
             if not workdir or not jobdir.inside(self.cfg.workDirectory, workdir):
                 raise StepError(f"cas-ident's record names no job directory under "
                                 f"{self.cfg.workDirectory}", "bad-record")
