@@ -255,3 +255,20 @@ def test_time_limit_fails_the_job_with_the_reason(realdump, site, smtpd):
     assert job(conf, queued["job_id"])["error"] == err
     assert len(messages_to(smtpd, "slow@example.com")) == 1
     assert glob.glob(os.path.join(ended["workdir"], "slurm-*.out"))
+
+
+@pytest.mark.realdump
+def test_not_a_dump_fails_on_the_submit_host(site, tmp_path, smtpd):
+    """The head (unpack, ident) runs here: a file that is no dump fails before sbatch, and
+    the requester gets the failure mail."""
+    path = tmp_path / "vmcore.noise"
+    path.write_bytes(os.urandom(65536))
+    res = run("cas", "--config", site["real"], "--queue", "-i", "noise1", "-f", path,
+              "-e", "noise@example.com")
+    assert res.returncode == 1 and res.stdout == "", res
+    assert "failed on this host: cas-ident:" in res.stderr and "Traceback" not in res.stderr
+    listed = run("cas-jobs", "--config", site["real"], "--json", "-i", "noise1").records
+    assert len(listed) == 1 and listed[0]["state"] == "failed" and listed[0]["slurm"] is None
+    assert listed[0]["error"]["step"] == "cas-ident" and listed[0]["error"]["kind"] == "not-a-dump"
+    msgs = wait_for(lambda: messages_to(smtpd, "noise@example.com"), "the failure mail", 60)
+    assert msgs[0]["Subject"] == f"CAS job {listed[0]['job_id']} failed: noise1 (cas-ident)"
