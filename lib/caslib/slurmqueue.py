@@ -92,7 +92,12 @@ class SlurmQueue(SqliteQueue):
     def submit(self, options, rerun_of=None, attempt=1):
         job = super().submit(options, rerun_of, attempt)
         row = job["job_id"]
-        head = slurmjob.run_head(options, self.cfg)
+        try:
+            head = slurmjob.run_head(options, self.cfg)
+        except BaseException as exc:  # never leave a queued row that nothing will run
+            self._end(row, "failed", {"step": "cas", "kind": "interrupted" if isinstance(
+                exc, KeyboardInterrupt) else "failed", "message": f"head not run: {exc}"})
+            raise
         workdir = head.get("workdir") if isinstance(head.get("workdir"), str) else None
         if workdir:
             self._set(row, workdir=workdir, job=head.get("job") or job["job"])
@@ -172,6 +177,9 @@ class SlurmQueue(SqliteQueue):
         row, sid = job["job_id"], job["slurm"]["job_id"]
         state = (info or {}).get("state")
         cas_state = slurmcmd.cas_state(state)
+        if state and cas_state is None:  # a state this CAS does not know: look again later
+            self._set(row, slurm_state=state)
+            return False
         if cas_state in LIVE:
             cols = {"slurm_state": state, "slurm_node": info.get("node")}
             if cas_state == "running" and job["state"] == "queued":
@@ -189,7 +197,7 @@ class SlurmQueue(SqliteQueue):
             where = f" on {info['node']}" if info and info.get("node") else ""
             what = (f"Slurm job {sid} ended {base}{reason}{where}" if state else
                     f"Slurm job {sid} is unknown to Slurm and left no result")
-            error = {"step": "slurm", "kind": slurmcmd.KILLED.get(base, "lost"), "message": what}
+            error = {"step": "slurm", "kind": slurmcmd.KILLED.get(base, "failed" if state else "lost"), "message": what}
             if self._end(row, "failed", error, slurm_state=base):
                 logs.get().warning("job %s: %s", row, what)
                 try:
