@@ -2,14 +2,17 @@
 
 Why split there: cas-unpack and cas-ident need no debug kernel and run on any
 architecture, and only ident can say which machine the dump is from, that is which
-partition must run the rest.  The tail (cas-dmesg, cas-findkernel, cas-extract, crash,
-cas-triage, cas-mail: cas's own steps and argument rules, cas.step_argvs) runs in the
+partition must run the rest.  cas-dmesg and cas-findkernel run in the head too: they are
+as architecture-neutral, and findkernel reads the kernels index in ``database``, an
+SQLite file that stays on the submit host (WAL mode does not work across hosts).
+The tail (cas-extract, crash, cas-triage, cas-mail: cas's own steps and argument
+rules, cas.step_argvs) runs in the
 Slurm job from the head's record kept in the job directory (``head.json``), and leaves
 its final record as ``result.json`` for the submit host: the jobs table stays on the
 submit host, no node writes it.  The files of the job directory:
 
   slurm-job.json   what to run: {"job_id", "options", "partition"} (written before sbatch)
-  head.json        cas-ident's record, the tail's input
+  head.json        cas-findkernel's record, the tail's input
   result.json      the tail's final record (written whole, then renamed into place)
   slurm-N.out      the Slurm job's output: every step's log lines
 """
@@ -48,16 +51,26 @@ def _last_record(stream, what: str) -> dict | None:
     return last
 
 
+HEAD_STEPS = ("unpack", "ident", "dmesg", "findkernel")
+# a head that failed in these steps has no dump to analyse: the job fails here; an error
+# of findkernel (no debuginfo) goes on to the tail, whose cas-mail sends the log-only report
+FATAL_IN_HEAD = ("cas-unpack", "cas-ident")
+
+
 def run_head(options: dict, cfg) -> dict:
-    """cas-unpack | cas-ident on this host; the last record (it may be an error record)."""
+    """cas-unpack | cas-ident | cas-dmesg | cas-findkernel on this host; the last record
+    (it may be an error record)."""
     args = cas.build_parser().parse_args(cas_argv(options))
     _, argvs = cas.step_argvs(args, cfg)
     pipeline, env = cas.Pipeline(), _env(cfg)
     try:
-        first = pipeline.spawn("cas-unpack", argvs["unpack"], subprocess.DEVNULL, env)
-        second = pipeline.spawn("cas-ident", argvs["ident"], first.stdout, env)
-        first.stdout.close()
-        record = _last_record(second.stdout, "cas-ident")
+        prev = subprocess.DEVNULL
+        for name in HEAD_STEPS:
+            proc = pipeline.spawn(f"cas-{name}", argvs[name], prev, env)
+            if prev is not subprocess.DEVNULL:
+                prev.close()
+            prev = proc.stdout
+        record = _last_record(prev, "cas-findkernel")
         for _, proc in pipeline.procs:
             proc.wait()
     except BaseException:
@@ -66,7 +79,8 @@ def run_head(options: dict, cfg) -> dict:
     broken = [(n, p.returncode) for n, p in pipeline.procs if p.returncode not in (0, 1)]
     if record is None:
         why = f"{broken[0][0]} exit status {broken[0][1]}" if broken else "no record"
-        return {"error": {"step": "cas-ident", "kind": "failed", "message": why}}
+        return {"error": {"step": broken[0][0] if broken else "cas-unpack", "kind": "failed",
+                          "message": why}}
     return record
 
 
@@ -128,7 +142,7 @@ def run_tail(workdir: str, cfg) -> int:
                         "bad-record")
     args = cas.build_parser().parse_args(cas_argv(spec["options"]))
     names, argvs = cas.step_argvs(args, cfg)
-    rest = names[names.index("ident") + 1:]
+    rest = names[names.index(HEAD_STEPS[-1]) + 1:]
     log.info("job %s on %s: %s", spec["job_id"], os.uname().nodename,
              " | ".join(f"cas-{n}" if n in cas.STEPS else n for n in rest))
     signal.signal(signal.SIGTERM, _stop)  # scancel, a time limit, a preemption

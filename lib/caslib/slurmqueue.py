@@ -6,9 +6,9 @@ not to be trusted on NFS), they leave ``result.json`` in the job directory on sh
 storage, and whoever looks (cas-jobs, as casuser) brings the rows up to date from
 Slurm's state (``sync``, run where the local backend recovers lost jobs).
 
-A job: a queued row, then the head (unpack, ident) on this host, the partition for the
-dump's machine checked to exist, ``sbatch`` of the tail (slurmjob.py), the Slurm job id
-stored in the row.  Slurm's state maps to CAS's (slurmcmd.cas_state); a job Slurm ended
+A job: a queued row, then the head (unpack, ident, dmesg, findkernel) on this host,
+the partition for the dump's machine checked to exist, ``sbatch`` of the tail
+(slurmjob.py), the Slurm job id stored in the row.  Slurm's state maps to CAS's (slurmcmd.cas_state); a job Slurm ended
 itself (TIMEOUT, NODE_FAIL, PREEMPTED, ...) is failed with that reason and its requester
 gets the failure mail.
 """
@@ -102,7 +102,8 @@ class SlurmQueue(SqliteQueue):
         if workdir:
             self._set(row, workdir=workdir, job=head.get("job") or job["job"])
         err = head.get("error")
-        if err:
+        if err and (not isinstance(err, dict) or err.get("step") in slurmjob.FATAL_IN_HEAD
+                    or not workdir):
             error = err if isinstance(err, dict) else {"message": str(err)}
             if self._end(row, "failed", error):
                 failmail.notify(self.cfg, row, head, options.get("email"))
