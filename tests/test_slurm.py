@@ -274,3 +274,19 @@ def test_not_a_dump_fails_on_the_submit_host(site, tmp_path, smtpd):
     assert listed[0]["error"]["step"] == "cas-ident" and listed[0]["error"]["kind"] == "not-a-dump"
     msgs = wait_for(lambda: messages_to(smtpd, "noise@example.com"), "the failure mail", 60)
     assert msgs[0]["Subject"] == f"CAS job {listed[0]['job_id']} failed: noise1 (cas-ident)"
+
+
+@pytest.mark.realdump
+def test_no_debuginfo_goes_on_to_the_log_only_report(realdump, site, smtpd):
+    """cas-findkernel's miss (in the head, on the submit host) is no failure: the Slurm job
+    sends the log-only report, and the job is done with the reason."""
+    conf = site["real"]
+    queued = queue(conf, "slurmlog", dump(realdump, "makedumpfile-zlib"), "--release",
+                   "0.0.0-1-bogus", "-e", "logonly@example.com")
+    assert queued["slurm"]["job_id"]
+    done = wait_for(lambda: (lambda j: j if j["state"] not in ("queued", "running") else None)(
+        job(conf, queued["job_id"])), "the Slurm job to end", 600)
+    assert done["state"] == "done" and done["error"]["step"] == "cas-findkernel", done
+    assert done["panic"] == "sysrq triggered crash"  # from the kernel log
+    msgs = wait_for(lambda: messages_to(smtpd, "logonly@example.com"), "the mail", 60)
+    assert len(msgs) == 1 and msgs[0]["Subject"] == "CAS results for slurmlog"
