@@ -75,6 +75,9 @@ DEFAULTS = {
     "smtpUser": None,
     "smtpPasswordFile": None,
     "smtpCaFile": None,
+    "backend": "local",
+    "partitionMap": {},
+    "slurmArgs": [],
 }
 
 
@@ -134,6 +137,10 @@ KEYS = {
     "smtpUser": ("settings", "optstr"),
     "smtpPasswordFile": ("settings", "optpath"),
     "smtpCaFile": ("settings", "optpath"),
+    # the queue's backend: this machine's SQLite queue, or Slurm (slurmqueue.py)
+    "backend": ("queue", "backend"),
+    "partitionMap": ("queue", "partitionmap"),
+    "slurmArgs": ("queue", "argv"),
 }
 # Sizes a typo must not turn into an exhausted machine: key -> (least, most) bytes.
 SIZE_BOUNDS = {"buffersize": (4096, 4 * 1024 ** 3)}
@@ -248,6 +255,24 @@ def _words(raw: str) -> list:
         raise _Bad("space- or comma-separated words") from None
 
 
+def _partition_map(raw: str) -> dict:
+    """``x86_64 = x86_64, aarch64 = arm``: machine -> Slurm partition."""
+    pairs = {}
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        machine, eq, part = (x.strip() for x in item.partition("="))
+        if not eq or not machine or not part or " " in machine + part:
+            raise _Bad("machine = partition pairs separated by commas")
+        pairs[machine] = part
+    return pairs
+
+
+def _argv(raw: str) -> list:
+    try:
+        return shlex.split(raw)
+    except ValueError:
+        raise _Bad("arguments as a shell would split them") from None
+
+
 # value type -> parser(raw, key); each raises _Bad(what was expected)
 _PARSERS = {
     "str": lambda raw, key: _nonempty(raw),
@@ -268,6 +293,9 @@ _PARSERS = {
     "regextype": lambda raw, key: _choice(raw, REGEX_TYPES, "one of " + ", ".join(REGEX_TYPES)),
     "globs": lambda raw, key: _words(raw),
     "words": lambda raw, key: _words(raw),
+    "backend": lambda raw, key: _choice(raw.lower(), ("local", "slurm"), "local or slurm"),
+    "partitionmap": lambda raw, key: _partition_map(raw),
+    "argv": lambda raw, key: _argv(raw),
 }
 
 

@@ -14,8 +14,9 @@ Public API (other steps code against it):
   transaction(conn)  context manager: BEGIN IMMEDIATE ... COMMIT / ROLLBACK.
   friendly(exc, path) -> DatabaseError  for sqlite3 errors raised later.
 
-Tables (schema version 4; version 2 added the index kernels(base), version 3 the
-queue columns of jobs, see ``jobs_queue_migration``, version 4 the signatures table):
+Tables (schema version 5; version 2 added the index kernels(base), version 3 the
+queue columns of jobs, see ``jobs_queue_migration``, version 4 the signatures table,
+version 5 the Slurm columns of jobs: slurm_id, slurm_partition, slurm_state, slurm_node):
   packages(id, path UNIQUE, size, mtime_ns, format 'rpm'|'deb', name, epoch, version,
            release, arch, payload, files, error, indexed)
   kernels(id, package -> packages.id ON DELETE CASCADE, release, base, flavour, machine,
@@ -34,7 +35,7 @@ import sqlite3
 
 from caslib.records import StepError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 def jobs_queue_migration() -> list:
     """Version 3: the jobs table becomes the queue (cas --queue, cas-worker, cas-jobs).
@@ -140,6 +141,9 @@ def signatures_migration() -> list:
 
 
 MIGRATIONS[4] = signatures_migration()
+# version 5: where the Slurm backend sent a job (slurmqueue.py); NULL for local jobs
+MIGRATIONS[5] = [f"ALTER TABLE jobs ADD COLUMN {c}" for c in (
+    "slurm_id INTEGER", "slurm_partition TEXT", "slurm_state TEXT", "slurm_node TEXT")]
 
 
 class DatabaseError(StepError):

@@ -138,6 +138,8 @@ def parse_args(argv):
                         help="name recorded as where jobs run (default: the host name)")
     parser.add_argument("--run-job", type=int, metavar="N",
                         help="internal: run claimed job N in this process (the worker does this)")
+    parser.add_argument("--slurm-tail", metavar="JOBDIR",
+                        help="internal: the Slurm job of a job queued with backend slurm")
     args = parser.parse_args(argv)
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"{PROG}: --jobs must be at least 1")
@@ -150,6 +152,10 @@ def run_command(argv) -> int:
     args = parse_args(argv)
     cfg = cli.load_config(args)
     try:
+        if args.slurm_tail is not None:
+            from caslib.queue.slurmjob import run_tail
+
+            return run_tail(args.slurm_tail, cfg)
         if args.run_job is not None:
             from caslib.queue.runner import run_job
 

@@ -36,6 +36,9 @@ ADVICE = {
     "cas-mail": ["the analysis is complete in the job directory; send it with: "
                  "cas-mail --resend JOBDIR"],
     "worker": ["the worker running the job was lost: {rerun}"],
+    "slurm": ["Slurm ended the job (time limit, node failure, preemption): read the "
+              "slurm-N.out file in JOBDIR, then: {rerun} (a time limit: a longer --time in "
+              "slurmArgs of cas.conf)"],
 }
 DEFAULT_ADVICE = ["read the job's log, then: {rerun}"]
 # error kind -> what to try, before the step's advice

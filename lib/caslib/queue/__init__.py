@@ -8,6 +8,7 @@ A job is a dict (the JSON ``cas-jobs --json`` prints)::
      "kernel": release, "panic": message, "error": {"step", "kind", "message"} | null,
      "attempt": 1, "rerun_of": job_id | null, "requeues": 0,
      "worker": {"host": ..., "pid": worker pid, "runner": pid of the pipeline driver},
+     "slurm": {"job_id", "partition", "state", "node"} | null (the Slurm backend only),
      "options": {"identifier", "file", "email", "modules", "strip", "job",
                  "release", "vmlinux", "package"}}
 
@@ -112,10 +113,15 @@ class Queue(abc.ABC):
 
 
 def open_queue(cfg, readonly: bool = False, host: str | None = None) -> Queue:
-    """The queue backend for this site: the local SQLite queue (the ``database``).
+    """The queue backend for this site: the local SQLite queue (the ``database``), or
+    Slurm (``[queue] backend = slurm``) with the same table as its record.
 
     ``host`` is the name workers record as where a job runs (``cas-worker --machine``).
     """
+    if cfg.backend == "slurm":
+        from caslib.queue.slurmqueue import SlurmQueue
+
+        return SlurmQueue(cfg, readonly=readonly, host=host)
     from caslib.queue.sqlitequeue import SqliteQueue
 
     return SqliteQueue(cfg.database, readonly=readonly, host=host)

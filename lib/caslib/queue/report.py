@@ -42,6 +42,14 @@ def _cut(text, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def where_text(job: dict) -> str | None:
+    """The worker's host, or for a Slurm job its node (else partition) and Slurm job id."""
+    slurm = job.get("slurm")
+    if slurm and slurm.get("job_id"):
+        return f"{slurm.get('node') or slurm.get('partition')}:{slurm['job_id']}"
+    return (job.get("worker") or {}).get("host")
+
+
 def table(jobs: list) -> str:
     now = time.time()
     rows = [COLUMNS]
@@ -50,7 +58,7 @@ def table(jobs: list) -> str:
                                    f"[{(j['error'] or {}).get('step')}] {(j['error'] or {}).get('message')}")
         rows.append((str(j["job_id"]), _cut(j.get("identifier"), 16), state_text(j),
                      _cut(j.get("kernel"), 28), _cut(panic, 40), when(j.get("started")),
-                     took(j, now), _cut((j.get("worker") or {}).get("host"), 16)))
+                     took(j, now), _cut(where_text(j), 16)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     counts = {}
@@ -92,6 +100,7 @@ def job_full(job: dict, as_json: bool):
         return dict(job, paths=where, log_tail=tail)
     err = job.get("error") or {}
     worker = job.get("worker") or {}
+    slurm = job.get("slurm") or {}
     lines = [
         f"Job {job['job_id']}: {state_text(job)} (attempt {job.get('attempt')}"
         + (f", rerun of job {job['rerun_of']}" if job.get("rerun_of") else "") + ")",
@@ -101,8 +110,10 @@ def job_full(job: dict, as_json: bool):
         f"Submitted:     {when(job.get('submitted'))}",
         f"Started:       {when(job.get('started'))}",
         f"Finished:      {when(job.get('finished'))} (took {took(job)})",
-        f"Where:         {worker.get('host') or '-'}"
-        + (f" (worker pid {worker.get('pid')}, runner pid {worker.get('runner')})" if worker else ""),
+        (f"Where:         Slurm job {slurm['job_id']} ({slurm.get('state')}) on partition "
+         f"{slurm.get('partition')}, node {slurm.get('node') or '-'}" if slurm.get("job_id") else
+         f"Where:         {worker.get('host') or '-'}"
+         + (f" (worker pid {worker.get('pid')}, runner pid {worker.get('runner')})" if worker else "")),
         f"Kernel:        {job.get('kernel') or '-'}",
         f"Panic:         {job.get('panic') or '-'}",
     ]
