@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 
-from . import cli, jobdir, jobsreap, lifeline, logs, records
+from . import cli, htmlreport, jobdir, jobsreap, lifeline, logs, records
 from .mail import check_address
 from .summary import triage_line
 from .records import StepError, UsageError
@@ -300,6 +300,7 @@ def run_pipeline(args, cfg, jobs=None) -> int:
         jobs.finish("failed", None, "no result record")
         return records.EXIT_ERROR
     record = final[-1]
+    htmlreport.keep(record)  # record.json and report.html into the job directory
     err = record.get("error")
     if err:
         log.error("step %s failed: %s", err.get("step"), err.get("message"))

@@ -35,7 +35,7 @@ import sys
 import tempfile
 from email.message import EmailMessage
 
-from . import cli, deadline, jobdir, kdumpdir, logonly, logs, records, smtp, summary
+from . import cli, deadline, htmlreport, jobdir, kdumpdir, logonly, logs, records, smtp, summary
 from .records import StepError
 
 STEP = "cas-mail"
@@ -166,6 +166,8 @@ def build_message(record: dict, to: str | None, sender: str) -> EmailMessage:
     msg["Message-ID"] = email.utils.make_msgid("cas", domain=domain)
     text = body(record)
     msg.set_content(text, charset="utf-8", cte=body_cte(text))
+    page = htmlreport.render(record)  # the same report as report.html, for mail clients
+    msg.add_alternative(page, subtype="html", charset="utf-8", cte=body_cte(page))
     return msg
 
 
@@ -214,6 +216,7 @@ def process(record: dict, cfg, to: str | None = None) -> dict:
         check_address(to)
     msg = build_message(record, to, cfg.mailFrom or default_sender(cfg))
     path = save(msg, workdir)
+    htmlreport.save(record)
     result = {"to": to, "sent": False, "message_id": msg["Message-ID"], "file": path, "reason": None}
     log = logs.get()
     if not cfg.smtphost:
