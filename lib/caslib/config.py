@@ -81,6 +81,9 @@ def _default(name: str):
         "smtpUser": None,
         "smtpPasswordFile": None,
         "smtpCaFile": None,
+        "webListen": "127.0.0.1:8080",
+        "webUsers": None,
+        "maxUpload": 64 * 1024 ** 3,
     }[name]
 
 
@@ -121,6 +124,10 @@ KEYS = {
     "smtpUser": ("settings", "optstr"),
     "smtpPasswordFile": ("settings", "optpath"),
     "smtpCaFile": ("settings", "optpath"),
+    # cas-web (web.py): where it listens, who may use it, how large an upload may be
+    "webListen": ("settings", "str"),
+    "webUsers": ("settings", "optpath"),
+    "maxUpload": ("settings", "size"),
 }
 # Sizes a typo must not turn into an exhausted machine: key -> (least, most) bytes.
 SIZE_BOUNDS = {"buffersize": (4096, 4 * 1024 ** 3)}
