@@ -18,9 +18,9 @@ MAX_FILE_SHOWN = 256 * 1024   # bytes of one result file put into the page
 MAX_LOG_READ = 4 << 20        # bytes of the kernel log read, from its end
 LOG_BEFORE, LOG_AFTER, LOG_MAX = 25, 60, 800
 RESULT_ORDER = ("traceback", "sys", "log", "modules", "memory")
-PANIC_LINE = re.compile(r"Kernel panic|sysrq triggered crash|BUG: |Oops|general protection fault"
-                        r"|Unable to handle|RIP: |Call Trace|kernel BUG|watchdog: |hung_task|"
-                        r"blocked for more than", re.I)
+PANIC_LINE = re.compile(r"Kernel panic|sysrq: Trigger a crash|sysrq triggered crash|BUG: |Oops[: ]"
+                        r"|general protection fault|Unable to handle|RIP: |Call Trace|kernel BUG"
+                        r"|soft lockup|hard LOCKUP|blocked for more than")
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
