@@ -88,7 +88,7 @@ def test_whole_pipeline_on_a_customer_tarball(realdump, tarball, site, smtpd):
     msg = email.message_from_bytes(smtpd.messages[before].content, policy=email.policy.default)
     assert msg["Subject"] == "CAS results for 1"
     assert msg["To"] == "user@localhost"
-    assert "sysrq triggered crash" in msg.get_content()
+    assert "sysrq triggered crash" in msg.get_body(("plain",)).get_content()
     rows = [r for r in job_rows(site["db"]) if r[2] == workdir]
     assert rows and rows[0][3] == "done" and rows[0][0] == "1" and rows[0][1] == "12345"
     assert rows[0][4] == realdump["kernel"]["release"] and rows[0][5] == "user@localhost"
