@@ -16,18 +16,18 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import socketserver
 import sys
 import time
 import urllib.parse
 
-from . import cli, htmlreport, jobdir, pathsafety, records, webauth, webpages
+from . import cli, htmlreport, jobdir, logs, pathsafety, records, webauth
 from .records import StepError, UsageError
 
 PROG = "cas-web"
 CLIENT_TIMEOUT = 60.0   # seconds a client may stay silent mid-request
 MAX_RECORD = 16 << 20   # bytes of record.json read
-MAX_JSON_BODY = 65536
 LIST_LIMIT = 500
 
 
@@ -151,7 +151,11 @@ def serve(site: Site, host: str, port: int):
     class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         daemon_threads = True
         allow_reuse_address = True
-        address_family = __import__("socket").AF_INET6 if ":" in host else __import__("socket").AF_INET
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        def handle_error(self, request, client_address):
+            exc = sys.exc_info()[1]  # a client that stalls or hangs up: one line, no traceback
+            logs.get().info("client %s: %s", client_address[0], exc or "error")
 
     handler = type("BoundHandler", (Handler,), {"site": site, "timeout": CLIENT_TIMEOUT})
     return Server((host, port), handler)

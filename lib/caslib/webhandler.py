@@ -21,6 +21,7 @@ from .web import copy_file, query
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 LOG_LINES = 200
+MAX_JSON_BODY = 65536
 MAX_MAIL = 4 << 20
 
 
@@ -85,6 +86,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.refuse(exc.status, exc.text)
         except (UsageError, StepError) as exc:
             self.refuse(400, str(getattr(exc, "message", exc)).removeprefix("cas: "))
+        except (ConnectionError, TimeoutError):
+            raise  # the client went away or stalled: nothing to answer
+        except Exception as exc:  # one line in the log, a 500 for the client, never a traceback
+            logs.get().error("%s %s: %s: %s", self.command, self.path[:200], type(exc).__name__, exc)
+            self.refuse(500, "internal error (see the server's log)")
 
     def do_GET(self):
         self._run("get")
