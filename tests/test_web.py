@@ -150,7 +150,8 @@ def test_report_page(site, browser):
     assert browser.find_all("pre.backtrace .unreliable")  # crash's stale frames, greyed
     marked = [browser.text(e) for e in browser.find_all("pre.kernlog .hl")]
     assert any("Kernel panic - not syncing: sysrq triggered crash" in m for m in marked)
-    assert "CAS results for real1" in browser.text(browser.find("pre.mail"))
+    mail = browser.script("return document.querySelector('pre.mail').textContent;")
+    assert "CAS results for real1" in mail and "Subject: CAS results for real1" in mail
     names = [browser.text(a) for a in browser.find_all("ul.files a")]
     assert {"crash.out", "real1.log", "record.json", "report.html", "vmcore.makedumpfile-zlib"} <= set(names)
     assert "passwd" not in names  # a symlink, not a file of the job

@@ -150,7 +150,7 @@ class Browser:
     def screenshot(self, path: str) -> None:
         """The whole page (the window grown to the page's height first)."""
         height = self.script("return document.documentElement.scrollHeight;")
-        self._s("POST", "/window/rect", {"width": 1280, "height": min(max(height, 800), 4000)})
+        self._s("POST", "/window/rect", {"width": 1280, "height": min(max(height, 800), 2400)})
         with open(path, "wb") as fh:
             fh.write(base64.b64decode(self._s("GET", "/screenshot")))
 

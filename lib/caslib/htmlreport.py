@@ -25,7 +25,7 @@ PANIC_LINE = re.compile(r"Kernel panic|sysrq: Trigger a crash|sysrq triggered cr
 CSS = """
 body{font-family:system-ui,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
 header{background:#243447;color:#fff;padding:.6em 1.2em}header a{color:#fff;margin-right:1em}
-main{padding:1em 1.5em;max-width:1200px}h1{font-size:1.35em}h2{font-size:1.1em;margin-top:1.6em}
+main{padding:1em 1.5em;max-width:1400px}h1{font-size:1.35em}h2{font-size:1.1em;margin-top:1.6em}
 table{border-collapse:collapse;background:#fff}td,th{padding:.3em .6em;border-bottom:1px solid #dde;
 text-align:left;vertical-align:top}th{background:#eef1f5}
 pre{background:#fff;border:1px solid #dde;padding:.6em;overflow-x:auto;font-size:.85em;line-height:1.35}
@@ -37,7 +37,7 @@ pre{background:#fff;border:1px solid #dde;padding:.6em;overflow-x:auto;font-size
 .hl{background:#fff3b0;font-weight:bold;display:inline-block;width:100%}
 .unreliable{color:#9a9a9a}.err{background:#ffebee;border-left:5px solid #c62828;padding:.5em 1em}
 form.inline{display:inline-block;margin-right:1em}input,select,button{font-size:.95em}
-.muted{color:#667}
+.muted{color:#667}.nowrap{white-space:nowrap}#jobs{width:100%;font-size:.92em}
 """
 
 

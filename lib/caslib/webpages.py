@@ -40,17 +40,24 @@ def _row(job: dict, now: float) -> str:
             f"<td><a href=\"{esc(job_href(job))}\">{esc(job.get('job_id'))}</a></td>"
             f"<td>{esc(job.get('identifier'))}</td><td>{esc(job.get('job'))}</td>"
             f"<td>{state_badge(job.get('state'), report.state_text(job))}</td>"
-            f"<td>{esc(job.get('kernel') or '')}</td><td>{esc(panic)}</td>"
+            f"<td class=\"nowrap\">{esc(job.get('kernel') or '')}</td>"
+            f"<td title=\"{esc(panic)}\">{esc(_cut(panic, 90))}</td>"
             f"<td>{esc(kind)}</td><td>{esc(culprit)}</td>"
             f"<td>{esc(triage.get('signature') or '')}</td>"
-            f"<td>{esc(report.when(job.get('started')))}</td>"
-            f"<td>{esc(report.took(job, now))}</td></tr>")
+            f"<td class=\"nowrap\">{esc(report.when(job.get('started')))}</td>"
+            f"<td class=\"nowrap\">{esc(report.took(job, now))}</td></tr>")
+
+
+def _cut(text: str, width: int) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def report_culprit(triage: dict) -> str:
-    from .summary import culprit_text
-
-    return culprit_text(triage.get("culprit")) if triage.get("culprit") else ""
+    """The function and its module: the location is in the report."""
+    culprit = triage.get("culprit") if isinstance(triage.get("culprit"), dict) else {}
+    text = str(culprit.get("function") or "")
+    return text + (f" [{culprit['module']}]" if text and culprit.get("module") else "")
 
 
 def job_list(jobs: list, state: str | None, query: str, now: float) -> str:
@@ -126,7 +133,8 @@ def job_page(job: dict | None, record: dict | None, workdir: str | None, files: 
     if job:
         parts.append("<h2>Job</h2>" + job_facts(job) + _forms(job, token))
     if mail_text:
-        parts.append(f"<h2>The mail as sent</h2><pre class=\"mail\">{esc(mail_text)}</pre>")
+        parts.append("<h2>The mail as sent</h2><details><summary>mail.eml</summary>"
+                     f"<pre class=\"mail\">{esc(mail_text)}</pre></details>")
     if log_tail:
         parts.append(f"<h2>Process log <span class=\"muted\">(last {len(log_tail)} lines)</span>"
                      f"</h2><pre id=\"joblog\">{esc(chr(10).join(log_tail))}</pre>")
