@@ -37,7 +37,7 @@ pre{background:#fff;border:1px solid #dde;padding:.6em;overflow-x:auto;font-size
 .hl{background:#fff3b0;font-weight:bold;display:inline-block;width:100%}
 .unreliable{color:#9a9a9a}.err{background:#ffebee;border-left:5px solid #c62828;padding:.5em 1em}
 form.inline{display:inline-block;margin-right:1em}input,select,button{font-size:.95em}
-.muted{color:#667}.nowrap{white-space:nowrap}#jobs{width:100%;font-size:.92em}
+.muted{color:#667}.nowrap{white-space:nowrap}#jobs{width:100%;font-size:.9em}#jobs td{padding:.3em .45em}
 """
 
 

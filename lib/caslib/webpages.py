@@ -33,7 +33,8 @@ def _triage(job: dict) -> dict:
 def _row(job: dict, now: float) -> str:
     triage = _triage(job)
     err = job.get("error") or {}
-    panic = job.get("panic") or (f"[{err.get('step')}] {err.get('message')}" if err else "")
+    panic = job.get("panic") or (f"[{err.get('step')}] {err.get('kind') or 'error'}: "
+                                 f"{err.get('message')}" if err else "")
     kind = triage.get("kind") or ""
     culprit = report_culprit(triage)
     return ("<tr>"
@@ -41,7 +42,7 @@ def _row(job: dict, now: float) -> str:
             f"<td>{esc(job.get('identifier'))}</td><td>{esc(job.get('job'))}</td>"
             f"<td>{state_badge(job.get('state'), report.state_text(job))}</td>"
             f"<td class=\"nowrap\">{esc(job.get('kernel') or '')}</td>"
-            f"<td title=\"{esc(panic)}\">{esc(_cut(panic, 90))}</td>"
+            f"<td title=\"{esc(panic)}\">{esc(_cut(panic, 56))}</td>"
             f"<td>{esc(kind)}</td><td>{esc(culprit)}</td>"
             f"<td>{esc(triage.get('signature') or '')}</td>"
             f"<td class=\"nowrap\">{esc(report.when(job.get('started')))}</td>"
