@@ -9,7 +9,7 @@ COMMANDS = $(notdir $(wildcard bin/*))
 PAGES    = $(wildcard man/*.[157])
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: deps test demo realdump bench fuzz clean manpages install uninstall install-system install-data rpm deb
+.PHONY: deps test demo realdump bench fuzz screenshots clean manpages install uninstall install-system install-data rpm deb
 
 deps:
 	@sh tests/install-deps
@@ -49,6 +49,13 @@ demo: deps $(VENV)/.installed manpages
 
 bench: $(VENV)/.installed
 	for b in bench/*; do [ -x "$$b" ] && $(PY) "$$b"; done
+
+# cas-web's job list and a report, from the browser tests over real jobs (needs the real
+# dump, chromium and chromedriver): doc/screenshots/jobs.png and report.png
+screenshots: deps $(VENV)/.installed
+	mkdir -p doc/screenshots
+	CAS_SCREENSHOTS=$(CURDIR)/doc/screenshots $(PY) -m pytest -q -p no:cacheprovider \
+	    tests/test_web.py -k "test_list_shows_the_three_states or test_report_page"
 
 fuzz: $(VENV)/.installed
 	CAS_FUZZ_CASES=10000 $(PY) -m pytest -q -p no:cacheprovider tests/test_ident_fuzz.py tests/test_printk.py tests/test_record_fuzz.py

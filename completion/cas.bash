@@ -43,7 +43,7 @@ _cas_complete()
             COMPREPLY=($(compgen -W "x86_64 i686 i386 aarch64 ppc64le ppc64 s390x" -- "$cur"))
             return ;;
         -i|--identifier|--id|-e|--email|--release|-r|--build-id|-b|--buffersize|--wait|--member\
-        |--jobs|--run-job|--cancel|--rerun|--since|--signature|--state)
+        |--jobs|--run-job|--cancel|--rerun|--since|--signature|--state|--listen|--add-user)
             return ;;  # free text
     esac
     $split && return
@@ -55,11 +55,11 @@ _cas_complete()
     fi
     case $cmd in
         cas-jobs) COMPREPLY=($(compgen -W "$(_cas_jobs)" -- "$cur")) ;;
-        cas-admin|cas-findkernel|cas-extract|cas-mail|cas-worker) ;;  # no positional arguments
+        cas-admin|cas-findkernel|cas-extract|cas-mail|cas-worker|cas-web) ;;  # no positional arguments
         *) _filedir ;;  # dumps, cores, vmlinux files
     esac
 } &&
     complete -F _cas_complete cas cas-admin cas-unpack cas-ident cas-dmesg cas-findkernel \
-        cas-extract cas-crash cas-triage cas-mail cas-worker cas-jobs
+        cas-extract cas-crash cas-triage cas-mail cas-worker cas-jobs cas-web
 
 # ex: filetype=sh

@@ -2,6 +2,7 @@
 
 import email
 import email.policy
+import json
 import os
 import signal
 import sqlite3
@@ -77,8 +78,10 @@ def test_whole_pipeline_on_a_customer_tarball(realdump, tarball, site, smtpd):
     assert workdir.startswith(str(site["top"] / "work" / "1") + os.sep)
     assert rec["kernel"]["release"] == realdump["kernel"]["release"]
     for name in ("1.log", "vmcore.12345", "crash", "crash.in", "crash.out", "traceback", "sys",
-                 "log", "modules", "memory", "mail.eml"):
+                 "log", "modules", "memory", "mail.eml", "report.html", "record.json"):
         assert os.path.exists(os.path.join(workdir, name)), name
+    with open(os.path.join(workdir, "record.json")) as fh:
+        assert json.load(fh) == rec  # the final record, kept for cas-web
     assert os.access(os.path.join(workdir, "crash"), os.X_OK)
     assert rec["vmlinux"].startswith(os.path.join(workdir, "usr") + os.sep)
     with open(os.path.join(workdir, "traceback")) as fh:
@@ -88,7 +91,8 @@ def test_whole_pipeline_on_a_customer_tarball(realdump, tarball, site, smtpd):
     msg = email.message_from_bytes(smtpd.messages[before].content, policy=email.policy.default)
     assert msg["Subject"] == "CAS results for 1"
     assert msg["To"] == "user@localhost"
-    assert "sysrq triggered crash" in msg.get_content()
+    assert "sysrq triggered crash" in msg.get_body(("plain",)).get_content()
+    assert "sysrq triggered crash" in msg.get_body(("html",)).get_content()
     rows = [r for r in job_rows(site["db"]) if r[2] == workdir]
     assert rows and rows[0][3] == "done" and rows[0][0] == "1" and rows[0][1] == "12345"
     assert rows[0][4] == realdump["kernel"]["release"] and rows[0][5] == "user@localhost"

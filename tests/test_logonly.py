@@ -47,7 +47,7 @@ def test_empty_shelf_gives_a_log_only_job_and_mail(realdump, variant, config_fil
     with open(os.path.join(rec["workdir"], "dmesg")) as fh:
         log = fh.read().splitlines()
     body = email.message_from_bytes(smtpd.messages[-1].content,
-                                    policy=email.policy.default).get_content()
+                                    policy=email.policy.default).get_body(("plain",)).get_content()
     assert "sysrq triggered crash" in body
     assert "log-only" in body and realdump["kernel"]["release"] in body
     assert "Nearest:     none on the shelf" in body
@@ -99,7 +99,7 @@ def test_mail_turns_an_analysis_error_with_a_log_into_a_log_only_report(
     assert passed == other  # no log, not an analysis step: untouched
     assert out["analysis"] == "log-only" and out["analysis_error"]["step"] == step
     with open(out["mail"]["file"], "rb") as fh:
-        body = email.message_from_binary_file(fh, policy=email.policy.default).get_content()
+        body = email.message_from_binary_file(fh, policy=email.policy.default).get_body(("plain",)).get_content()
     assert "Panic:       BUG: kernel NULL pointer dereference, address: 0000000000000000" in body
     assert "RIP:         0010:dummy_init+0x12/0x30 [dummy]" in body
     assert "    ? kmalloc_trace+0x26/0x90" in body and "do_init_module+0x4a/0x1f0 [dummy]" in body

@@ -47,7 +47,12 @@ def test_mail_is_delivered_and_saved(smtpd, job, config_file, casenv):
     assert msg["From"] == "cas@example.org"
     assert msg["Message-ID"] == out["mail"]["message_id"]
     assert msg["Date"]
-    text = msg.get_content()
+    assert msg.get_content_type() == "multipart/alternative"
+    text = msg.get_body(("plain",)).get_content()
+    page = msg.get_body(("html",)).get_content()  # the same report as report.html
+    assert "sysrq triggered crash" in page and "<script" not in page
+    with open(os.path.join(job["workdir"], "report.html")) as fh:
+        assert fh.read() == page.replace("\r\n", "\n")  # SMTP's line ends in the mail
     assert "Kernel:      6.1.0-56-cloud-amd64 (x86_64)" in text
     assert "Panic:       sysrq triggered crash" in text
     assert f"Location: {job['workdir']}" in text

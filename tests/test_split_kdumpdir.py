@@ -71,7 +71,7 @@ def check_split_job(res, realdump, count, smtpd, before):
         log = fh.read()
     assert f"split dump in {count} parts" in log
     msg = email.message_from_bytes(smtpd.messages[before].content, policy=email.policy.default)
-    body = msg.get_content()
+    body = msg.get_body(("plain",)).get_content()
     assert f"split by makedumpfile --split into {count} parts" in body
     assert "Crash time:  unknown" not in body
     return rec, log

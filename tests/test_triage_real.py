@@ -59,7 +59,7 @@ def jobs(realdump, tmp_path_factory):
         rec = res.record
         with open(rec["mail"]["file"], "rb") as fh:
             msg = email.message_from_binary_file(fh, policy=email.policy.default)
-        out[name] = (rec, msg.get_content())
+        out[name] = (rec, msg.get_body(("plain",)).get_content())
     out["_db"] = str(top / "cas.db")
     out["_conf"] = str(conf)
     return out

@@ -35,6 +35,7 @@ import time
 from caslib import cli, config, jobdir, lifeline, logs, records
 from caslib.queue import jobsreap
 from caslib.mail import check_address
+from caslib.messages import htmlreport
 from caslib.messages.runsummary import summary
 from caslib.records import StepError, UsageError
 
@@ -270,6 +271,7 @@ def finish(pipeline: Pipeline, record: dict, jobs) -> int:
     log = logs.get()
     broken = broken_steps(pipeline)
     status = records.EXIT_ERROR if broken else records.EXIT_OK
+    htmlreport.keep(record)  # record.json and report.html into the job directory
     err = record.get("error")
     if err:
         log.error("step %s failed: %s", err.get("step"), err.get("message"))

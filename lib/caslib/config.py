@@ -78,6 +78,9 @@ DEFAULTS = {
     "backend": "local",
     "partitionMap": {},
     "slurmArgs": [],
+    "webListen": "127.0.0.1:8080",
+    "webUsers": None,
+    "maxUpload": 64 * 1024 ** 3,
 }
 
 
@@ -141,6 +144,10 @@ KEYS = {
     "backend": ("queue", "backend"),
     "partitionMap": ("queue", "partitionmap"),
     "slurmArgs": ("queue", "argv"),
+    # cas-web (web.py): where it listens, who may use it, how large an upload may be
+    "webListen": ("settings", "str"),
+    "webUsers": ("settings", "optpath"),
+    "maxUpload": ("settings", "size"),
 }
 # Sizes a typo must not turn into an exhausted machine: key -> (least, most) bytes.
 SIZE_BOUNDS = {"buffersize": (4096, 4 * 1024 ** 3)}

@@ -37,7 +37,7 @@ from email.message import EmailMessage
 
 from caslib import atomicfile, cli, deadline, jobdir, logs, records
 from caslib.dumps import kdumpdir
-from caslib.messages import logonly, smtp, summary
+from caslib.messages import htmlreport, logonly, smtp, summary
 from caslib.records import StepError
 
 PROG = "cas-mail"
@@ -168,6 +168,8 @@ def build_message(record: dict, to: str | None, sender: str) -> EmailMessage:
     msg["Message-ID"] = email.utils.make_msgid("cas", domain=domain)
     text = body(record)
     msg.set_content(text, charset="utf-8", cte=body_cte(text))
+    page = htmlreport.render(record)  # the same report as report.html, for mail clients
+    msg.add_alternative(page, subtype="html", charset="utf-8", cte=body_cte(page))
     return msg
 
 
@@ -210,6 +212,7 @@ def process(record: dict, cfg, to: str | None = None) -> dict:
         check_address(to)
     msg = build_message(record, to, cfg.mailFrom or default_sender(cfg))
     path = save(msg, workdir)
+    htmlreport.save(record)
     result = {"to": to, "sent": False, "message_id": msg["Message-ID"], "file": path, "reason": None}
     log = logs.get()
     if not cfg.smtphost:
