@@ -131,7 +131,9 @@ def test_the_body_is_8bit_plain_text(job, config_file, casenv):  # noqa: F811
         res = run("cas-mail", "--config", cfg, "-e", "a@example.com", input=job, env=casenv)
         assert res.returncode == 0, res
         raw = server.messages[0].content
-    head, _, body = raw.partition(b"\r\n\r\n")
+    # multipart/alternative: the text/plain part comes first, 8bit, never quoted-printable
+    plain = raw[raw.index(b"Content-Type: text/plain"):]
+    head, _, body = plain.partition(b"\r\n\r\n")
     assert b"Content-Transfer-Encoding: 8bit" in head
     assert b"quoted-printable" not in head
     assert "kworker/ü".encode() in body and b"x" * 200 in body
