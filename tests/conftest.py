@@ -139,3 +139,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def serial_panic_cpu(manifest: dict) -> int:
+    """The CPU the real dump's guest panicked on, as its serial console said (QEMU's two
+    vCPUs race: the build decides, so tests read it instead of assuming one)."""
+    import re
+    serial = next(f["path"] for f in manifest["files"] if f.get("role") == "serial-log")
+    with open(serial, errors="replace") as fh:
+        found = re.findall(r"CPU: (\d+) PID: 1 Comm: init", fh.read())
+    assert found, f"{serial}: no 'CPU: N PID: 1 Comm: init' line"
+    return int(found[-1])

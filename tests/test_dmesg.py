@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import run
+from conftest import run, serial_panic_cpu
 
 pytestmark = pytest.mark.realdump
 
@@ -121,7 +121,7 @@ def test_filter_writes_the_job_log_and_the_panic_summary(realdump, tmp_path, con
                for line in dmesg["panic_lines"])
     panic = dmesg["panic"]
     assert panic["message"] == realdump["kernel"]["panic"]
-    assert (panic["task"], panic["pid"], panic["cpu"]) == ("init", 1, 1)
+    assert (panic["task"], panic["pid"], panic["cpu"]) == ("init", 1, serial_panic_cpu(realdump))
     assert "sysrq_handle_crash+0x16/0x20" in panic["backtrace"]
     assert "? _printk+0x68/0x83" in panic["backtrace"]
     assert {"function": "_printk+0x68/0x83", "module": None, "reliable": False} in panic["frames"]

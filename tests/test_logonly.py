@@ -14,7 +14,7 @@ import sqlite3
 import pytest
 
 from caslib.diagnosis import logpanic
-from conftest import SmtpCollector, run
+from conftest import SmtpCollector, run, serial_panic_cpu
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_empty_shelf_gives_a_log_only_job_and_mail(realdump, variant, config_fil
     assert "sysrq triggered crash" in body
     assert "log-only" in body and realdump["kernel"]["release"] in body
     assert "Nearest:     none on the shelf" in body
-    assert "Task:        init (pid 1, cpu 1)" in body
+    assert f"Task:        init (pid 1, cpu {serial_panic_cpu(realdump)})" in body
     assert "    ? _printk+0x68/0x83" in body
     shown = body.splitlines()
     tail = shown[shown.index("==> tail of the kernel log <==") + 1:]

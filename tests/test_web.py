@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -141,7 +142,7 @@ def test_list_shows_the_three_states(site, browser):
 def test_report_page(site, browser):
     done = site["jobs"]["done"]
     browser.get(site["url"] + "/")
-    browser.click(browser.find(f'#jobs a[href="{href(done)}"]'))
+    browser.submit(browser.find(f'#jobs a[href="{href(done)}"]'))
     assert browser.url() == site["url"] + href(done)
     summary = browser.text(browser.find("dl.summary"))
     assert "sysrq triggered crash" in summary and "sysrq_handle_crash" in summary
@@ -287,11 +288,14 @@ def test_submit_form_queues_a_job_the_worker_runs(site, browser):
     waiting = site["jobs"]["queued"]
     browser.get(url + f"/job/{waiting['job_id']}")
     browser.click(browser.find("#cancel"))  # the Cancel form
+    deadline = time.monotonic() + 60  # the click returns before the form's POST has ended
+    while job(conf, waiting["job_id"])["state"] != "cancelled" and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert job(conf, waiting["job_id"])["state"] == "cancelled"
     browser.get(url + "/submit")
     browser.type(browser.find('input[name="identifier"]'), "web1")
     browser.type(browser.find('input[name="upload"]'), site["real"])
-    browser.click(browser.find("#queue"))
+    browser.submit(browser.find("#queue"))
     new_id = int(browser.url().rsplit("/", 1)[1])
     new = job(conf, new_id)
     assert new["state"] == "queued" and new["identifier"] == "web1"
@@ -310,7 +314,7 @@ def test_submit_form_queues_a_job_the_worker_runs(site, browser):
     failed = site["jobs"]["failed"]
     browser.get(url + href(failed))
     browser.type(browser.find('input[name="release"]'), "6.1.0-0-none")
-    browser.click(browser.find("#rerun"))
+    browser.submit(browser.find("#rerun"))
     again = job(conf, int(browser.url().rsplit("/", 1)[1]))
     assert again["rerun_of"] == failed["job_id"] and again["state"] == "queued"
     assert again["options"]["release"] == "6.1.0-0-none"

@@ -130,6 +130,19 @@ class Browser:
     def click(self, element: str) -> None:
         self._s("POST", f"/element/{element}/click", {})
 
+    def submit(self, element: str, timeout: float = 60.0) -> str:
+        """Click a form's button and wait (with a deadline) for the page it leads to;
+        WebDriver's click returns before a form's navigation has ended."""
+        before = self.url()
+        self.click(element)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.url() != before and self.script("return document.readyState") == "complete":
+                return self.url()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still on {before} {timeout}s after the click")
+            time.sleep(0.1)
+
     def script(self, source: str, *args):
         return self._s("POST", "/execute/sync", {"script": source, "args": list(args)})
 
