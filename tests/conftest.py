@@ -150,3 +150,18 @@ def serial_panic_cpu(manifest: dict) -> int:
         found = re.findall(r"CPU: (\d+) PID: 1 Comm: init", fh.read())
     assert found, f"{serial}: no 'CPU: N PID: 1 Comm: init' line"
     return int(found[-1])
+
+
+def real_dump(manifest: dict, variant: str) -> str:
+    """Path of the real dump ``variant`` (``makedumpfile-zlib``, ``qemu-elf``, ...)."""
+    return next(d for d in manifest["dumps"] if d["variant"] == variant)["path"]
+
+
+def real_shelf(manifest: dict, top) -> str:
+    """``top/kernels``: a shelf holding the real debuginfo RPMs with a zstd payload, linked."""
+    shelf = os.path.join(str(top), "kernels")
+    os.mkdir(shelf)
+    for rpm in manifest["rpms"]:
+        if rpm["payload"] == "zstd":
+            os.symlink(rpm["path"], os.path.join(shelf, os.path.basename(rpm["path"])))
+    return shelf

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import SmtpCollector, command, run
+from conftest import command, real_dump, real_shelf, run, SmtpCollector
 
 pytestmark = pytest.mark.realdump
 
@@ -24,19 +24,11 @@ def smtpd():
         yield server
 
 
-def dump(manifest, variant):
-    return next(d for d in manifest["dumps"] if d["variant"] == variant)["path"]
-
-
 @pytest.fixture(scope="module")
 def site(realdump, tmp_path_factory, smtpd):
     """A config with an indexed shelf holding the real debuginfo package (zstd payload)."""
     top = tmp_path_factory.mktemp("qsite")
-    shelf = top / "kernels"
-    shelf.mkdir()
-    for rpm in realdump["rpms"]:
-        if rpm["payload"] == "zstd":
-            os.symlink(rpm["path"], shelf / os.path.basename(rpm["path"]))
+    shelf = real_shelf(realdump, top)
     conf = top / "cas.conf"
     conf.write_text(
         "[settings]\n"
@@ -91,7 +83,7 @@ def test_twenty_jobs_two_workers(realdump, site, tmp_path):
     conf = site["conf"]
     variants = [v for v in ("qemu-elf", "makedumpfile-zlib", "qemu-kdump-flattened")
                 if any(d["variant"] == v for d in realdump["dumps"])]
-    real = {queue(conf, f"real{n}", dump(realdump, v)): v for n, v in enumerate(variants)}
+    real = {queue(conf, f"real{n}", real_dump(realdump, v)): v for n, v in enumerate(variants)}
     synthetic = {}
     for n in range(20 - len(real)):
         path = tmp_path / f"vmcore.syn{n}"
@@ -134,7 +126,7 @@ def test_twenty_jobs_two_workers(realdump, site, tmp_path):
 
 def test_sigkill_of_a_worker_requeues_once_then_fails(realdump, site):
     conf = site["conf"]
-    job_id = queue(conf, "kill1", dump(realdump, "qemu-elf"))
+    job_id = queue(conf, "kill1", real_dump(realdump, "qemu-elf"))
     for attempt in (1, 2):
         w = worker(conf, "--jobs", "1")
         running = wait_for(lambda: crash_running(conf, job_id), "the job to reach crash")
@@ -155,7 +147,7 @@ def test_sigkill_of_a_worker_requeues_once_then_fails(realdump, site):
 
 def test_sigterm_puts_the_running_job_back(realdump, site):
     conf = site["conf"]
-    job_id = queue(conf, "term1", dump(realdump, "qemu-elf"))
+    job_id = queue(conf, "term1", real_dump(realdump, "qemu-elf"))
     w = worker(conf, "--jobs", "1")
     running = wait_for(lambda: crash_running(conf, job_id), "the job to reach crash")
     w.send_signal(signal.SIGTERM)
@@ -169,8 +161,8 @@ def test_sigterm_puts_the_running_job_back(realdump, site):
 
 def test_cancel_a_queued_and_a_running_job(realdump, site):
     conf = site["conf"]
-    first = queue(conf, "can1", dump(realdump, "qemu-elf"))
-    second = queue(conf, "can2", dump(realdump, "qemu-elf"))
+    first = queue(conf, "can1", real_dump(realdump, "qemu-elf"))
+    second = queue(conf, "can2", real_dump(realdump, "qemu-elf"))
     w = worker(conf, "--jobs", "1", "--once")
     running = wait_for(lambda: crash_running(conf, first), "the first job to reach crash")
     res = run("cas-jobs", "--config", conf, "--json", "--cancel", second)
@@ -189,7 +181,7 @@ def test_failure_mail_for_a_corrupt_dump(realdump, tmp_path, site, smtpd):
     """A real dump cut short (an interrupted upload): cas-ident fails, the requester is told."""
     conf = site["conf"]
     cut = tmp_path / "vmcore.cut"
-    with open(dump(realdump, "qemu-elf"), "rb") as src, open(cut, "wb") as out:
+    with open(real_dump(realdump, "qemu-elf"), "rb") as src, open(cut, "wb") as out:
         out.write(src.read(3 << 20))
     before = len(smtpd.messages)
     job_id = queue(conf, "cutdump", str(cut), "-e", "req@example.com")
@@ -217,7 +209,7 @@ def test_rerun_with_release(realdump, site):
     with the right release is linked to it and gets crash's analysis."""
     conf = site["conf"]
     release = realdump["kernel"]["release"]
-    first = queue(conf, "rerun1", dump(realdump, "makedumpfile-zlib"), "--release", "0.0.0-1-bogus")
+    first = queue(conf, "rerun1", real_dump(realdump, "makedumpfile-zlib"), "--release", "0.0.0-1-bogus")
     assert run("cas-worker", "--config", conf, "--once").returncode == 0
     old = job(conf, first)
     assert old["state"] == "done" and old["error"]["step"] == "cas-findkernel", old

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import SmtpCollector, run
+from conftest import real_dump, real_shelf, run, SmtpCollector
 from slurm_fixture import slurm_cluster  # noqa: F401 (a fixture)
 from caslib import config
 from caslib.queue import slurmcmd
@@ -94,20 +94,12 @@ def smtpd():
         yield server
 
 
-def dump(manifest, variant):
-    return next(d for d in manifest["dumps"] if d["variant"] == variant)["path"]
-
-
 @pytest.fixture(scope="module")
 def site(realdump, slurm_cluster, tmp_path_factory, smtpd):
     """Two configs on one shelf, database and work directory: the real crash, and a crash
     that sleeps (scancel, time limit) with ``slurmArgs = --time=1``."""
     top = tmp_path_factory.mktemp("slurmsite")
-    shelf = top / "kernels"
-    shelf.mkdir()
-    for rpm in realdump["rpms"]:
-        if rpm["payload"] == "zstd":
-            os.symlink(rpm["path"], shelf / os.path.basename(rpm["path"]))
+    shelf = real_shelf(realdump, top)
     sleeper = top / "sleepy-crash"
     sleeper.write_text("#!/usr/bin/python3\nimport time\ntime.sleep(900)\n")
     sleeper.chmod(0o755)
@@ -165,7 +157,7 @@ def messages_to(smtpd, rcpt: str) -> list:
 @pytest.mark.realdump
 def test_real_dump_through_slurm(realdump, site, smtpd):
     conf = site["real"]
-    queued = queue(conf, "slurm1", dump(realdump, "qemu-elf"), "-e", "slurm1@example.com")
+    queued = queue(conf, "slurm1", real_dump(realdump, "qemu-elf"), "-e", "slurm1@example.com")
     slurm = queued["slurm"]
     assert queued["state"] == "queued" and slurm["partition"] == site["cluster"].partition
     assert isinstance(slurm["job_id"], int) and queued["workdir"]
@@ -222,7 +214,7 @@ def crash_started(conf, job_id):
 @pytest.mark.realdump
 def test_scancel_of_a_running_job(realdump, site):
     conf = site["sleepy"]
-    queued = queue(conf, "slurmcancel", dump(realdump, "qemu-elf"))
+    queued = queue(conf, "slurmcancel", real_dump(realdump, "qemu-elf"))
     running = wait_for(lambda: crash_started(conf, queued["job_id"]), "crash to start", 600)
     assert running["slurm"]["state"] == "RUNNING"
     res = run("cas-jobs", "--config", conf, "--json", "--cancel", queued["job_id"])
@@ -238,7 +230,7 @@ def test_scancel_of_a_running_job(realdump, site):
 @pytest.mark.realdump
 def test_time_limit_fails_the_job_with_the_reason(realdump, site, smtpd):
     conf = site["sleepy"]
-    queued = queue(conf, "slurmtime", dump(realdump, "qemu-elf"), "-e", "slow@example.com")
+    queued = queue(conf, "slurmtime", real_dump(realdump, "qemu-elf"), "-e", "slow@example.com")
     assert slurm_job(queued["slurm"]["job_id"])["TimeLimit"] == "00:01:00"
     ended = wait_for(lambda: (lambda j: j if j["state"] not in ("queued", "running") else None)(
         job(conf, queued["job_id"])), "the time limit", 300)
@@ -282,7 +274,7 @@ def test_no_debuginfo_goes_on_to_the_log_only_report(realdump, site, smtpd):
     """cas-findkernel's miss (in the head, on the submit host) is no failure: the Slurm job
     sends the log-only report, and the job is done with the reason."""
     conf = site["real"]
-    queued = queue(conf, "slurmlog", dump(realdump, "makedumpfile-zlib"), "--release",
+    queued = queue(conf, "slurmlog", real_dump(realdump, "makedumpfile-zlib"), "--release",
                    "0.0.0-1-bogus", "-e", "logonly@example.com")
     assert queued["slurm"]["job_id"]
     done = wait_for(lambda: (lambda j: j if j["state"] not in ("queued", "running") else None)(

@@ -17,16 +17,12 @@ import urllib.request
 
 import pytest
 
-from conftest import run
+from conftest import real_dump, real_shelf, run
 from webdriver import Browser, CasWeb
 
 HAVE_BROWSER = bool(shutil.which("chromium") and shutil.which("chromedriver"))
 needs_browser = pytest.mark.skipif(not HAVE_BROWSER, reason="chromium and chromedriver needed")
 XSS = "<script>alert(1)</script>"
-
-
-def dump(manifest, variant):
-    return next(d for d in manifest["dumps"] if d["variant"] == variant)["path"]
 
 
 def queue(conf, ident, path, *extra) -> int:
@@ -68,11 +64,7 @@ def post(url, body: bytes, ctype: str, headers=None):
 def site(realdump, tmp_path_factory):
     """Three real jobs: the real dump done, a dump that is none failed, one still queued."""
     top = tmp_path_factory.mktemp("website")
-    shelf = top / "kernels"
-    shelf.mkdir()
-    for rpm in realdump["rpms"]:
-        if rpm["payload"] == "zstd":
-            os.symlink(rpm["path"], shelf / os.path.basename(rpm["path"]))
+    shelf = real_shelf(realdump, top)
     conf = top / "cas.conf"
     conf.write_text(
         "[settings]\n"
@@ -80,7 +72,7 @@ def site(realdump, tmp_path_factory):
         f"debugs = {top / 'debugs'}\nmaxUpload = 64M\n")
     conf = str(conf)
     assert run("cas-admin", "--config", conf, "-q").returncode == 0
-    real = dump(realdump, "makedumpfile-zlib")
+    real = real_dump(realdump, "makedumpfile-zlib")
     done = queue(conf, "real1", real)
     bad = top / "vmcore.notadump"
     bad.write_bytes(os.urandom(8192))
