@@ -73,6 +73,19 @@ def option(parser, name: str, **kwargs) -> None:
     parser.add_argument(*((short,) if short else ()), name, **kwargs)
 
 
+def add_files(parser, what: str) -> None:
+    """Dump files given as ``-f FILE`` (repeatable) or positionally, in that order: read
+    them back with ``files(args)``."""
+    option(parser, "--file", action="append", dest="file_opt", metavar="FILE",
+           help=f"{what} (same as FILE; may be repeated)")
+    parser.add_argument("files", nargs="*", metavar="FILE", help=what + "s")
+
+
+def files(args) -> list:
+    """The dump files of ``add_files``: every ``-f`` first, then the positional ones."""
+    return (args.file_opt or []) + args.files
+
+
 def add_alias(parser, spelling: str, dest: str, **kwargs) -> None:
     """Keep an old ``spelling`` of the option stored in ``dest`` working, unlisted in -h
     (kept for one release after 0.2)."""

@@ -139,14 +139,12 @@ def run_command(argv) -> int:
     parser = cli.argument_parser(
         PROG, "Read the kernel log of a dump from its memory, with no vmlinux.",
         "With FILE: print the log. Without: a filter adding dmesg to each record.")
-    cli.option(parser, "--file", action="append", dest="file_opt", metavar="FILE",
-               help="a dump file to print (same as FILE; may be repeated)")
     parser.add_argument("--keep-going", action="store_true",
                         help="filter: a dump whose log cannot be read passes on with"
                              " dmesg.file null instead of an error record")
-    parser.add_argument("files", nargs="*", metavar="FILE", help="dump files to print")
+    cli.add_files(parser, "a dump file to print")
     args = parser.parse_args(argv)
-    files = (args.file_opt or []) + args.files
+    files = cli.files(args)
     if not files:
         cli.refuse_terminal(parser)
     cli.load_config(args)

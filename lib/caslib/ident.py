@@ -386,14 +386,12 @@ def parse_args(argv):
     parser = cli.argument_parser(
         PROG, "Name the crashed kernel of each dump from its headers.",
         "Reads records with a core key on stdin when no FILE is given.")
-    cli.option(parser, "--file", action="append", dest="file_opt", metavar="FILE",
-               help="a dump file (same as FILE; may be repeated)")
     parser.add_argument("--buffersize", metavar="N",
                         help="bytes the fallback banner scan may read (default: [advanced]"
                              " buffersize, 64M); suffixes K, M, G")
-    parser.add_argument("files", nargs="*", metavar="FILE", help="dump files")
+    cli.add_files(parser, "a dump file")
     args = parser.parse_args(argv)
-    args.files = (args.file_opt or []) + args.files
+    args.files = cli.files(args)
     if not args.files:
         cli.refuse_terminal(parser)
     return args
