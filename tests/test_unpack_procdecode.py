@@ -5,6 +5,8 @@ whether it ends normally, on a corrupt block, on SIGTERM or on SIGKILL."""
 
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import subprocess
@@ -82,6 +84,74 @@ def test_unaligned_pieces_and_a_trailing_hole(setup):
     packed = compress_with(["xz", "-c", "-T2", "--block-size=300000"], data,
                            setup.tmp / "vmcore.xz")
     check_core(setup("-i", "x", packed), data, "xz")
+
+
+def sparse_concat(dst, *parts) -> str:
+    """``cat parts > dst`` with the zero 4 KiB blocks left as holes, as the core will be."""
+    with open(dst, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as fh:
+                while block := fh.read(4096):
+                    if block.count(0) == len(block):
+                        out.seek(len(block), 1)
+                    else:
+                        out.write(block)
+        out.truncate()
+    return str(dst)
+
+
+@pytest.mark.skipif(not shutil.which("pbzip2"), reason="needs pbzip2")
+def test_bzip2_pieces_of_uneven_cost_are_placed_in_order(setup):
+    # a piece of random bytes decodes far slower than a piece of zeros or code: a worker
+    # done with a quick piece holds it, decodes its next one meanwhile, and writes it
+    # once the slow piece's size (and so its offset) is known
+    rng = random.Random(12)
+    code = dumpish(setup.tmp / "code", 8 * MiB, seed=12)
+    data = str(setup.tmp / "vmcore")
+    with open(data, "wb") as out, open(code, "rb") as src:
+        for i in range(30):
+            kind = i % 5
+            if kind == 0:
+                out.write(rng.randbytes(800_000))
+            elif kind in (1, 3):
+                out.seek(800_000 + 4096 * i, 1)
+            else:
+                out.write(src.read(700_000 + 333 * i) or rng.randbytes(1000))
+        out.truncate()
+    packed = compress_with(["pbzip2", "-c", "-b1", "-p2"], data, setup.tmp / "vmcore.bz2")
+    check_core(setup("-i", "1", packed), data, "bzip2")
+
+
+@pytest.mark.skipif(not shutil.which("pbzip2"), reason="needs pbzip2")
+def test_a_stream_too_large_for_a_piece_goes_to_one_thread_after_the_pieces_before_it(setup):
+    # pbzip2's streams, then one bzip2 stream of 40 MiB (more than a piece may hold): the
+    # pieces before it are written by the workers, that stream by the one-thread reader
+    first = dumpish(setup.tmp / "first", 6 * MiB, seed=13)
+    second = dumpish(setup.tmp / "second", 40 * MiB, seed=14)
+    packed = setup.tmp / "vmcore.bz2"
+    with open(packed, "wb") as out:
+        for argv, src in ((["pbzip2", "-c", "-b1", "-p2"], first), (["bzip2", "-c", "-9"], second)):
+            with open(src, "rb") as fin:
+                sh(*argv, stdin=fin, stdout=out)
+    data = sparse_concat(setup.tmp / "vmcore", first, second)
+    res = setup("-i", "1", str(packed))
+    check_core(res, data, "bzip2")
+    assert "bzip2 decoded on one thread from compressed byte" in res.stderr, res.stderr
+
+
+@pytest.mark.skipif(not shutil.which("pbzip2"), reason="needs pbzip2")
+def test_a_corrupt_bzip2_stream_late_in_the_file_fails_cleanly(setup):
+    data = dumpish(setup.tmp / "vmcore", 24 * MiB, seed=15)
+    packed = compress_with(["pbzip2", "-c", "-b1", "-p2"], data, setup.tmp / "vmcore.bz2")
+    raw = bytearray(open(packed, "rb").read())
+    starts = [m.start() for m in re.finditer(rb"BZh[1-9]1AY&SY", raw)]
+    late = starts[len(starts) * 3 // 4]     # pieces before it are decoded, held and written
+    for i in range(late + 200, late + 216):
+        raw[i] ^= 0x55
+    open(packed, "wb").write(bytes(raw))
+    res = setup("-i", "1", packed)
+    assert_clean_failure(res, setup.work, "corrupt", [packed])
+    assert workers_alive() == []
 
 
 def test_cas_compress_zstd_frames_written_by_processes(setup):

@@ -37,8 +37,9 @@ from caslib.streams import decompress, sparse, xzblocks, xzindex
 
 PIECE = 32 << 20          # decoded bytes of one piece held whole (xz -T0 -6 blocks are 24 MiB)
 CHUNK = 1 << 20
+HEADERS = 64 << 10       # zstd: the window block headers are read from (most blocks are smaller)
 SCAN = 4 << 20            # bzip2: compressed bytes searched for stream starts at a time
-BZ_GROUP = 16             # bzip2 streams per piece (pbzip2 streams hold 900 kB each)
+BZ_GROUP = 8             # bzip2 streams per piece (pbzip2 streams hold 900 kB each)
 _ZERO = sparse.zeros(CHUNK)   # zero chunks (most of a dump) share one object
 _BZ_START = re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)")
 
@@ -221,10 +222,10 @@ def _frame_end(fd: int, pos: int, end: int) -> tuple[int, int | None, int]:
                                  f"{PIECE >> 20} MiB bound for decoding it whole")
     p = pos + at + fcs_len
     blocks = 0
-    win, win_at = b"", p           # block headers are read from a 1 MiB window
+    win, win_at = b"", p           # block headers are read from a small window
     while True:
         if p + 3 > win_at + len(win):
-            win_at, win = p, os.pread(fd, min(CHUNK, max(end - p, 0)), p)
+            win_at, win = p, os.pread(fd, min(HEADERS, max(end - p, 0)), p)
         b = win[p - win_at:p - win_at + 3]
         if len(b) < 3:
             raise _Fallback(pos, "input ends inside the frame")

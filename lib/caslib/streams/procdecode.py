@@ -10,11 +10,15 @@ the partial core at the piece's uncompressed offset, so the output is
 sparse and nothing is shipped back.  Offsets come from the xz index or a
 zstd frame's content size; when a piece's size is unknown until decoded
 (bzip2, zstd frames without a size) the worker holds the piece (at most
-``parallel.PIECE`` bytes) and waits for its offset, which the parent hands
-out in order as the sizes of the pieces before it are known.
+``parallel.PIECE`` bytes) until its offset comes, which the parent hands
+out in order as the sizes of the pieces before it are known.  Meanwhile
+the worker decodes its next piece: a worker whose piece decoded quickly does
+not sit idle while its neighbour finishes a slower one.
 
-Memory per worker: one piece's compressed bytes and at most one decoded
-piece.  The workers ask the kernel to kill them when this process dies
+Memory per worker: one piece's compressed bytes, the piece it decodes (at
+most ``parallel.PIECE`` bytes) and the decoded pieces waiting for their
+offsets; it gets a new task only while those hold less than ``HOLD`` bytes.
+The workers ask the kernel to kill them when this process dies
 (``lifeline``), are killed by pid on any error or signal, and every wait
 for them has a deadline.  A piece a worker cannot decode is reported by the
 ordinary one-thread reader from that piece's first byte (so the words are
@@ -35,6 +39,7 @@ from caslib.streams.headfirst import Deferred
 from caslib.records import StepError
 
 CHUNK = 1 << 20
+HOLD = 32 << 20      # decoded bytes a worker may hold (waiting for offsets) and still get a task
 STALL = 300.0        # seconds a worker may take over one piece before we give up on it
 _STOPS = {signal.SIGINT, signal.SIGTERM}
 # glibc gives each 1 MiB decoded chunk fresh mmap'd pages (and page faults) unless told to
@@ -102,8 +107,16 @@ class _Worker:
                     self.stop(kill=True)
                 raise
         self.buf = b""
-        self.piece = None
+        self.decoding = False   # a task sent whose size or end has not come back
+        self.pending = []       # its pieces not yet written (held, or being decoded)
         self.since = time.monotonic()
+
+    def free(self) -> bool:
+        return not self.decoding and sum(p.size or 0 for p in self.pending) < HOLD
+
+    def busy(self) -> bool:
+        """Working, as opposed to holding pieces that wait for others' sizes."""
+        return self.decoding or any(p.sent_out for p in self.pending)
 
     def send(self, message: dict) -> None:
         self.proc.stdin.write(json.dumps(message).encode() + b"\n")
@@ -125,7 +138,8 @@ class _Worker:
 
 
 class _Piece:
-    def __init__(self, task: dict):
+    def __init__(self, number: int, task: dict):
+        self.id = number
         self.task, self.at, self.size = task, task["at"], task["size"]
         self.out = None        # uncompressed offset, once known
         self.worker = None
@@ -172,14 +186,14 @@ class _Job:
         self.switch = None      # (compressed offset, output offset): one thread from there
         self.sel = selectors.DefaultSelector()
         self.workers = []
-        self.idle = []
+        self.by_id = {}         # pieces not yet written, by the number their messages carry
+        self.numbered = 0
         self.input_done = False
 
     def run(self) -> int:
         for _ in range(self.n):
             w = _Worker(self.origin.fd, self.fd)
             self.workers.append(w)
-            self.idle.append(w)
             self.sel.register(w.proc.stdout, selectors.EVENT_READ, w)
         while True:
             self._submit()
@@ -203,8 +217,11 @@ class _Job:
                          f"({self.max_size:,} bytes); stopped and removed the partial file",
                          "too-large")
 
+    def _free(self):
+        return next((w for w in self.workers if w.free()), None)
+
     def _submit(self) -> None:
-        while self.idle and not self.input_done and self.switch is None:
+        while not self.input_done and self.switch is None and (w := self._free()) is not None:
             try:
                 task = next(self.tasks)
             except StopIteration:
@@ -216,14 +233,19 @@ class _Job:
                 return
             except ValueError as exc:   # the xz index changed under us or is damaged
                 raise StepError(f"{self.name}: corrupt xz index: {exc}", "corrupt") from None
-            piece = _Piece(task)
-            piece.worker = w = self.idle.pop()
-            w.piece, w.since = piece, time.monotonic()
+            self.numbered += 1
+            piece = _Piece(self.numbered, task)
+            self.by_id[piece.id] = piece
+            piece.worker = w
+            w.pending.append(piece)
+            if not w.busy():
+                w.since = time.monotonic()
+            w.decoding = True
             self.pieces.append(piece)
+            piece.sent_out = True       # the task carries the offset, if _assign finds one
             self._assign()
-            task = dict(task, out=piece.out)
             piece.sent_out = piece.out is not None
-            w.send(task)
+            w.send(dict(task, id=piece.id, out=piece.out))
 
     def _assign(self) -> None:
         """Give offsets, in order, to pieces whose size and predecessors' sizes are known."""
@@ -238,9 +260,10 @@ class _Job:
             if self.max_size and self.cursor > self.max_size:
                 raise self._too_large()
             if piece.worker is not None and not piece.sent_out and not piece.done:
+                if not piece.worker.busy():
+                    piece.worker.since = time.monotonic()
                 piece.sent_out = True
-                piece.worker.send({"out": piece.out})
-                piece.worker.since = time.monotonic()
+                piece.worker.send({"id": piece.id, "out": piece.out})
 
     def _wait(self) -> None:
         events = self.sel.select(timeout=5.0)
@@ -257,27 +280,33 @@ class _Job:
                 self._message(w, json.loads(line))
             w.since = now
         for w in self.workers:
-            if w.piece is not None and now - w.since > STALL:
+            if w.busy() and now - w.since > STALL:
+                at = w.pending[-1 if w.decoding else 0].at - self.origin.start
                 raise StepError(f"{self.name}: a decoder process took more than {STALL:.0f} s "
-                                f"over the piece at compressed byte {w.piece.at:,}", "timeout")
+                                f"over the piece at compressed byte {at:,}", "timeout")
 
     def _message(self, w: _Worker, msg: dict) -> None:
-        piece = w.piece
+        piece = self.by_id.get(msg.get("id"))
+        if piece is None:      # the worker failed outside any piece
+            why = msg.get("error", "a decoder process answered out of turn")
+            raise StepError(f"{self.name}: {why}", "os-error")
+        if w.pending and piece is w.pending[-1]:
+            w.decoding = False      # a size, an end or an error: that decoding is over
         if "size" in msg:
             piece.size = msg["size"]
             self._assign()
         elif "done" in msg:
             piece.done = True
-            w.piece = None
-            self.idle.append(w)
+            w.pending.remove(piece)
+            del self.by_id[piece.id]
             if self.progress:
                 self.progress(piece.at + piece.task["len"] - self.origin.start)
         elif "error" in msg:
             if msg.get("errno"):
                 raise OSError(msg["errno"], msg["error"])
             piece.error = msg["error"]
-            piece.worker = w.piece = None
-            self.idle.append(w)
+            piece.worker = None
+            w.pending.remove(piece)
 
     def _retire(self) -> None:
         while self.pieces and self.pieces[0].done:
@@ -292,8 +321,11 @@ class _Job:
     def _fall_back(self, offset: int, why: str) -> None:
         """From the piece at ``offset`` on, the one-thread reader decodes (or reports).
 
-        The pieces before it finish; those after it are stopped, and the core is cut
-        where the first of them starts, so none of their bytes stays behind."""
+        The pieces before it finish; those after it are stopped (their workers killed),
+        and the core is cut where the first of them starts, so none of their bytes
+        stays behind.  A killed worker holds no earlier piece: ``offset`` is either
+        the first piece not yet written (``_retire``) or past every piece handed out
+        (``_submit``)."""
         self.input_done = True
         keep = [p for p in self.pieces if p.at - self.origin.start < offset]
         for p in self.pieces[len(keep):]:
@@ -312,10 +344,10 @@ class _Job:
             return
         self.sel.unregister(w.proc.stdout)
         w.stop(kill=True)
-        w.piece = None
+        for p in w.pending:
+            p.worker = None
+        w.pending = []
         self.workers.remove(w)
-        if w in self.idle:
-            self.idle.remove(w)
 
     def _sequential(self, offset: int, out_at: int) -> int:
         raw = xzblocks.PRead(self.origin.fd, self.origin.start + offset, self.origin.end)
@@ -335,5 +367,5 @@ class _Job:
 
     def stop(self) -> None:
         for w in self.workers:
-            w.stop(kill=w.proc.poll() is None and (w.piece is not None or bool(self.pieces)))
+            w.stop(kill=w.proc.poll() is None and (bool(w.pending) or bool(self.pieces)))
         self.sel.close()

@@ -4,7 +4,10 @@ Why a module of its own: this is all a worker process runs, so it imports
 only the codecs.  A task names the piece's compressed bytes ``[at, at+len)``
 of the input descriptor and, when known, its uncompressed offset ``out``;
 without one, the worker decodes the piece into memory (at most
-``parallel.PIECE`` bytes), reports its size and waits for the offset.
+``parallel.PIECE`` bytes), reports its size and goes on with its next task;
+the offset arrives later as a message of its own, and the held piece is
+written then.  So a worker whose piece decoded faster than its neighbour's
+never waits for it (the parent bounds how many pieces a worker holds).
 Zero 4 KiB pages are skipped (``sparse.SparseWriter``), so they stay holes.
 """
 
@@ -31,8 +34,8 @@ class Bad(Exception):
 class _Sink:
     """Where decoded bytes go: straight into the core at ``out``, or held until it is known."""
 
-    def __init__(self, out_fd: int, out, rd, say):
-        self.fd, self.rd, self.say = out_fd, rd, say
+    def __init__(self, out_fd: int, out):
+        self.fd = out_fd
         self.writer = None
         self.held, self.got = [], 0
         if out is not None:
@@ -51,16 +54,12 @@ class _Sink:
             raise Bad(f"a piece decoding to more than {PIECE >> 20} MiB")
         self.held.append(_ZERO if data == _ZERO else data)
 
-    def finish(self) -> int:
-        if self.writer is None:
-            self.say({"size": self.got})
-            line = self.rd.readline()
-            if not line:
-                raise BrokenPipeError("parent gone")
-            self._start(json.loads(line)["out"])
-            for data in self.held:
-                self.writer.write(data)
-            self.held = []
+    def place(self, out: int) -> int:
+        """Write the held piece at ``out`` (its offset, now known): the bytes written."""
+        self._start(out)
+        for data in self.held:
+            self.writer.write(data)
+        self.held = []
         return self.writer.written
 
 
@@ -157,16 +156,26 @@ def _bzip2(task, in_fd, sink) -> None:
 CODECS = {"xz": _xz, "zstd": _zstd, "bzip2": _bzip2}
 
 
-def decode(task: dict, in_fd: int, out_fd: int, rd, say) -> None:
-    """Decode one task and answer ``size`` (when asked for) and ``done``."""
-    sink = _Sink(out_fd, task.get("out"), rd, say)
+def decode(task: dict, in_fd: int, out_fd: int, held: dict, say) -> None:
+    """Decode one task; answer ``done``, or ``size`` and hold it until its offset comes."""
+    sink = _Sink(out_fd, task.get("out"))
     CODECS[task["codec"]](task, in_fd, sink)
-    written = sink.finish()
-    say({"done": written})
+    if sink.writer is None:
+        held[task["id"]] = sink
+        say({"id": task["id"], "size": sink.got})
+    else:
+        say({"id": task["id"], "done": sink.writer.written})
+
+
+def place(msg: dict, held: dict, say) -> None:
+    """The offset of a held piece: write it and answer ``done``."""
+    sink = held.pop(msg["id"], None)
+    if sink is not None:      # None: a piece that failed, whose offset came anyway
+        say({"id": msg["id"], "done": sink.place(msg["out"])})
 
 
 def main(argv) -> None:
-    """A decoder process: tasks as JSON lines on stdin, answers on stdout."""
+    """A decoder process: tasks and offsets as JSON lines on stdin, answers on stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent stops us, by pid
     in_fd, out_fd = int(argv[0]), int(argv[1])
     rd, wr = sys.stdin.buffer, sys.stdout.buffer
@@ -175,17 +184,19 @@ def main(argv) -> None:
         wr.write(json.dumps(msg).encode() + b"\n")
         wr.flush()
 
+    held = {}                   # id -> _Sink of a decoded piece waiting for its offset
     try:
         for line in rd:
-            task = json.loads(line)
-            if "codec" not in task:     # an offset for a piece that failed: not a task
-                continue
+            msg = json.loads(line)
             try:
-                decode(task, in_fd, out_fd, rd, say)
+                if "codec" in msg:
+                    decode(msg, in_fd, out_fd, held, say)
+                else:
+                    place(msg, held, say)
             except OSError as exc:
-                say({"error": exc.strerror or str(exc), "errno": exc.errno})
+                say({"id": msg["id"], "error": exc.strerror or str(exc), "errno": exc.errno})
             except Bad as exc:
-                say({"error": str(exc)})
+                say({"id": msg["id"], "error": str(exc)})
     except (BrokenPipeError, KeyboardInterrupt):
         pass
     except BaseException as exc:  # never a traceback: the parent reports it
