@@ -375,6 +375,52 @@ def test_purge_removes_old_jobs_and_rows_only(jobs, tmp_path, config_file, casen
     assert "purged 4 job directories" in res.stderr
 
 
+def test_purge_removes_old_uploads_no_job_waits_for(jobs, tmp_path, config_file, casenv):
+    # cas-web streams an upload into workDirectory/.uploads/<time-random>/ and queues a
+    # job on it; the job directory is made from it, so the upload is cas-admin's to purge
+    up = tmp_path / "work" / ".uploads"
+
+    def upload(name, days):
+        where = up / name
+        where.mkdir(parents=True)
+        (where / "vmcore.xz").write_bytes(b"not really xz")
+        then = time.time() - days * 86400
+        os.utime(where, (then, then))
+        return where
+
+    old = upload("20200101000000-aaaaaaaaaaaa", 400)
+    young = upload(time.strftime("%Y%m%d%H%M%S-") + "bbbbbbbbbbbb", 0)
+    waiting = upload("20200101000000-cccccccccccc", 400)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious").write_text("keep")
+    os.symlink(elsewhere, up / "20200101000000-dddddddddddd")
+    conn = db.connect(str(tmp_path / "cas.db"))
+    with conn:
+        conn.execute("INSERT INTO jobs(job, identifier, source, state, submitted) "
+                     "VALUES (?, ?, ?, 'queued', ?)",
+                     ("q", "q", str(waiting / "vmcore.xz"), time.time() - 400 * 86400))
+        # a job cancelled while queued: a row without a job directory, also old
+        conn.execute("INSERT INTO jobs(job, identifier, source, state, submitted) "
+                     "VALUES ('c', 'c', '/nowhere', 'cancelled', ?)", (time.time() - 400 * 86400,))
+    conn.close()
+    conf = config_file(extra="[maintenance]\npurgeLimit = 30\n")
+    res = run("cas-admin", "--config", conf, "--purge", "--dry-run", env=casenv)
+    assert res.returncode == 0, res
+    listed = [r for r in res.records if "upload" in r]
+    assert [r["upload"] for r in listed] == [str(old)]
+    assert listed[0]["action"] == "would-purge" and listed[0]["age_from"] == "modification time"
+    assert old.exists() and "would purge 4 job directories and 1 upload older" in res.stderr
+    res = run("cas-admin", "--config", conf, "--purge", env=casenv)
+    assert res.returncode == 0, res
+    assert not old.exists() and young.exists() and waiting.exists()
+    assert os.path.islink(up / "20200101000000-dddddddddddd")
+    assert (elsewhere / "precious").read_text() == "keep"
+    assert "purged 4 job directories and 1 upload older" in res.stderr
+    conn = sqlite3.connect(str(tmp_path / "cas.db"))
+    assert {r[0] for r in conn.execute("SELECT job FROM jobs")} == {"young_by_row", "running", "q"}
+
+
 def test_auto_purge_on_index_run(jobs, config_file, casenv):
     made, _ = jobs
     conf = config_file(extra="[maintenance]\npurgeLimit = 30\nautoPurge = Yes\n")

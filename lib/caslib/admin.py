@@ -105,12 +105,13 @@ def run_purge(cfg, conn, dry_run: bool, stdout) -> int:
         stdout.write(json.dumps(entry) + "\n")
         stdout.flush()
 
-    count, errors = purge.purge(cfg, conn, dry_run=dry_run, emit=emit)
+    count, uploads, errors = purge.purge(cfg, conn, dry_run=dry_run, emit=emit)
     verb = "would purge" if dry_run else "purged"
     (log.error if errors else log.info)(
-        "%s %d job director%s older than %s days under %s%s", verb, count,
-        "y" if count == 1 else "ies", cfg.purgeLimit, cfg.workDirectory,
-        f", {errors} failed" if errors else "")
+        "%s %d job director%s%s older than %s days under %s%s", verb, count,
+        "y" if count == 1 else "ies",
+        f" and {uploads} upload{'' if uploads == 1 else 's'}" if uploads else "",
+        cfg.purgeLimit, cfg.workDirectory, f", {errors} failed" if errors else "")
     return records.EXIT_ERROR if errors else records.EXIT_OK
 
 

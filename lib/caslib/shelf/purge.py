@@ -8,6 +8,11 @@ outside ``workDirectory`` (symlinks are not followed, paths are checked
 after resolving), a job whose row says running with a live pid, a
 directory that does not look like a job.  ``dry_run`` lists exactly what
 would go and changes nothing.
+
+Dumps uploaded through cas-web's form wait in ``workDirectory/.uploads/<dir>``
+(the job directory is made from them); such a directory goes when it is older
+than ``purgeLimit`` days (its modification time) and no queued or running job
+still has its file as the source.
 """
 
 import os
@@ -19,6 +24,9 @@ from dataclasses import dataclass
 from caslib import jobdir, logs
 
 log = logs.get()
+
+
+UPLOADS = ".uploads"     # cas-web's upload area under workDirectory (never a job name)
 
 
 @dataclass
@@ -48,7 +56,7 @@ def candidates(work: str, conn, limit_days: int, now: float | None = None) -> li
     rows = {}
     if conn is not None:
         for workdir, started, state, pid in conn.execute(
-                "SELECT workdir, started, state, pid FROM jobs"):
+                "SELECT workdir, started, state, pid FROM jobs WHERE workdir IS NOT NULL"):
             rows[os.path.realpath(workdir)] = (started, state, pid)
     out = []
     if not os.path.isdir(work):
@@ -88,32 +96,72 @@ def candidates(work: str, conn, limit_days: int, now: float | None = None) -> li
     return out
 
 
-def purge(cfg, conn, dry_run: bool = False, now: float | None = None, emit=None) -> tuple[int, int]:
-    """Remove (or with ``dry_run`` only list) old jobs; return (count, errors).
+def upload_candidates(work: str, conn, limit_days: int, now: float) -> list[tuple[str, float]]:
+    """(directory, mtime) of the uploads older than ``limit_days`` that no live job reads."""
+    top = os.path.join(work, UPLOADS)
+    try:
+        if not stat.S_ISDIR(os.lstat(top).st_mode):
+            return []
+        names = sorted(os.listdir(top))
+    except OSError:
+        return []
+    wanted = set()
+    if conn is not None:
+        for (source,) in conn.execute(
+                "SELECT source FROM jobs WHERE state IN ('queued', 'running')"):
+            if isinstance(source, str):
+                wanted.add(os.path.dirname(os.path.realpath(source)))
+    out = []
+    for name in names:
+        path = os.path.join(top, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or not jobdir.inside(work, path):
+            continue  # symlinks and files are never followed or removed
+        if st.st_mtime < now - limit_days * 86400 and os.path.realpath(path) not in wanted:
+            out.append((os.path.abspath(path), st.st_mtime))
+    out.sort(key=lambda c: (c[1], c[0]))
+    return out
 
-    ``emit(dict)`` receives one entry per job: workdir, job, started (ISO),
-    age_days, action (``purged``/``would-purge``/``failed``).
+
+def _remove(path: str, entry: dict) -> bool:
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        entry["action"] = "failed"
+        entry["error"] = f"{exc.filename or path}: {exc.strerror or exc}"
+        log.warning("cannot purge %s", entry["error"])
+        return False
+    entry["action"] = "purged"
+    return True
+
+
+def _entry(now: float, started: float, source: str, dry_run: bool, **where) -> dict:
+    return dict(where, started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                age_days=round((now - started) / 86400, 1), age_from=source,
+                action="would-purge" if dry_run else None)
+
+
+def purge(cfg, conn, dry_run: bool = False, now: float | None = None,
+          emit=None) -> tuple[int, int, int]:
+    """Remove (or with ``dry_run`` only list) old jobs and uploads: (jobs, uploads, errors).
+
+    ``emit(dict)`` receives one entry per job (workdir, job) or upload
+    (upload), with started (ISO), age_days, age_from and action
+    (``purged``/``would-purge``/``failed``).
     """
     work = cfg.workDirectory
     limit = cfg.purgeLimit
     now = time.time() if now is None else now
-    done = errors = 0
+    done = uploads = errors = 0
     for c in candidates(work, conn, limit, now):
-        entry = {"workdir": c.workdir, "job": c.job,
-                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(c.started)),
-                 "age_days": round((now - c.started) / 86400, 1), "age_from": c.source}
-        if dry_run:
-            entry["action"] = "would-purge"
-        else:
-            try:
-                shutil.rmtree(c.workdir)
-            except OSError as exc:
+        entry = _entry(now, c.started, c.source, dry_run, workdir=c.workdir, job=c.job)
+        if not dry_run:
+            if not _remove(c.workdir, entry):
                 errors += 1
-                entry["action"] = "failed"
-                entry["error"] = f"{exc.filename or c.workdir}: {exc.strerror or exc}"
-                log.warning("cannot purge %s", entry["error"])
             else:
-                entry["action"] = "purged"
                 if conn is not None:
                     conn.execute("DELETE FROM jobs WHERE workdir IN (?, ?)",
                                  (c.workdir, os.path.realpath(c.workdir)))
@@ -127,13 +175,25 @@ def purge(cfg, conn, dry_run: bool = False, now: float | None = None, emit=None)
         done += entry["action"] != "failed"
         if emit is not None:
             emit(entry)
+    for path, mtime in upload_candidates(work, conn, limit, now):
+        entry = _entry(now, mtime, "modification time", dry_run, upload=path)
+        if dry_run or _remove(path, entry):
+            uploads += 1
+            if not dry_run:
+                log.info("purged the upload %s (%s days old)", path, entry["age_days"])
+        else:
+            errors += 1
+        if emit is not None:
+            emit(entry)
     if not dry_run and conn is not None:
-        # rows of old jobs whose directories are gone already
-        stale = [(wd,) for wd, in conn.execute(
-            "SELECT workdir FROM jobs WHERE started < ? AND state != 'running'",
-            (now - limit * 86400,)) if not os.path.lexists(wd)]
+        # rows of old jobs whose directories are gone already, or that never had one (a
+        # queued job cancelled or failed before it started)
+        stale = [(row,) for row, wd in conn.execute(
+            "SELECT id, workdir FROM jobs WHERE coalesce(started, submitted) < ? "
+            "AND state NOT IN ('running', 'queued')",
+            (now - limit * 86400,)) if wd is None or not os.path.lexists(wd)]
         if stale:
-            conn.executemany("DELETE FROM jobs WHERE workdir = ?", stale)
+            conn.executemany("DELETE FROM jobs WHERE id = ?", stale)
             log.info("dropped %d database rows of old jobs without a directory", len(stale))
         conn.commit()
-    return done, errors
+    return done, uploads, errors
