@@ -24,7 +24,6 @@ threads.  xz uses ``xzblocks.ParallelXz`` (cas-extract's block decoder) with
 the blocks found by ``xzindex``.
 """
 
-import bz2
 import collections
 import os
 import re
@@ -33,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from caslib import magic
-from caslib.streams import decompress, sparse, xzblocks, xzindex
+from caslib.streams import decompress, procworker, sparse, xzblocks, xzindex
 
 PIECE = 32 << 20          # decoded bytes of one piece held whole (xz -T0 -6 blocks are 24 MiB)
 CHUNK = 1 << 20
@@ -345,20 +344,12 @@ def _bz_decode(piece) -> list:
 
 def _bz_stream(data, out: list, got: int) -> int:
     """Decode one whole bzip2 stream onto ``out``; the bytes decoded so far."""
-    dec = bz2.BZ2Decompressor()
     try:
-        part = dec.decompress(data, CHUNK)
-        while True:
-            if part:
-                out.append(_ZERO if part == _ZERO else part)
-                got += len(part)
-                if got > PIECE:
-                    raise _Fallback(f"streams decode to more than {PIECE >> 20} MiB")
-            if dec.eof or dec.needs_input:
-                break
-            part = dec.decompress(b"", CHUNK)
-    except OSError as exc:
-        raise _Fallback(f"stream not decoded whole ({exc})") from None
-    if not dec.eof or dec.unused_data:
-        raise _Fallback("stream boundary not where the scan found it")
+        for part in procworker.bz_stream_parts(data):
+            out.append(_ZERO if part == _ZERO else part)
+            got += len(part)
+            if got > PIECE:
+                raise _Fallback(f"streams decode to more than {PIECE >> 20} MiB")
+    except procworker.Bad as exc:
+        raise _Fallback(str(exc)) from None
     return got

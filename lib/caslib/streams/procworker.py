@@ -134,23 +134,30 @@ def _zstd(task, in_fd, sink) -> None:
         raise Bad(f"frame gave {sink.got:,} bytes, its header says {task['size']:,}")
 
 
+def bz_stream_parts(data):
+    """The decoded bytes of ``data``, one whole bzip2 stream, CHUNK at a time; Bad if it is not.
+
+    Shared with the thread decoder (``parallel``), so both judge a stream alike."""
+    dec = bz2.BZ2Decompressor()
+    try:
+        part = dec.decompress(data, CHUNK)
+        while True:
+            if part:
+                yield part
+            if dec.eof or dec.needs_input:
+                break
+            part = dec.decompress(b"", CHUNK)
+    except OSError as exc:
+        raise Bad(f"stream not decoded whole ({exc})") from None
+    if not dec.eof or dec.unused_data:
+        raise Bad("stream boundary not where the scan found it")
+
+
 def _bzip2(task, in_fd, sink) -> None:
     cuts, at = task["cuts"], task["at"]
     for a, b in zip(cuts, cuts[1:]):
-        data = _pread_all(in_fd, b - a, at + a)
-        dec = bz2.BZ2Decompressor()
-        try:
-            part = dec.decompress(data, CHUNK)
-            while True:
-                if part:
-                    sink.put(part)
-                if dec.eof or dec.needs_input:
-                    break
-                part = dec.decompress(b"", CHUNK)
-        except OSError as exc:
-            raise Bad(f"stream not decoded whole ({exc})") from None
-        if not dec.eof or dec.unused_data:
-            raise Bad("stream boundary not where the scan found it")
+        for part in bz_stream_parts(_pread_all(in_fd, b - a, at + a)):
+            sink.put(part)
 
 
 CODECS = {"xz": _xz, "zstd": _zstd, "bzip2": _bzip2}
