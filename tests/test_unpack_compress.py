@@ -43,10 +43,15 @@ def test_xz_parallel_blocks(setup):
     assert rec["compressed"] == out and rec["compression"] == "xz"
     assert rec["source_bytes"] == 52 * MiB and rec["compressed_bytes"] == os.path.getsize(out)
     assert decompressed_sha(["xz", "-dc"], out) == sha256(setup.data)
-    # independent streams, as xz itself reports them
-    listing = subprocess.run(["xz", "--robot", "-l", out], capture_output=True, text=True).stdout
+    # as xz -T0 writes them: one stream of independent blocks whose headers state both
+    # sizes (what xz's threaded decoder needs), as xz itself reports them
+    listing = subprocess.run(["xz", "--robot", "-lvv", out], capture_output=True,
+                             text=True).stdout
     totals = [line.split("\t") for line in listing.splitlines() if line.startswith("totals")]
-    assert int(totals[0][1]) == 3, listing  # streams
+    assert totals[0][1:3] == ["1", "3"], listing  # streams, blocks
+    assert totals[0][10] == "yes", listing        # sizes in headers
+    flags = [line.split("\t")[12] for line in listing.splitlines() if line.startswith("block")]
+    assert flags == ["cu"] * 3, listing
     # and cas-unpack reads it back
     res = setup("-i", "1", out)
     assert res.returncode == 0, res

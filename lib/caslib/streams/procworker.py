@@ -19,7 +19,7 @@ import signal
 import sys
 
 from caslib.streams import sparse
-from caslib.streams.xzblocks import _mini_stream
+from caslib.streams.xzblocks import one_block_stream
 
 CHUNK = 1 << 20
 FEED = 1 << 20
@@ -78,7 +78,7 @@ def _xz(task, in_fd, sink) -> None:
     comp = unpadded - header - task["check"]
     if comp <= 0:
         raise Bad("block shorter than its header")
-    wrapped = _mini_stream(bytes.fromhex(task["flags"]), b"", header, comp, task["check"], unc)
+    wrapped = one_block_stream(bytes.fromhex(task["flags"]), b"", header, comp, task["check"], unc)
     head, tail = wrapped[:12], wrapped[12:]
     stored = unpadded + (-unpadded % 4)
     dec = lzma.LZMADecompressor(lzma.FORMAT_XZ)

@@ -74,7 +74,8 @@ def _varint(buf: bytes, pos: int) -> tuple:
     raise ValueError("multibyte integer longer than 9 bytes")
 
 
-def _enc_varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """An xz variable-length integer (7 bits a byte, low first)."""
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -83,16 +84,25 @@ def _enc_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _mini_stream(flags: bytes, block: bytes, header_size: int, comp: int, check: int,
-                 unc: int) -> bytes:
-    """One block wrapped as a complete xz stream, so liblzma checks everything."""
-    head = MAGIC + flags + struct.pack("<I", zlib.crc32(flags))
-    index = b"\x00" + _enc_varint(1) + _enc_varint(header_size + comp + check) + _enc_varint(unc)
+def stream_header(flags: bytes) -> bytes:
+    return MAGIC + flags + struct.pack("<I", zlib.crc32(flags))
+
+
+def stream_tail(flags: bytes, records) -> bytes:
+    """The index of blocks ``records`` ((unpadded size, uncompressed size), ...) and the footer."""
+    index = bytearray(b"\x00" + varint(len(records)))
+    for unpadded, unc in records:
+        index += varint(unpadded) + varint(unc)
     index += b"\x00" * (-len(index) % 4)
     index += struct.pack("<I", zlib.crc32(index))
     backward = struct.pack("<I", len(index) // 4 - 1)
-    foot = struct.pack("<I", zlib.crc32(backward + flags)) + backward + flags + b"YZ"
-    return head + block + index + foot
+    return bytes(index) + struct.pack("<I", zlib.crc32(backward + flags)) + backward + flags + b"YZ"
+
+
+def one_block_stream(flags: bytes, block: bytes, header_size: int, comp: int, check: int,
+                     unc: int) -> bytes:
+    """One block wrapped as a complete xz stream, so liblzma checks everything."""
+    return stream_header(flags) + block + stream_tail(flags, [(header_size + comp + check, unc)])
 
 
 def _decode(mini: bytes, unc: int) -> list:
@@ -277,7 +287,7 @@ class ParallelXz:
                 self.eof = True
                 return
             data, size, comp, unc, at = block
-            mini = _mini_stream(self.flags, data, size, comp, self.check, unc)
+            mini = one_block_stream(self.flags, data, size, comp, self.check, unc)
             self.pending.append((self.pool.submit(_decode, mini, unc), at))
             self.inflight += unc
             self.blocks += 1
