@@ -7,7 +7,7 @@ without one, the worker decodes the piece into memory (at most
 ``parallel.PIECE`` bytes), reports its size and goes on with its next task;
 the offset arrives later as a message of its own, and the held piece is
 written then.  So a worker whose piece decoded faster than its neighbour's
-never waits for it (the parent bounds how many pieces a worker holds).
+never waits for it (the parent bounds how much a worker holds).
 Zero 4 KiB pages are skipped (``sparse.SparseWriter``), so they stay holes.
 """
 
