@@ -249,11 +249,10 @@ class _Job:
 
     def _assign(self) -> None:
         """Give offsets, in order, to pieces whose size and predecessors' sizes are known."""
-        known = True
         for piece in self.pieces:
             if piece.out is not None:
                 continue
-            if not known or piece.size is None or piece.error:
+            if piece.size is None or piece.error:
                 return
             piece.out = self.cursor
             self.cursor += piece.size
