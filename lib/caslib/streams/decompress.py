@@ -94,8 +94,10 @@ class _Reader:
                          f"{self.src.pos:,} compressed bytes, inside a stream", "truncated")
 
     def _corrupt(self, exc):
+        at = getattr(self, "member_at", None)
+        where = f" (in the stream that starts at byte {at:,})" if at else ""
         return StepError(f"{self.name}: corrupt {self.codec} data near compressed byte "
-                         f"{self.src.pos:,}: {exc}", "corrupt")
+                         f"{self.src.pos:,}{where}: {exc}", "corrupt")
 
     def readable(self):
         return True
@@ -120,6 +122,7 @@ class _StdlibReader(_Reader):
         self.input_done = False
         self.finished = False
         self.members = 0
+        self.member_at = None  # compressed offset where the stream being decoded starts
 
     def _new(self):
         if self.codec == "gzip":
@@ -131,6 +134,8 @@ class _StdlibReader(_Reader):
         return lzma.LZMADecompressor(lzma.FORMAT_ALONE)
 
     def _fill(self):
+        if self.member_at is None:
+            self.member_at = self.src.pos   # set by a caller that starts mid-file
         if not self.pending and not self.input_done:
             self.pending = self.src.read(CHUNK)
             if not self.pending:
@@ -157,6 +162,7 @@ class _StdlibReader(_Reader):
             raise self._corrupt("trailing data after the last stream")
         self.dec = self._new()
         self.pending = rest
+        self.member_at = self.src.pos - len(rest)
         return True
 
     def read(self, n=-1) -> bytes:
