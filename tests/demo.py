@@ -97,7 +97,8 @@ def main() -> int:
     print(f"Task:          {panic.get('task')} (pid {panic.get('pid')}, cpu {panic.get('cpu')})")
     triage = record.get("triage") or {}
     for line in summary.lines(triage) if triage else []:
-        print(line)
+        label, _, text = line.partition(":")   # aligned with the lines above
+        print(f"{label + ':':<14} {text.strip()}")
     print("Backtrace:")
     for frame in triage.get("backtrace") or panic.get("backtrace") or []:
         print(f"    {frame}")

@@ -252,7 +252,7 @@ def test_mail_body_starts_with_the_five_lines_and_lists_results(tmp_path):
     text = mail.body({"job": "j", "id": "12345", "workdir": str(tmp_path), "triage": triage})
     lines = text.splitlines()
     assert lines[:5] == [
-        "Kind:        bug: kernel BUG at casfault/casfault.c:33!",
+        "Kind:        bug (kernel BUG at casfault/casfault.c:33!)",
         "Culprit:     casfault_bug [casfault] at casfault/casfault.c:33",
         "Taint:       OE (out-of-tree module loaded; unsigned module loaded) by casfault",
         "Trust:       crash 8.0.2 is older than this kernel needs (+1 more below)",

@@ -56,7 +56,7 @@ def lines(triage: dict) -> list:
     kind = triage.get("kind") or "unknown"
     evidence = triage.get("evidence")
     out += [
-        f"Kind:        {kind}" + (f": {evidence}" if evidence else ""),
+        f"Kind:        {kind}" + (f" ({evidence})" if evidence else ""),
         f"Culprit:     {culprit_text(triage.get('culprit'))}",
         f"Taint:       {taintlib.describe(triage.get('taint'))}",
         f"Trust:       {trust_text}",
